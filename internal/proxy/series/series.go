@@ -1,0 +1,82 @@
+// Package series is the proxy's in-memory model of collected metrics: what
+// one agent answered, enriched with the node's identity, ready to render.
+//
+// The types are plain values. Nothing here is safe for concurrent mutation;
+// a Batch is built by one goroutine and only read afterwards.
+package series
+
+import (
+	"strings"
+
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+)
+
+// Label is one label pair.
+type Label struct {
+	Name, Value string
+}
+
+// Labels is a label set sorted by Name with unique names and no empty
+// values (an empty value is the same as an absent label in Prometheus).
+type Labels []Label
+
+// Get returns the value of the label called name, or "".
+func (ls Labels) Get(name string) string {
+	for _, l := range ls {
+		if l.Name == name {
+			return l.Value
+		}
+	}
+	return ""
+}
+
+// String renders the set as {a="1",b="2"} without escaping; for keys and
+// debugging only.
+func (ls Labels) String() string {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, l := range ls {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(l.Name)
+		b.WriteString(`="`)
+		b.WriteString(l.Value)
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+// Point is one sample value at a time in Unix milliseconds.
+type Point struct {
+	TimestampMs int64
+	Value       float64
+}
+
+// Series is one series of one agent: a name, a label set and its points in
+// ascending time order (a latest answer has exactly one point).
+type Series struct {
+	Name   string
+	Help   string
+	Type   fodcv1.MetricType
+	Labels Labels
+	Points []Point
+}
+
+// Node is the identity of the agent a batch came from.
+type Node struct {
+	AgentID string
+	PodName string
+	// Role is the role string the agent registered with (e.g. ROLE_DATA).
+	Role string
+	// IP and Port are the node's primary address, when known.
+	IP   string
+	Port int
+}
+
+// Batch is everything one agent answered to one metrics command.
+type Batch struct {
+	Node   Node
+	Series []Series
+}
