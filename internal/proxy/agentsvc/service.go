@@ -1,0 +1,449 @@
+// Package agentsvc is the proxy's agent-facing gRPC service,
+// banyandb.fodc.v1.FODCService.
+//
+// Every stream an agent opens becomes a session with one receiving
+// goroutine and one sending goroutine (the only caller of Send). The
+// registration stream registers the agent and turns every later message
+// into a heartbeat; the other streams are attributed to a registered agent
+// by the agent_id metadata and carry commands from the proxy and replies
+// from the agent. All seven RPCs are accepted and kept open for as long as
+// the agent keeps them: an upstream agent treats any end of any stream as a
+// disconnect and re-registers (PROTOCOL.md §2.7).
+package agentsvc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/proxy/registry"
+)
+
+// Stream kinds, used in metrics, logs and the hub.
+const (
+	KindRegister       = "register"
+	KindMetrics        = "metrics"
+	KindTopology       = "topology"
+	KindLifecycle      = "lifecycle"
+	KindCrash          = "crash"
+	KindPressure       = "pressure"
+	KindSchemaRegistry = "schema_registry"
+)
+
+// MetadataAgentID is the gRPC metadata key that carries the agent id on
+// every stream but the registration stream.
+const MetadataAgentID = "agent_id"
+
+// Options configures a Service.
+type Options struct {
+	// Registry is where agents are registered. Required.
+	Registry *registry.Registry
+	// HeartbeatInterval is sent to agents at registration (whole seconds,
+	// at least one).
+	HeartbeatInterval time.Duration
+	// SendQueueLen bounds the commands queued for one stream's sender.
+	SendQueueLen int
+	// MaxPendingCommands bounds the unanswered commands of one stream,
+	// abandoned ones included; beyond it the agent is disconnected as slow.
+	MaxPendingCommands int
+	Logger             *slog.Logger
+	Registerer         prometheus.Registerer
+}
+
+// Service implements fodcv1.FODCServiceServer. It is safe for concurrent
+// use; construct it with New.
+type Service struct {
+	fodcv1.UnimplementedFODCServiceServer
+
+	opts    Options
+	logger  *slog.Logger
+	metrics *metrics
+	hub     *hub
+
+	drainOnce sync.Once
+	draining  chan struct{}
+}
+
+type metrics struct {
+	streamsOpen      *prometheus.GaugeVec
+	streamsRejected  *prometheus.CounterVec
+	streamErrors     *prometheus.CounterVec
+	slowDisconnects  *prometheus.CounterVec
+	repliesDiscarded *prometheus.CounterVec
+	heartbeats       prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	return &metrics{
+		streamsOpen: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fodc_proxy_agent_streams_open",
+			Help: "Agent streams currently open, by stream kind.",
+		}, []string{"stream"}),
+		streamsRejected: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_agent_streams_rejected_total",
+			Help: "Agent streams refused at open, by stream kind and reason.",
+		}, []string{"stream", "reason"}),
+		streamErrors: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_agent_stream_errors_total",
+			Help: "Agent streams that ended with an error, by stream kind and gRPC code.",
+		}, []string{"stream", "code"}),
+		slowDisconnects: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_agent_slow_disconnects_total",
+			Help: "Agent streams closed because the agent did not keep up with commands.",
+		}, []string{"stream"}),
+		repliesDiscarded: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_agent_replies_discarded_total",
+			Help: "Agent replies dropped because their caller had given up or no command was outstanding.",
+		}, []string{"stream", "reason"}),
+		heartbeats: f.NewCounter(prometheus.CounterOpts{
+			Name: "fodc_proxy_agent_heartbeats_total",
+			Help: "Heartbeats received from agents.",
+		}),
+	}
+}
+
+// New returns a Service. It starts no goroutines.
+func New(opts Options) (*Service, error) {
+	if opts.Registry == nil {
+		return nil, errors.New("agentsvc: registry is required")
+	}
+	if opts.HeartbeatInterval <= 0 {
+		opts.HeartbeatInterval = 10 * time.Second
+	}
+	if opts.SendQueueLen <= 0 {
+		opts.SendQueueLen = 64
+	}
+	if opts.MaxPendingCommands <= 0 {
+		opts.MaxPendingCommands = 32
+	}
+	if opts.SendQueueLen < opts.MaxPendingCommands {
+		opts.SendQueueLen = opts.MaxPendingCommands
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	reg := opts.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	return &Service{
+		opts:     opts,
+		logger:   logger.With("component", "agentsvc"),
+		metrics:  newMetrics(reg),
+		hub:      newHub(),
+		draining: make(chan struct{}),
+	}, nil
+}
+
+// Drain ends every open session with codes.Unavailable and refuses new
+// ones, so that a graceful server stop does not wait for streams that would
+// otherwise never end.
+func (s *Service) Drain() {
+	s.drainOnce.Do(func() { close(s.draining) })
+}
+
+// heartbeatSeconds is the interval sent to agents, rounded up to whole
+// seconds because the wire carries seconds and 0 means "keep your own".
+func (s *Service) heartbeatSeconds() int64 {
+	return max(1, int64(math.Ceil(s.opts.HeartbeatInterval.Seconds())))
+}
+
+// identityFrom converts a registration or heartbeat message.
+func identityFrom(req *fodcv1.RegisterAgentRequest) registry.Identity {
+	id := registry.Identity{
+		RoleName:       req.GetNodeRole(),
+		PodName:        req.GetPodName(),
+		ContainerNames: req.GetContainerNames(),
+		Labels:         req.GetLabels(),
+	}
+	if a := req.GetPrimaryAddress(); a != nil {
+		id.Primary = registry.Address{IP: a.GetIp(), Port: int(a.GetPort())}
+	}
+	if len(req.GetSecondaryAddresses()) > 0 {
+		id.Secondary = make(map[string]registry.Address, len(req.GetSecondaryAddresses()))
+		for name, a := range req.GetSecondaryAddresses() {
+			id.Secondary[name] = registry.Address{IP: a.GetIp(), Port: int(a.GetPort())}
+		}
+	}
+	return id
+}
+
+// RegisterAgent registers the agent on its first message and treats every
+// later message as a heartbeat. Heartbeats are never answered. The entry is
+// unregistered when the stream ends.
+func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) error {
+	ctx := stream.Context()
+	select {
+	case <-s.draining:
+		return toStatus(errDraining)
+	default:
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return toStatus(err)
+	}
+	agent, err := s.opts.Registry.Register(identityFrom(first))
+	if err != nil {
+		code := codes.InvalidArgument
+		if errors.Is(err, registry.ErrTooManyAgents) {
+			code = codes.ResourceExhausted
+		}
+		s.metrics.streamsRejected.WithLabelValues(KindRegister, code.String()).Inc()
+		s.logger.Warn("Registration rejected", "pod_name", first.GetPodName(), "role", first.GetNodeRole(), "peer", peerAddr(ctx), "err", err)
+		// Upstream agents read the message before the stream ends.
+		_ = stream.Send(&fodcv1.RegisterAgentResponse{Success: false, Message: err.Error()})
+		return status.Error(code, err.Error())
+	}
+	removed, ok := s.opts.Registry.Removed(agent.ID)
+	if !ok { // superseded in the instant since Register
+		return status.Errorf(codes.Aborted, "agent %s was removed during registration; register again", agent.ID)
+	}
+	// The handler goroutine is this stream's only sender: one response, now.
+	if err := stream.Send(&fodcv1.RegisterAgentResponse{
+		Success:                  true,
+		Message:                  "Agent registered successfully",
+		HeartbeatIntervalSeconds: s.heartbeatSeconds(),
+		AgentId:                  agent.ID,
+	}); err != nil {
+		s.opts.Registry.Unregister(agent.ID, registry.ReasonDisconnected)
+		return toStatus(err)
+	}
+	s.metrics.streamsOpen.WithLabelValues(KindRegister).Inc()
+	defer s.metrics.streamsOpen.WithLabelValues(KindRegister).Dec()
+	s.logger.Info("Agent connected", "agent_id", agent.ID, "pod_name", agent.PodName, "role", agent.RoleName, "peer", peerAddr(ctx))
+
+	recvErr := make(chan error, 1)
+	go func() {
+		recvErr <- recvLoop(stream, func(hb *fodcv1.RegisterAgentRequest) error {
+			s.metrics.heartbeats.Inc()
+			if _, err := s.opts.Registry.Heartbeat(agent.ID, identityFrom(hb)); err != nil {
+				return status.Errorf(codes.NotFound, "heartbeat: %v; register again", err)
+			}
+			return nil
+		})
+	}()
+	select {
+	case err = <-recvErr:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-removed:
+		err = s.removedStatus(agent.ID)
+	case <-s.draining:
+		err = errDraining
+	}
+	if s.opts.Registry.Unregister(agent.ID, registry.ReasonDisconnected) {
+		s.logger.Info("Agent disconnected", "agent_id", agent.ID, "pod_name", agent.PodName, "err", err)
+	}
+	return s.finish(KindRegister, err)
+}
+
+// finish counts and translates the error that ended a stream.
+func (s *Service) finish(kind string, err error) error {
+	st := toStatus(err)
+	if st != nil {
+		code := status.Code(st)
+		if code != codes.Canceled {
+			s.metrics.streamErrors.WithLabelValues(kind, code.String()).Inc()
+		}
+	}
+	return st
+}
+
+// removedStatus explains to an agent why its id is no longer valid.
+func (s *Service) removedStatus(agentID string) error {
+	reason, ok := s.opts.Registry.Forgotten(agentID)
+	switch {
+	case !ok:
+		return status.Errorf(codes.NotFound, "agent %s is not registered; register again", agentID)
+	case reason == registry.ReasonShutdown:
+		return errDraining
+	case reason == registry.ReasonSuperseded:
+		return status.Errorf(codes.NotFound, "agent %s was superseded by a newer registration of the same node; register again", agentID)
+	default:
+		return status.Errorf(codes.NotFound, "agent %s is no longer registered (%s); register again", agentID, reason)
+	}
+}
+
+// authenticate attributes a non-registration stream to a live agent by its
+// agent_id metadata (PROTOCOL.md §2.4; unlike upstream, unknown and stale
+// ids are refused so that the agent re-registers cleanly, W6/W7).
+func (s *Service) authenticate(ctx context.Context, kind string) (string, <-chan struct{}, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	ids := md.Get(MetadataAgentID)
+	if len(ids) == 0 || ids[0] == "" {
+		s.metrics.streamsRejected.WithLabelValues(kind, "missing_agent_id").Inc()
+		return "", nil, status.Error(codes.Unauthenticated, "agent_id metadata missing; register first and send the returned agent_id")
+	}
+	id := ids[0]
+	removed, ok := s.opts.Registry.Removed(id)
+	if !ok {
+		s.metrics.streamsRejected.WithLabelValues(kind, "unknown_agent_id").Inc()
+		return "", nil, s.removedStatus(id)
+	}
+	return id, removed, nil
+}
+
+// serve runs one non-registration stream until the agent ends it, the agent
+// leaves the registry, or the proxy drains. attach publishes the session
+// for the collectors and returns its detach; handle consumes each reply.
+func serve[Req, Resp any](s *Service, kind string, st serverStream[Req, Resp],
+	attach func(ss *session[Resp]) (detach func(error), err error),
+	handle func(*Req) error,
+) error {
+	ctx := st.Context()
+	select {
+	case <-s.draining:
+		return toStatus(errDraining)
+	default:
+	}
+	agentID, removed, err := s.authenticate(ctx, kind)
+	if err != nil {
+		return err
+	}
+	ss := newSession[Resp](agentID, kind, s.opts.SendQueueLen)
+	detach, err := attach(ss)
+	if err != nil {
+		s.metrics.streamsRejected.WithLabelValues(kind, "duplicate").Inc()
+		return err
+	}
+	s.metrics.streamsOpen.WithLabelValues(kind).Inc()
+	defer s.metrics.streamsOpen.WithLabelValues(kind).Dec()
+	s.logger.Debug("Agent stream opened", "agent_id", agentID, "stream", kind)
+
+	var sendWG sync.WaitGroup
+	sendErr := make(chan error, 1)
+	recvErr := make(chan error, 1)
+	sendWG.Go(func() { sendErr <- ss.sendLoop(st) })
+	// The receiver cannot be waited for: Recv unblocks only once this
+	// handler has returned.
+	go func() { recvErr <- recvLoop(st, handle) }()
+
+	select {
+	case err = <-recvErr:
+	case err = <-sendErr:
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-ss.closed:
+		err = ss.cause()
+	case <-removed:
+		err = s.removedStatus(agentID)
+	case <-s.draining:
+		err = errDraining
+	}
+	ss.closeWith(err)
+	detach(ss.cause())
+	sendWG.Wait() // no Send after the handler returns
+	if errors.Is(ss.cause(), errSlow) {
+		s.metrics.slowDisconnects.WithLabelValues(kind).Inc()
+		s.logger.Warn("Disconnected slow agent stream", "agent_id", agentID, "stream", kind)
+	}
+	s.logger.Debug("Agent stream closed", "agent_id", agentID, "stream", kind, "err", ss.cause())
+	return s.finish(kind, ss.cause())
+}
+
+// holdOnly attaches a stream kind whose commands the proxy does not send
+// yet: the stream is kept open and anything the agent sends is counted and
+// dropped.
+func holdOnly[Req, Resp any](s *Service, kind string, st serverStream[Req, Resp]) error {
+	return serve(s, kind, st,
+		func(ss *session[Resp]) (func(error), error) { return s.hub.attach(ss.agentID, kind, ss) },
+		func(*Req) error {
+			s.metrics.repliesDiscarded.WithLabelValues(kind, "unsolicited").Inc()
+			return nil
+		})
+}
+
+// StreamMetrics carries metrics commands and the agent's replies.
+func (s *Service) StreamMetrics(stream fodcv1.FODCService_StreamMetricsServer) error {
+	var ms *MetricsStream
+	return serve(s, KindMetrics, stream,
+		func(ss *session[fodcv1.StreamMetricsResponse]) (func(error), error) {
+			ms = newMetricsStream(ss, s.opts.MaxPendingCommands)
+			detach, err := s.hub.attach(ss.agentID, KindMetrics, ms)
+			if err != nil {
+				return nil, err
+			}
+			return func(cause error) {
+				detach(cause)
+				ms.queue.Close(fmt.Errorf("metrics stream of agent %s closed: %w", ss.agentID, closeCause(cause)))
+			}, nil
+		},
+		func(reply *fodcv1.StreamMetricsRequest) error {
+			delivered, solicited := ms.queue.Deliver(reply)
+			switch {
+			case !solicited:
+				s.metrics.repliesDiscarded.WithLabelValues(KindMetrics, "unsolicited").Inc()
+			case !delivered:
+				s.metrics.repliesDiscarded.WithLabelValues(KindMetrics, "abandoned").Inc()
+			}
+			return nil
+		})
+}
+
+func closeCause(err error) error {
+	if err == nil {
+		return errClosed
+	}
+	return err
+}
+
+// StreamClusterTopology is held open; topology collection is not wired yet.
+func (s *Service) StreamClusterTopology(stream fodcv1.FODCService_StreamClusterTopologyServer) error {
+	return holdOnly(s, KindTopology, stream)
+}
+
+// StreamLifecycle is held open; lifecycle collection is not wired yet.
+func (s *Service) StreamLifecycle(stream fodcv1.FODCService_StreamLifecycleServer) error {
+	return holdOnly(s, KindLifecycle, stream)
+}
+
+// StreamCrashDiagnostics is held open; crash collection is not wired yet.
+func (s *Service) StreamCrashDiagnostics(stream fodcv1.FODCService_StreamCrashDiagnosticsServer) error {
+	return holdOnly(s, KindCrash, stream)
+}
+
+// StreamPressureProfiles is held open; profile collection is not wired yet.
+func (s *Service) StreamPressureProfiles(stream fodcv1.FODCService_StreamPressureProfilesServer) error {
+	return holdOnly(s, KindPressure, stream)
+}
+
+// StreamSchemaRegistry is held open; registry reads are not wired yet.
+func (s *Service) StreamSchemaRegistry(stream fodcv1.FODCService_StreamSchemaRegistryServer) error {
+	return holdOnly(s, KindSchemaRegistry, stream)
+}
+
+// Metrics returns the live metrics stream of an agent.
+func (s *Service) Metrics(agentID string) (*MetricsStream, bool) {
+	v, ok := s.hub.get(agentID, KindMetrics)
+	if !ok {
+		return nil, false
+	}
+	return v.(*MetricsStream), true
+}
+
+// HasStream reports whether the agent has a live stream of the kind.
+func (s *Service) HasStream(agentID, kind string) bool {
+	_, ok := s.hub.get(agentID, kind)
+	return ok
+}
+
+func peerAddr(ctx context.Context) string {
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		return p.Addr.String()
+	}
+	return ""
+}

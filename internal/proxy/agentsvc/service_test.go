@@ -1,0 +1,330 @@
+package agentsvc
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/test/bufconn"
+
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/proxy/registry"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type harness struct {
+	svc    *Service
+	reg    *registry.Registry
+	prom   *prometheus.Registry
+	client fodcv1.FODCServiceClient
+}
+
+func newHarness(t *testing.T, opts Options) *harness {
+	t.Helper()
+	prom := prometheus.NewRegistry()
+	reg, err := registry.New(registry.Options{HeartbeatTimeout: 30 * time.Second, CleanupTimeout: 5 * time.Minute, MaxAgents: 100})
+	require.NoError(t, err)
+	opts.Registry = reg
+	opts.Registerer = prom
+	svc, err := New(opts)
+	require.NoError(t, err)
+	lis := bufconn.Listen(1 << 20)
+	srv := grpc.NewServer()
+	fodcv1.RegisterFODCServiceServer(srv, svc)
+	served := make(chan struct{})
+	go func() { defer close(served); _ = srv.Serve(lis) }()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_ = conn.Close()
+		svc.Drain()
+		srv.Stop()
+		<-served
+	})
+	return &harness{svc: svc, reg: reg, prom: prom, client: fodcv1.NewFODCServiceClient(conn)}
+}
+
+// register opens a registration stream and returns it with the agent id.
+func (h *harness) register(t *testing.T, ctx context.Context, pod string) (fodcv1.FODCService_RegisterAgentClient, string) {
+	t.Helper()
+	st, err := h.client.RegisterAgent(ctx)
+	require.NoError(t, err)
+	require.NoError(t, st.Send(&fodcv1.RegisterAgentRequest{NodeRole: "ROLE_DATA", PodName: pod, Labels: map[string]string{"type": "hot"}}))
+	resp, err := st.Recv()
+	require.NoError(t, err)
+	require.True(t, resp.GetSuccess(), resp.GetMessage())
+	require.NotEmpty(t, resp.GetAgentId())
+	return st, resp.GetAgentId()
+}
+
+func withID(ctx context.Context, id string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, MetadataAgentID, id)
+}
+
+func TestRegisterAnswersOnceWithIntervalAndID(t *testing.T) {
+	h := newHarness(t, Options{HeartbeatInterval: 1500 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, id := h.register(t, ctx, "data-0")
+	a, ok := h.reg.Get(id)
+	require.True(t, ok)
+	require.Equal(t, "data-0", a.PodName)
+	require.Equal(t, "hot", a.Role.Tier)
+
+	// Heartbeats are not answered; they refresh labels.
+	require.NoError(t, st.Send(&fodcv1.RegisterAgentRequest{NodeRole: "ROLE_DATA", PodName: "data-0", Labels: map[string]string{"type": "warm"}}))
+	require.Eventually(t, func() bool { a, _ := h.reg.Get(id); return a.Role.Tier == "warm" }, 10*time.Second, time.Millisecond)
+	require.Equal(t, 1.0, testutil.ToFloat64(h.svc.metrics.heartbeats))
+
+	// Closing the registration stream unregisters the agent.
+	require.NoError(t, st.CloseSend())
+	_, err := st.Recv()
+	require.Error(t, err)
+	require.Eventually(t, func() bool { _, ok := h.reg.Get(id); return !ok }, 10*time.Second, time.Millisecond)
+}
+
+func TestHeartbeatIntervalRoundsUp(t *testing.T) {
+	h := newHarness(t, Options{HeartbeatInterval: 1500 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := h.client.RegisterAgent(ctx)
+	require.NoError(t, err)
+	require.NoError(t, st.Send(&fodcv1.RegisterAgentRequest{NodeRole: "ROLE_LIAISON", PodName: "l-0"}))
+	resp, err := st.Recv()
+	require.NoError(t, err)
+	require.EqualValues(t, 2, resp.GetHeartbeatIntervalSeconds())
+}
+
+func TestRegistrationRejected(t *testing.T) {
+	h := newHarness(t, Options{})
+	for _, tc := range []struct {
+		name string
+		req  *fodcv1.RegisterAgentRequest
+	}{
+		{"empty role", &fodcv1.RegisterAgentRequest{PodName: "p"}},
+		{"no pod and no address", &fodcv1.RegisterAgentRequest{NodeRole: "ROLE_DATA"}},
+		{"unknown role", &fodcv1.RegisterAgentRequest{NodeRole: "ROLE_BOSS", PodName: "p"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, err := h.client.RegisterAgent(context.Background())
+			require.NoError(t, err)
+			require.NoError(t, st.Send(tc.req))
+			resp, err := st.Recv()
+			require.NoError(t, err)
+			require.False(t, resp.GetSuccess())
+			require.NotEmpty(t, resp.GetMessage())
+			_, err = st.Recv()
+			require.Equal(t, codes.InvalidArgument, status.Code(err))
+		})
+	}
+	_, total := h.reg.Counts()
+	require.Zero(t, total)
+}
+
+func TestStreamAttribution(t *testing.T) {
+	h := newHarness(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, id := h.register(t, ctx, "data-0")
+
+	// Missing id.
+	st, err := h.client.StreamClusterTopology(ctx)
+	require.NoError(t, err)
+	_, err = st.Recv()
+	require.Equal(t, codes.Unauthenticated, status.Code(err))
+
+	// Unknown id: refused, so that the agent re-registers cleanly (W6).
+	st, err = h.client.StreamClusterTopology(withID(ctx, "not-an-agent"))
+	require.NoError(t, err)
+	_, err = st.Recv()
+	require.Equal(t, codes.NotFound, status.Code(err))
+
+	// A second live stream of the same kind is refused (W7).
+	first, err := h.client.StreamMetrics(withID(ctx, id))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { _, ok := h.svc.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
+	second, err := h.client.StreamMetrics(withID(ctx, id))
+	require.NoError(t, err)
+	_, err = second.Recv()
+	require.Equal(t, codes.AlreadyExists, status.Code(err))
+	_, ok := h.svc.Metrics(id)
+	require.True(t, ok, "the first stream is still attached")
+	_ = first
+}
+
+// answer replies to every metrics command on st with a message whose
+// timestamp tells which command it answers, until the stream ends.
+func answer(st fodcv1.FODCService_StreamMetricsClient, hang <-chan struct{}) {
+	for {
+		cmd, err := st.Recv()
+		if err != nil {
+			return
+		}
+		if hang != nil {
+			select {
+			case <-hang:
+			default:
+				continue // hung: read and never answer
+			}
+		}
+		reply := &fodcv1.StreamMetricsRequest{}
+		if cmd.GetStartTime() != nil {
+			reply.Timestamp = cmd.GetStartTime()
+		}
+		reply.Metrics = []*fodcv1.Metric{{Name: "x", Value: 1}}
+		if st.Send(reply) != nil {
+			return
+		}
+	}
+}
+
+func TestMetricsRequestsMatchTheirReplies(t *testing.T) {
+	h := newHarness(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, id := h.register(t, ctx, "data-0")
+	st, err := h.client.StreamMetrics(withID(ctx, id))
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() { defer close(done); answer(st, nil) }()
+	var ms *MetricsStream
+	require.Eventually(t, func() bool { var ok bool; ms, ok = h.svc.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
+
+	start := time.Unix(1700000000, 0)
+	reply, err := ms.Request(ctx, Window{Start: start, End: start.Add(time.Minute)})
+	require.NoError(t, err)
+	require.Equal(t, start.Unix(), reply.GetTimestamp().GetSeconds())
+	reply, err = ms.Request(ctx, Window{})
+	require.NoError(t, err)
+	require.Nil(t, reply.GetTimestamp(), "a latest command gets the latest reply")
+	cancel()
+	<-done
+}
+
+func TestHungAgentIsDisconnectedWhenQueueFills(t *testing.T) {
+	h := newHarness(t, Options{MaxPendingCommands: 2})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, id := h.register(t, ctx, "data-0")
+	st, err := h.client.StreamMetrics(withID(ctx, id))
+	require.NoError(t, err)
+	hang := make(chan struct{}) // never closed: the agent never answers
+	done := make(chan struct{})
+	go func() { defer close(done); answer(st, hang) }()
+	var ms *MetricsStream
+	require.Eventually(t, func() bool { var ok bool; ms, ok = h.svc.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
+
+	for i := range 2 {
+		rctx, rcancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		_, err := ms.Request(rctx, Window{Start: time.Unix(int64(i+1), 0)})
+		rcancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+	}
+	_, err = ms.Request(ctx, Window{})
+	require.ErrorIs(t, err, errSlow)
+	<-done // the agent's stream ended
+	_, err = st.Recv()
+	require.Equal(t, codes.ResourceExhausted, status.Code(err))
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(h.svc.metrics.slowDisconnects.WithLabelValues(KindMetrics)) == 1
+	}, 10*time.Second, time.Millisecond)
+	_, ok := h.svc.Metrics(id)
+	require.False(t, ok, "a closed stream is forgotten at once (W17)")
+}
+
+func TestLateReplyIsDiscarded(t *testing.T) {
+	h := newHarness(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, id := h.register(t, ctx, "data-0")
+	st, err := h.client.StreamMetrics(withID(ctx, id))
+	require.NoError(t, err)
+	var ms *MetricsStream
+	require.Eventually(t, func() bool { var ok bool; ms, ok = h.svc.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
+
+	rctx, rcancel := context.WithCancel(ctx)
+	got := make(chan error, 1)
+	go func() { _, err := ms.Request(rctx, Window{Start: time.Unix(5, 0)}); got <- err }()
+	_, err = st.Recv() // the window command
+	require.NoError(t, err)
+	rcancel()
+	require.ErrorIs(t, <-got, context.Canceled)
+	// The agent answers the window late, then a latest request arrives.
+	require.NoError(t, st.Send(&fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{{Name: "window_reply"}}}))
+	latest := make(chan *fodcv1.StreamMetricsRequest, 1)
+	go func() { r, _ := ms.Request(ctx, Window{}); latest <- r }()
+	_, err = st.Recv() // the latest command
+	require.NoError(t, err)
+	require.NoError(t, st.Send(&fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{{Name: "latest_reply"}}}))
+	require.Equal(t, "latest_reply", (<-latest).GetMetrics()[0].GetName())
+	require.Equal(t, 1.0, testutil.ToFloat64(h.svc.metrics.repliesDiscarded.WithLabelValues(KindMetrics, "abandoned")))
+}
+
+func TestSupersededAgentStreamsEnd(t *testing.T) {
+	h := newHarness(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	oldReg, oldID := h.register(t, ctx, "data-0")
+	oldMetrics, err := h.client.StreamMetrics(withID(ctx, oldID))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { _, ok := h.svc.Metrics(oldID); return ok }, 10*time.Second, time.Millisecond)
+
+	_, newID := h.register(t, ctx, "data-0")
+	require.NotEqual(t, oldID, newID)
+	_, err = oldReg.Recv()
+	require.Equal(t, codes.NotFound, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), "superseded")
+	_, err = oldMetrics.Recv()
+	require.Equal(t, codes.NotFound, status.Code(err))
+	_, total := h.reg.Counts()
+	require.Equal(t, 1, total)
+}
+
+func TestDrainEndsEveryStreamUnavailable(t *testing.T) {
+	h := newHarness(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reg, id := h.register(t, ctx, "data-0")
+	var opened []func() error
+	m, err := h.client.StreamMetrics(withID(ctx, id))
+	require.NoError(t, err)
+	opened = append(opened, func() error { _, err := m.Recv(); return err })
+	tp, err := h.client.StreamClusterTopology(withID(ctx, id))
+	require.NoError(t, err)
+	opened = append(opened, func() error { _, err := tp.Recv(); return err })
+	lc, err := h.client.StreamLifecycle(withID(ctx, id))
+	require.NoError(t, err)
+	opened = append(opened, func() error { _, err := lc.Recv(); return err })
+	cr, err := h.client.StreamCrashDiagnostics(withID(ctx, id))
+	require.NoError(t, err)
+	opened = append(opened, func() error { _, err := cr.Recv(); return err })
+	pp, err := h.client.StreamPressureProfiles(withID(ctx, id))
+	require.NoError(t, err)
+	opened = append(opened, func() error { _, err := pp.Recv(); return err })
+	sr, err := h.client.StreamSchemaRegistry(withID(ctx, id))
+	require.NoError(t, err)
+	opened = append(opened, func() error { _, err := sr.Recv(); return err })
+	opened = append(opened, func() error { _, err := reg.Recv(); return err })
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(h.svc.metrics.streamsOpen.WithLabelValues(KindSchemaRegistry)) == 1 &&
+			testutil.ToFloat64(h.svc.metrics.streamsOpen.WithLabelValues(KindPressure)) == 1
+	}, 10*time.Second, time.Millisecond)
+
+	h.svc.Drain()
+	for _, recv := range opened {
+		require.Equal(t, codes.Unavailable, status.Code(recv()))
+	}
+}

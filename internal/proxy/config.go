@@ -1,0 +1,106 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Config is everything the proxy daemon can be told on its command line.
+type Config struct {
+	GRPCListenAddr        string
+	HTTPListenAddr        string
+	GRPCMaxMsgSize        int
+	GRPCKeepaliveTime     time.Duration
+	GRPCKeepaliveTimeout  time.Duration
+	AgentHeartbeatTimeout time.Duration
+	AgentCleanupTimeout   time.Duration
+	HeartbeatInterval     time.Duration
+	MaxAgents             int
+	HTTPReadTimeout       time.Duration
+	HTTPWriteTimeout      time.Duration
+	CollectTimeout        time.Duration
+	ShutdownGrace         time.Duration
+}
+
+// DefaultConfig returns the design's defaults (DESIGN.md §1.5), except the
+// 32 MiB message size: one data node's metrics answer exceeds 4 MiB, and an
+// oversize message kills the stream and makes the agent reconnect forever.
+func DefaultConfig() Config {
+	return Config{
+		GRPCListenAddr:        ":17900",
+		HTTPListenAddr:        ":17901",
+		GRPCMaxMsgSize:        32 << 20,
+		GRPCKeepaliveTime:     10 * time.Second,
+		GRPCKeepaliveTimeout:  5 * time.Second,
+		AgentHeartbeatTimeout: 30 * time.Second,
+		AgentCleanupTimeout:   5 * time.Minute,
+		HeartbeatInterval:     10 * time.Second,
+		MaxAgents:             1000,
+		HTTPReadTimeout:       10 * time.Second,
+		HTTPWriteTimeout:      10 * time.Second,
+		CollectTimeout:        8 * time.Second,
+		ShutdownGrace:         5 * time.Second,
+	}
+}
+
+// RegisterFlags binds the configuration to fs, with c's values as defaults.
+func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.GRPCListenAddr, "grpc-listen-addr", c.GRPCListenAddr, "Address the agent-facing gRPC server listens on (upstream deployments use :17912).")
+	fs.StringVar(&c.HTTPListenAddr, "http-listen-addr", c.HTTPListenAddr, "Address the HTTP API listens on (upstream deployments use :17913).")
+	fs.IntVar(&c.GRPCMaxMsgSize, "grpc-max-msg-size", c.GRPCMaxMsgSize, "Largest message accepted from an agent, in bytes. A data node's metrics answer can exceed 4 MiB.")
+	fs.DurationVar(&c.GRPCKeepaliveTime, "grpc-keepalive-time", c.GRPCKeepaliveTime, "Ping an agent connection after this long without traffic.")
+	fs.DurationVar(&c.GRPCKeepaliveTimeout, "grpc-keepalive-timeout", c.GRPCKeepaliveTimeout, "Close an agent connection whose ping is not answered within this time.")
+	fs.DurationVar(&c.AgentHeartbeatTimeout, "agent-heartbeat-timeout", c.AgentHeartbeatTimeout, "Mark an agent unconnected after this long without a heartbeat.")
+	fs.DurationVar(&c.AgentCleanupTimeout, "agent-cleanup-timeout", c.AgentCleanupTimeout, "Unregister an agent after this long without a heartbeat.")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", c.HeartbeatInterval, "Heartbeat interval sent to agents at registration (whole seconds).")
+	fs.IntVar(&c.MaxAgents, "max-agents", c.MaxAgents, "Most agents registered at once.")
+	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", c.HTTPReadTimeout, "Time allowed to read an HTTP request.")
+	fs.DurationVar(&c.HTTPWriteTimeout, "http-write-timeout", c.HTTPWriteTimeout, "Time allowed to write an HTTP answer once it is collected.")
+	fs.DurationVar(&c.CollectTimeout, "collect-timeout", c.CollectTimeout, "How long a collection waits for agents when the caller sends no X-Prometheus-Scrape-Timeout-Seconds header.")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "Time allowed for a graceful stop before connections are closed.")
+}
+
+// Validate reports every invalid setting at once, naming the flags.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.GRPCListenAddr == "" {
+		errs = append(errs, errors.New("--grpc-listen-addr must not be empty"))
+	}
+	if c.HTTPListenAddr == "" {
+		errs = append(errs, errors.New("--http-listen-addr must not be empty"))
+	}
+	if c.GRPCMaxMsgSize < 1<<20 {
+		errs = append(errs, fmt.Errorf("--grpc-max-msg-size (%d) must be at least 1048576; agents' metrics answers are large", c.GRPCMaxMsgSize))
+	}
+	if c.HeartbeatInterval < time.Second {
+		errs = append(errs, fmt.Errorf("--heartbeat-interval (%s) must be at least 1s: agents are told whole seconds", c.HeartbeatInterval))
+	}
+	if c.AgentHeartbeatTimeout < 2*c.HeartbeatInterval {
+		errs = append(errs, fmt.Errorf("--agent-heartbeat-timeout (%s) must be at least twice --heartbeat-interval (%s), or a single late heartbeat marks a healthy agent unconnected", c.AgentHeartbeatTimeout, c.HeartbeatInterval))
+	}
+	if c.AgentCleanupTimeout <= c.AgentHeartbeatTimeout {
+		errs = append(errs, fmt.Errorf("agent-cleanup-timeout (%s) must be greater than agent-heartbeat-timeout (%s)", c.AgentCleanupTimeout, c.AgentHeartbeatTimeout))
+	}
+	if c.MaxAgents < 1 {
+		errs = append(errs, fmt.Errorf("--max-agents (%d) must be positive", c.MaxAgents))
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"--http-read-timeout", c.HTTPReadTimeout},
+		{"--http-write-timeout", c.HTTPWriteTimeout},
+		{"--collect-timeout", c.CollectTimeout},
+		{"--grpc-keepalive-time", c.GRPCKeepaliveTime},
+		{"--grpc-keepalive-timeout", c.GRPCKeepaliveTimeout},
+		{"--shutdown-grace", c.ShutdownGrace},
+	} {
+		if d.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s (%s) must be positive", d.flag, d.v))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,310 @@
+// Package enrich turns one agent's StreamMetrics reply into the proxy's
+// series model: labels sorted and cleaned, the node's identity added where
+// the sample lacks it, a timestamp on every point and, for window replies,
+// the samples of each series grouped into one ascending run of points.
+//
+// Batch is called once per agent reply on the scrape hot path. It allocates
+// a fixed handful of slices per reply (not per sample) and no maps.
+package enrich
+
+import (
+	"cmp"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/proxy/series"
+)
+
+// NodeInfo is what the registry knows about the agent that sent a reply.
+type NodeInfo struct {
+	Node series.Node
+	// Labels are the node labels the agent registered with.
+	Labels map[string]string
+}
+
+// Batch converts reply into a series.Batch for info's node.
+//
+// Every sample gets its labels as a sorted series.Labels without empty
+// values and with invalid UTF-8 replaced by U+FFFD. The node's identity is
+// added as node_<k> for each registered label k (except pod_name and
+// container_name), node_role, pod_name and node_address ("ip:port"), each
+// only when the sample does not carry that label already and the value is
+// not empty. The agent id is never added: it changes on every reconnect.
+//
+// A point's time is Metric.timestamp if set, else reply.timestamp if set,
+// else receivedAt. With window false every Metric becomes one Series with
+// one Point. With window true Metrics with equal name and labels form one
+// Series whose points ascend in time; of several points with the same time
+// the last one in the reply is kept. A series' Help is the first non-empty
+// description and its Type the first specified type in reply order.
+//
+// The result's Series are sorted by name, then label set. Batch never
+// modifies reply, but the result shares its strings.
+func Batch(info NodeInfo, reply *fodcv1.StreamMetricsRequest, receivedAt time.Time, window bool) series.Batch {
+	out := series.Batch{Node: info.Node}
+	metrics := reply.GetMetrics()
+	if len(metrics) == 0 {
+		return out
+	}
+	extra := nodeLabels(info)
+	defaultMs := receivedAt.UnixMilli()
+	if ts := reply.GetTimestamp(); ts != nil {
+		defaultMs = toMillis(ts)
+	}
+
+	// One backing array for every label set of the reply: one allocation
+	// instead of one per sample (see BenchmarkBatch).
+	total := 0
+	for _, m := range metrics {
+		total += len(m.GetLabels()) + len(extra)
+	}
+	buf := make(series.Labels, 0, total)
+	keys := make([]key, len(metrics))
+	for i, m := range metrics {
+		start := len(buf)
+		buf = appendLabels(buf, m.GetLabels(), extra)
+		ms := defaultMs
+		if ts := m.GetTimestamp(); ts != nil {
+			ms = toMillis(ts)
+		}
+		keys[i] = key{
+			name:   validUTF8(m.GetName()),
+			labels: buf[start:len(buf):len(buf)],
+			ms:     ms,
+			idx:    int32(i),
+		}
+	}
+	if window {
+		out.Series = group(keys, metrics)
+	} else {
+		out.Series = latest(keys, metrics)
+	}
+	return out
+}
+
+// key is one Metric prepared for sorting.
+type key struct {
+	name   string
+	labels series.Labels
+	ms     int64
+	idx    int32 // position in the reply
+}
+
+func compareKeys(a, b key) int {
+	if c := strings.Compare(a.name, b.name); c != 0 {
+		return c
+	}
+	if c := compareLabels(a.labels, b.labels); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(a.ms, b.ms); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.idx, b.idx)
+}
+
+// latest builds one single-point series per metric.
+func latest(keys []key, metrics []*fodcv1.Metric) []series.Series {
+	slices.SortFunc(keys, compareKeys)
+	out := make([]series.Series, len(keys))
+	points := make([]series.Point, len(keys))
+	for i, k := range keys {
+		m := metrics[k.idx]
+		points[i] = series.Point{TimestampMs: k.ms, Value: m.GetValue()}
+		out[i] = series.Series{
+			Name:   k.name,
+			Help:   validUTF8(m.GetDescription()),
+			Type:   m.GetType(),
+			Labels: k.labels,
+			Points: points[i : i+1 : i+1],
+		}
+	}
+	return out
+}
+
+// group merges metrics with equal name and labels into one series each.
+func group(keys []key, metrics []*fodcv1.Metric) []series.Series {
+	slices.SortFunc(keys, compareKeys)
+	n, nl := 0, 0
+	for i := range keys {
+		if i == 0 || !sameSeries(keys[i-1], keys[i]) {
+			n++
+			nl += len(keys[i].labels)
+		}
+	}
+	out := make([]series.Series, 0, n)
+	points := make([]series.Point, 0, len(keys))
+	// Compact the label sets of the kept series so that the per-sample
+	// copies can be collected.
+	labels := make(series.Labels, 0, nl)
+	for i := 0; i < len(keys); {
+		j := i + 1
+		for j < len(keys) && sameSeries(keys[i], keys[j]) {
+			j++
+		}
+		start := len(points)
+		help, helpIdx := "", int32(-1)
+		typ, typIdx := fodcv1.MetricType_METRIC_TYPE_UNSPECIFIED, int32(-1)
+		for r := i; r < j; r++ {
+			k := keys[r]
+			m := metrics[k.idx]
+			if d := m.GetDescription(); d != "" && (helpIdx < 0 || k.idx < helpIdx) {
+				help, helpIdx = d, k.idx
+			}
+			if t := m.GetType(); t != fodcv1.MetricType_METRIC_TYPE_UNSPECIFIED && (typIdx < 0 || k.idx < typIdx) {
+				typ, typIdx = t, k.idx
+			}
+			p := series.Point{TimestampMs: k.ms, Value: m.GetValue()}
+			// Keys with equal times are ordered by reply position: the
+			// later one replaces the earlier.
+			if len(points) > start && points[len(points)-1].TimestampMs == k.ms {
+				points[len(points)-1] = p
+			} else {
+				points = append(points, p)
+			}
+		}
+		ls := len(labels)
+		labels = append(labels, keys[i].labels...)
+		out = append(out, series.Series{
+			Name:   keys[i].name,
+			Help:   validUTF8(help),
+			Type:   typ,
+			Labels: labels[ls:len(labels):len(labels)],
+			Points: points[start:len(points):len(points)],
+		})
+		i = j
+	}
+	return out
+}
+
+func sameSeries(a, b key) bool {
+	return a.name == b.name && compareLabels(a.labels, b.labels) == 0
+}
+
+// appendLabels appends the sorted label set of one sample to dst: its own
+// non-empty labels, then the node labels it lacks.
+func appendLabels(dst series.Labels, own map[string]string, extra series.Labels) series.Labels {
+	start := len(dst)
+	for k, v := range own {
+		if k == "" || v == "" {
+			continue
+		}
+		dst = append(dst, series.Label{Name: validUTF8(k), Value: validUTF8(v)})
+	}
+	n := len(dst)
+	for _, e := range extra {
+		if !has(dst[start:n], e.Name) {
+			dst = append(dst, e)
+		}
+	}
+	ls := dst[start:]
+	sortLabels(ls)
+	// Two keys can only collide after UTF-8 repair. Keep the smaller value
+	// so that the outcome does not depend on map order.
+	for i := 1; i < len(ls); i++ {
+		if ls[i].Name == ls[i-1].Name {
+			copy(ls[i:], ls[i+1:])
+			ls = ls[:len(ls)-1]
+			i--
+		}
+	}
+	return dst[:start+len(ls)]
+}
+
+func has(ls series.Labels, name string) bool {
+	for _, l := range ls {
+		if l.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// sortLabels sorts by name, then value. Label sets are small (a dozen
+// pairs), where insertion sort beats the generic sort's setup cost.
+func sortLabels(ls series.Labels) {
+	for i := 1; i < len(ls); i++ {
+		for j := i; j > 0 && lessLabel(ls[j], ls[j-1]); j-- {
+			ls[j], ls[j-1] = ls[j-1], ls[j]
+		}
+	}
+}
+
+func lessLabel(a, b series.Label) bool {
+	if a.Name != b.Name {
+		return a.Name < b.Name
+	}
+	return a.Value < b.Value
+}
+
+// compareLabels orders label sets pair by pair (name, then value); a
+// proper prefix sorts first.
+func compareLabels(a, b series.Labels) int {
+	n := min(len(a), len(b))
+	for i := 0; i < n; i++ {
+		if c := strings.Compare(a[i].Name, b[i].Name); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a[i].Value, b[i].Value); c != 0 {
+			return c
+		}
+	}
+	return cmp.Compare(len(a), len(b))
+}
+
+// nodeLabels returns the sorted labels the node contributes to samples
+// that do not have them.
+func nodeLabels(info NodeInfo) series.Labels {
+	ls := make(series.Labels, 0, len(info.Labels)+3)
+	add := func(name, value string) {
+		if value != "" && !has(ls, name) {
+			ls = append(ls, series.Label{Name: name, Value: validUTF8(value)})
+		}
+	}
+	// The node's own identity first: a registered label "role" must not
+	// shadow the registered role.
+	add("node_role", info.Node.Role)
+	add("pod_name", info.Node.PodName)
+	if info.Node.IP != "" {
+		addr := info.Node.IP
+		if info.Node.Port > 0 {
+			addr = net.JoinHostPort(info.Node.IP, strconv.Itoa(info.Node.Port))
+		}
+		add("node_address", addr)
+	}
+	// Sorted keys make the outcome independent of map order when two
+	// registered keys collide after UTF-8 repair.
+	names := make([]string, 0, len(info.Labels))
+	for k := range info.Labels {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	for _, k := range names {
+		if k == "pod_name" || k == "container_name" || k == "" {
+			continue
+		}
+		add("node_"+validUTF8(k), info.Labels[k])
+	}
+	sortLabels(ls)
+	return ls
+}
+
+func toMillis(ts *timestamppb.Timestamp) int64 {
+	return ts.GetSeconds()*1000 + int64(ts.GetNanos())/1e6
+}
+
+// validUTF8 returns s with each run of invalid UTF-8 replaced by U+FFFD.
+// The check alone does not allocate.
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}

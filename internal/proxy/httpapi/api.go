@@ -1,0 +1,370 @@
+// Package httpapi is the proxy's HTTP interface: Prometheus /metrics, the
+// JSON endpoints (/metrics-windows, /cluster, /health) and the proxy's own
+// probes. Handlers validate their input, ask the collector, and hand the
+// result to the renderers; they hold no state of their own.
+package httpapi
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
+	"github.com/fodc-go/fodc/internal/proxy/collector"
+	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/render"
+	"github.com/fodc-go/fodc/internal/proxy/series"
+)
+
+// Options configures the API.
+type Options struct {
+	Registry  *registry.Registry
+	Collector *collector.Collector
+	// Gatherer yields the proxy's own metrics, appended to unfiltered
+	// /metrics answers. Optional.
+	Gatherer prometheus.Gatherer
+	// CollectTimeout is the collection budget when the caller sends no
+	// X-Prometheus-Scrape-Timeout-Seconds header.
+	CollectTimeout time.Duration
+	// WriteTimeout is the time allowed to write an answer once it has been
+	// collected; the server's write deadline is extended by the budget.
+	WriteTimeout time.Duration
+	// Now and Started drive /health's uptime.
+	Now        func() time.Time
+	Started    time.Time
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// API serves the HTTP endpoints. It is safe for concurrent use.
+type API struct {
+	opts   Options
+	now    func() time.Time
+	logger *slog.Logger
+
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	dropped  *prometheus.CounterVec
+}
+
+// New returns an API.
+func New(opts Options) (*API, error) {
+	if opts.Registry == nil || opts.Collector == nil {
+		return nil, errors.New("httpapi: registry and collector are required")
+	}
+	if opts.CollectTimeout <= 0 {
+		opts.CollectTimeout = 8 * time.Second
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = 10 * time.Second
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	if opts.Started.IsZero() {
+		opts.Started = now()
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	reg := opts.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	f := promauto.With(reg)
+	return &API{
+		opts:   opts,
+		now:    now,
+		logger: logger.With("component", "httpapi"),
+		requests: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_http_requests_total",
+			Help: "HTTP requests served, by handler and status code.",
+		}, []string{"handler", "code"}),
+		duration: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "fodc_proxy_http_request_duration_seconds",
+			Help:    "HTTP request latency, by handler.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"handler"}),
+		dropped: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_series_removed_total",
+			Help: "Series left out of answers, by reason (duplicate, invalid: bad name or type conflict).",
+		}, []string{"reason"}),
+	}, nil
+}
+
+// Handler returns the router.
+func (a *API) Handler() http.Handler {
+	mux := http.NewServeMux()
+	route := func(path string, h http.HandlerFunc) {
+		var handler http.Handler = getOnly(h)
+		handler = promhttp.InstrumentHandlerDuration(a.duration.MustCurryWith(prometheus.Labels{"handler": path}), handler)
+		handler = promhttp.InstrumentHandlerCounter(a.requests.MustCurryWith(prometheus.Labels{"handler": path}), handler)
+		mux.Handle(path, exact(path, handler))
+	}
+	route("/metrics", a.metrics)
+	route("/metrics-windows", a.metricsWindows)
+	route("/cluster", a.cluster)
+	route("/health", a.health)
+	route("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK\n")) })
+	route("/-/ready", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK\n")) })
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint at %s", r.URL.Path))
+	})
+	return mux
+}
+
+// exact refuses sub-paths of a route (paths match exactly).
+func exact(path string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != path {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint at %s", r.URL.Path))
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func getOnly(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", http.MethodGet)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; use GET", r.Method))
+			return
+		}
+		h(w, r)
+	})
+}
+
+// writeError sends the JSON error envelope.
+func writeError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+	}{"error", msg})
+}
+
+// respondErr maps an error to a status code in one place.
+func respondErr(w http.ResponseWriter, err error) {
+	var br *badRequest
+	if errors.As(err, &br) {
+		writeError(w, http.StatusBadRequest, br.Error())
+		return
+	}
+	writeError(w, http.StatusInternalServerError, err.Error())
+}
+
+// collect runs a collection within the request's budget and extends the
+// connection's write deadline so that the answer can still be written.
+func (a *API) collect(w http.ResponseWriter, r *http.Request, f registry.Filter, win agentsvc.Window) []collector.Result {
+	b := budget(r, a.opts.CollectTimeout)
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(b + a.opts.WriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		a.logger.Debug("Could not extend write deadline", "err", err)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), b)
+	defer cancel()
+	results := a.opts.Collector.Collect(ctx, f, win)
+	up := 0
+	for i := range results {
+		if results[i].Up() {
+			up++
+		}
+	}
+	w.Header().Set("X-Fodc-Agents-Selected", strconv.Itoa(len(results)))
+	w.Header().Set("X-Fodc-Agents-Answered", strconv.Itoa(up))
+	return results
+}
+
+func (a *API) countRemoved(st render.Stats) {
+	if st.Duplicates > 0 {
+		a.dropped.WithLabelValues("duplicate").Add(float64(st.Duplicates))
+	}
+	if st.Dropped > 0 {
+		a.dropped.WithLabelValues("invalid").Add(float64(st.Dropped))
+	}
+}
+
+func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
+	f, err := parseFilter(r.URL.Query())
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
+	results := a.collect(w, r, f, agentsvc.Window{})
+	batches := make([]series.Batch, 0, len(results)+2)
+	for i := range results {
+		if results[i].Up() {
+			batches = append(batches, results[i].Batch)
+		}
+	}
+	batches = append(batches, agentStatusBatch(results))
+	if !isFiltered(f) && a.opts.Gatherer != nil {
+		mfs, err := a.opts.Gatherer.Gather()
+		if err != nil {
+			a.logger.Warn("Gathering own metrics", "err", err)
+		}
+		batches = append(batches, gatheredBatch(mfs))
+	}
+	w.Header().Set("Content-Type", render.TextContentType)
+	bw := bufio.NewWriterSize(w, 64<<10)
+	st, err := render.WriteText(bw, batches)
+	if err == nil {
+		err = bw.Flush()
+	}
+	a.countRemoved(st)
+	if err != nil {
+		a.logger.Debug("Writing /metrics answer", "err", err)
+	}
+}
+
+func (a *API) metricsWindows(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f, err := parseFilter(q)
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
+	win, err := parseWindow(q)
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
+	results := a.collect(w, r, f, win)
+	batches := make([]series.Batch, 0, len(results))
+	for i := range results {
+		if results[i].Up() {
+			batches = append(batches, results[i].Batch)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	bw := bufio.NewWriterSize(w, 64<<10)
+	st, err := render.WriteWindows(bw, batches)
+	if err == nil {
+		err = bw.Flush()
+	}
+	a.countRemoved(st)
+	if err != nil {
+		a.logger.Debug("Writing /metrics-windows answer", "err", err)
+	}
+}
+
+// addressJSON is an address in the design's shape.
+type addressJSON struct {
+	IP   string `json:"ip"`
+	Port int    `json:"port"`
+}
+
+type nodeJSON struct {
+	NodeID             string                 `json:"node_id"`
+	AgentID            string                 `json:"agent_id"`
+	PodName            string                 `json:"pod_name"`
+	ContainerNames     []string               `json:"container_names"`
+	NodeRole           string                 `json:"node_role"`
+	RoleName           string                 `json:"role_name"`
+	Tier               string                 `json:"tier,omitempty"`
+	PrimaryAddress     *addressJSON           `json:"primary_address"`
+	SecondaryAddresses map[string]addressJSON `json:"secondary_addresses"`
+	Labels             map[string]string      `json:"labels"`
+	Status             registry.Status        `json:"status"`
+	RegisteredAt       time.Time              `json:"registered_at"`
+	LastHeartbeat      time.Time              `json:"last_heartbeat"`
+}
+
+type callJSON struct {
+	ID     string `json:"id"`
+	Source string `json:"source"`
+	Target string `json:"target"`
+}
+
+func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
+	f, err := parseFilter(r.URL.Query())
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
+	agents := a.opts.Registry.List(f)
+	nodes := make([]nodeJSON, 0, len(agents))
+	for _, ag := range agents {
+		n := nodeJSON{
+			NodeID:             ag.ID,
+			AgentID:            ag.ID,
+			PodName:            ag.PodName,
+			ContainerNames:     nonNil(ag.ContainerNames),
+			NodeRole:           ag.Role.String(),
+			RoleName:           ag.Role.WireName(),
+			Tier:               ag.Role.Tier,
+			SecondaryAddresses: make(map[string]addressJSON, len(ag.Secondary)),
+			Labels:             ag.Labels,
+			Status:             ag.Status,
+			RegisteredAt:       ag.RegisteredAt.UTC(),
+			LastHeartbeat:      ag.LastHeartbeat.UTC(),
+		}
+		if n.Labels == nil {
+			n.Labels = map[string]string{}
+		}
+		if ag.Primary.IP != "" {
+			n.PrimaryAddress = &addressJSON{IP: ag.Primary.IP, Port: ag.Primary.Port}
+		}
+		for name, addr := range ag.Secondary {
+			n.SecondaryAddresses[name] = addressJSON{IP: addr.IP, Port: addr.Port}
+		}
+		nodes = append(nodes, n)
+	}
+	writeJSON(w, struct {
+		Nodes     []nodeJSON `json:"nodes"`
+		Calls     []callJSON `json:"calls"`
+		UpdatedAt time.Time  `json:"updated_at"`
+	}{nodes, []callJSON{}, a.now().UTC()})
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func (a *API) health(w http.ResponseWriter, _ *http.Request) {
+	online, total := a.opts.Registry.Counts()
+	var reasons []string
+	switch {
+	case total == 0:
+		reasons = append(reasons, "no agents registered")
+	case online < total:
+		reasons = append(reasons, fmt.Sprintf("%d of %d agents missed their heartbeats", total-online, total))
+	}
+	sort.Strings(reasons)
+	st := "healthy"
+	if len(reasons) > 0 {
+		st = "degraded"
+	}
+	writeJSON(w, struct {
+		Status        string   `json:"status"`
+		Reasons       []string `json:"reasons,omitempty"`
+		AgentsOnline  int      `json:"agents_online"`
+		AgentsTotal   int      `json:"agents_total"`
+		UptimeSeconds int64    `json:"uptime_seconds"`
+	}{st, reasons, online, total, int64(a.now().Sub(a.opts.Started).Seconds())})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,353 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
+	"github.com/fodc-go/fodc/internal/proxy/collector"
+	"github.com/fodc-go/fodc/internal/proxy/registry"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeAgent answers metrics requests from a function; hang makes it wait
+// for the caller to give up.
+type fakeAgent struct {
+	mu       sync.Mutex
+	hang     bool
+	windows  []agentsvc.Window
+	deadline time.Duration
+	reply    func(w agentsvc.Window) *fodcv1.StreamMetricsRequest
+}
+
+func (f *fakeAgent) Request(ctx context.Context, w agentsvc.Window) (*fodcv1.StreamMetricsRequest, error) {
+	f.mu.Lock()
+	f.windows = append(f.windows, w)
+	if d, ok := ctx.Deadline(); ok {
+		f.deadline = time.Until(d)
+	}
+	hang := f.hang
+	f.mu.Unlock()
+	if hang {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return f.reply(w), nil
+}
+
+type env struct {
+	reg    *registry.Registry
+	agents map[string]*fakeAgent // by agent id
+	srv    *httptest.Server
+	now    time.Time
+	mu     sync.Mutex
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	e := &env{agents: map[string]*fakeAgent{}, now: time.Unix(1_800_000_000, 0)}
+	clock := func() time.Time { e.mu.Lock(); defer e.mu.Unlock(); return e.now }
+	reg, err := registry.New(registry.Options{HeartbeatTimeout: 30 * time.Second, CleanupTimeout: 5 * time.Minute, MaxAgents: 10, Now: clock})
+	require.NoError(t, err)
+	e.reg = reg
+	own := prometheus.NewRegistry()
+	coll, err := collector.New(collector.Options{
+		Registry:   reg,
+		Registerer: own,
+		Streams: func(id string) (collector.Requester, bool) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			a, ok := e.agents[id]
+			return a, ok
+		},
+	})
+	require.NoError(t, err)
+	api, err := New(Options{Registry: reg, Collector: coll, Gatherer: own, Registerer: own, CollectTimeout: 5 * time.Second, Now: clock})
+	require.NoError(t, err)
+	e.srv = httptest.NewServer(api.Handler())
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+func (e *env) advance(d time.Duration) {
+	e.mu.Lock()
+	e.now = e.now.Add(d)
+	e.mu.Unlock()
+}
+
+func (e *env) addAgent(t *testing.T, id registry.Identity, fa *fakeAgent) registry.Agent {
+	t.Helper()
+	a, err := e.reg.Register(id)
+	require.NoError(t, err)
+	e.mu.Lock()
+	e.agents[a.ID] = fa
+	e.mu.Unlock()
+	return a
+}
+
+func (e *env) get(t *testing.T, path string, hdr ...string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
+	require.NoError(t, err)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, resp.Header, string(body)
+}
+
+func gauge(name string, v float64, labels map[string]string) *fodcv1.Metric {
+	return &fodcv1.Metric{Name: name, Value: v, Labels: labels, Type: fodcv1.MetricType_METRIC_TYPE_GAUGE, Description: "A test gauge."}
+}
+
+func TestMetricsEnrichesAndReportsPerAgentUp(t *testing.T) {
+	e := newEnv(t)
+	hot := e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0", Labels: map[string]string{"type": "hot"}}, &fakeAgent{
+		reply: func(agentsvc.Window) *fodcv1.StreamMetricsRequest {
+			// An upstream HEAD agent stamps node_role and pod_name itself.
+			return &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{
+				gauge("queue_depth", 3, map[string]string{"node_role": "ROLE_DATA", "pod_name": "data-0", "node_type": "own"}),
+			}}
+		},
+	})
+	hung := e.addAgent(t, registry.Identity{RoleName: "liaison", PodName: "liaison-0", Primary: registry.Address{IP: "10.0.0.9", Port: 17912}}, &fakeAgent{hang: true})
+
+	code, hdr, body := e.get(t, "/metrics", scrapeTimeoutHeader, "1")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, "text/plain; version=0.0.4; charset=utf-8", hdr.Get("Content-Type"))
+	require.Equal(t, "2", hdr.Get("X-Fodc-Agents-Selected"))
+	require.Equal(t, "1", hdr.Get("X-Fodc-Agents-Answered"))
+	// The agent's own node_type is kept; the proxy adds nothing it already has.
+	require.Contains(t, body, `queue_depth{node_role="ROLE_DATA",node_type="own",pod_name="data-0"} 3`)
+	require.Contains(t, body, `fodc_agent_up{agent_id="`+hot.ID+`",node_role="ROLE_DATA",pod_name="data-0"} 1`)
+	require.Contains(t, body, `fodc_agent_up{agent_id="`+hung.ID+`",node_address="10.0.0.9:17912",node_role="ROLE_LIAISON",pod_name="liaison-0"} 0`)
+	require.Contains(t, body, "\nfodc_proxy_collection_rounds_total{kind=\"latest\"} 1\n", "unfiltered answers carry the proxy's own metrics")
+	require.NotContains(t, body, `queue_depth{agent_id`, "the agent id is never a sample label")
+
+	// The hung agent's wait was bounded by the scrape budget minus a margin.
+	e.mu.Lock()
+	d := e.agents[hung.ID].deadline
+	e.mu.Unlock()
+	require.Greater(t, d, time.Duration(0))
+	require.LessOrEqual(t, d, 900*time.Millisecond)
+}
+
+func TestMetricsFiltered(t *testing.T) {
+	e := newEnv(t)
+	reply := func(name string) *fakeAgent {
+		return &fakeAgent{reply: func(agentsvc.Window) *fodcv1.StreamMetricsRequest {
+			return &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{gauge(name, 1, nil)}}
+		}}
+	}
+	e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "hot-0", Labels: map[string]string{"type": "hot"}}, reply("from_hot"))
+	e.addAgent(t, registry.Identity{RoleName: "datanode-warm", PodName: "warm-0"}, reply("from_warm"))
+	e.addAgent(t, registry.Identity{RoleName: "ROLE_LIAISON", PodName: "l-0", Primary: registry.Address{IP: "10.1.1.1", Port: 17912}}, reply("from_liaison"))
+
+	for _, tc := range []struct {
+		query string
+		want  []string
+	}{
+		{"role=datanode-hot", []string{"from_hot"}},
+		{"role=ROLE_DATA", []string{"from_hot", "from_warm"}},
+		{"role=datanode-warm", []string{"from_warm"}},
+		{"role=liaison", []string{"from_liaison"}},
+		{"address=10.1.1.1", []string{"from_liaison"}},
+		{"address=10.1.1.1:17912", []string{"from_liaison"}},
+		{"address=10.1.1.1:1", nil},
+		{"pod_name=WARM-0", []string{"from_warm"}},
+	} {
+		t.Run(tc.query, func(t *testing.T) {
+			code, _, body := e.get(t, "/metrics?"+tc.query)
+			require.Equal(t, http.StatusOK, code)
+			for _, name := range []string{"from_hot", "from_warm", "from_liaison"} {
+				if contains(tc.want, name) {
+					require.Contains(t, body, "\n"+name+"{")
+				} else {
+					require.NotContains(t, body, "\n"+name+"{")
+				}
+			}
+			require.NotContains(t, body, "fodc_proxy_", "filtered answers leave out the proxy's own metrics")
+		})
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestBadRequests(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		path    string
+		code    int
+		mention string
+	}{
+		{"/metrics?role=boss", 400, "role"},
+		{"/metrics?address=10.0.0.1:99999", 400, "address"},
+		{"/metrics-windows?start_time=yesterday", 400, "start_time"},
+		{"/metrics-windows?end_time=2026-13-01T00:00:00Z", 400, "end_time"},
+		{"/metrics-windows?start_time=2026-01-02T00:00:00Z&end_time=2026-01-01T00:00:00Z", 400, "start_time"},
+		{"/cluster?role=nope", 400, "role"},
+		{"/nothing", 404, "/nothing"},
+		{"/metrics/", 404, "/metrics/"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			code, hdr, body := e.get(t, tc.path)
+			require.Equal(t, tc.code, code, body)
+			require.Equal(t, "application/json", hdr.Get("Content-Type"))
+			var env struct{ Status, Error string }
+			require.NoError(t, json.Unmarshal([]byte(body), &env))
+			require.Equal(t, "error", env.Status)
+			require.Contains(t, env.Error, tc.mention)
+		})
+	}
+	resp, err := http.Post(e.srv.URL+"/metrics", "text/plain", strings.NewReader(""))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
+	require.Equal(t, "GET", resp.Header.Get("Allow"))
+}
+
+func TestMetricsWindowsPassesBoundsAndEncodes(t *testing.T) {
+	e := newEnv(t)
+	start := time.Date(2026, 11, 26, 20, 8, 23, 0, time.UTC)
+	end := start.Add(30 * time.Second)
+	fa := &fakeAgent{reply: func(w agentsvc.Window) *fodcv1.StreamMetricsRequest {
+		m := gauge("temp", 1.5, nil)
+		m.Timestamp = timestamp(w.Start.Add(10 * time.Second))
+		return &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{m}}
+	}}
+	a := e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0"}, fa)
+	q := url.Values{"start_time": {start.Format(time.RFC3339)}, "end_time": {end.Add(500 * time.Millisecond).Format(time.RFC3339Nano)}}
+	code, _, body := e.get(t, "/metrics-windows?"+q.Encode())
+	require.Equal(t, http.StatusOK, code, body)
+	var got []struct {
+		Name    string            `json:"name"`
+		AgentID string            `json:"agent_id"`
+		PodName string            `json:"pod_name"`
+		Labels  map[string]string `json:"labels"`
+		Data    []struct {
+			Timestamp time.Time `json:"timestamp"`
+			Value     float64   `json:"value"`
+		} `json:"data"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &got), body)
+	require.Len(t, got, 1)
+	require.Equal(t, "temp", got[0].Name)
+	require.Equal(t, a.ID, got[0].AgentID)
+	require.Equal(t, "data-0", got[0].PodName)
+	require.Equal(t, "data-0", got[0].Labels["pod_name"])
+	require.Len(t, got[0].Data, 1)
+	require.True(t, got[0].Data[0].Timestamp.Equal(start.Add(10*time.Second)))
+	require.Equal(t, 1.5, got[0].Data[0].Value)
+	fa.mu.Lock()
+	defer fa.mu.Unlock()
+	require.Len(t, fa.windows, 1)
+	require.True(t, fa.windows[0].Start.Equal(start))
+	require.True(t, fa.windows[0].End.Equal(end.Add(500*time.Millisecond)))
+}
+
+func TestClusterAndHealth(t *testing.T) {
+	e := newEnv(t)
+	code, _, body := e.get(t, "/health")
+	require.Equal(t, http.StatusOK, code)
+	require.JSONEq(t, `{"status":"degraded","reasons":["no agents registered"],"agents_online":0,"agents_total":0,"uptime_seconds":0}`, body)
+
+	e.addAgent(t, registry.Identity{RoleName: "ROLE_LIAISON", PodName: "l-0",
+		Primary:   registry.Address{IP: "10.0.0.5", Port: 17912},
+		Secondary: map[string]registry.Address{"gossip": {IP: "10.0.0.5", Port: 17932}},
+	}, &fakeAgent{})
+	e.advance(20 * time.Second)
+	e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "d-0", Labels: map[string]string{"type": "warm"}}, &fakeAgent{})
+	e.advance(15 * time.Second) // the liaison is now 35 s past its heartbeat
+	e.reg.Sweep()
+
+	code, _, body = e.get(t, "/health")
+	require.Equal(t, http.StatusOK, code)
+	require.JSONEq(t, `{"status":"degraded","reasons":["1 of 2 agents missed their heartbeats"],"agents_online":1,"agents_total":2,"uptime_seconds":35}`, body)
+
+	code, _, body = e.get(t, "/cluster?role=liaison")
+	require.Equal(t, http.StatusOK, code)
+	var cl struct {
+		Nodes []struct {
+			NodeRole           string `json:"node_role"`
+			RoleName           string `json:"role_name"`
+			PodName            string `json:"pod_name"`
+			Status             string `json:"status"`
+			PrimaryAddress     *struct {
+				IP   string `json:"ip"`
+				Port int    `json:"port"`
+			} `json:"primary_address"`
+			SecondaryAddresses map[string]struct {
+				IP   string `json:"ip"`
+				Port int    `json:"port"`
+			} `json:"secondary_addresses"`
+		} `json:"nodes"`
+		Calls     []any     `json:"calls"`
+		UpdatedAt time.Time `json:"updated_at"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &cl))
+	require.Len(t, cl.Nodes, 1)
+	n := cl.Nodes[0]
+	require.Equal(t, "liaison", n.NodeRole)
+	require.Equal(t, "ROLE_LIAISON", n.RoleName)
+	require.Equal(t, "unconnected", n.Status)
+	require.Equal(t, "10.0.0.5", n.PrimaryAddress.IP)
+	require.Equal(t, 17932, n.SecondaryAddresses["gossip"].Port)
+	require.NotNil(t, cl.Calls)
+
+	code, _, body = e.get(t, "/cluster?role=datanode-warm")
+	require.Equal(t, http.StatusOK, code)
+	require.NoError(t, json.Unmarshal([]byte(body), &cl))
+	require.Len(t, cl.Nodes, 1)
+	require.Equal(t, "datanode-warm", cl.Nodes[0].NodeRole)
+	require.Nil(t, cl.Nodes[0].PrimaryAddress)
+}
+
+func TestBudget(t *testing.T) {
+	for _, tc := range []struct {
+		header string
+		want   time.Duration
+	}{
+		{"", 7 * time.Second},
+		{"10", 9 * time.Second},
+		{"2", 1800 * time.Millisecond},
+		{"0.5", 400 * time.Millisecond},
+		{"0.1", 50 * time.Millisecond},
+		{"junk", 7 * time.Second},
+		{"-3", 7 * time.Second},
+		{"100000", maxBudget},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/metrics", nil)
+		if tc.header != "" {
+			r.Header.Set(scrapeTimeoutHeader, tc.header)
+		}
+		require.Equal(t, tc.want, budget(r, 7*time.Second), "header %q", tc.header)
+	}
+}
+
+func timestamp(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }

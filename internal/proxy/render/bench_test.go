@@ -1,0 +1,251 @@
+package render
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
+
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/proxy/enrich"
+	"github.com/fodc-go/fodc/internal/proxy/series"
+)
+
+// benchReply builds a realistic reply of about n series from a recorded
+// one: the recorded series repeated with a distinct "group" label per copy
+// and shuffled like an agent's map order. It returns the marshalled bytes.
+// Agent number agent gets its own pod name and address, as distinct agents
+// have.
+func benchReply(tb testing.TB, sessionName string, reply, n, agent int) ([]byte, enrich.NodeInfo) {
+	tb.Helper()
+	s := loadSession(tb, sessionName, 17913)
+	pod := fmt.Sprintf("banyand-data-%d", agent)
+	s.info.Node.PodName = pod
+	s.info.Node.IP = fmt.Sprintf("10.0.0.%d", agent+1)
+	base := s.replies[reply].Metrics
+	copies := (n + len(base) - 1) / len(base)
+	ms := make([]*fodcv1.Metric, 0, copies*len(base))
+	for c := range copies {
+		for _, m := range base {
+			labels := make(map[string]string, len(m.Labels)+1)
+			for k, v := range m.Labels {
+				labels[k] = v
+			}
+			labels["group"] = fmt.Sprintf("group-%03d", c)
+			if _, ok := labels["pod_name"]; ok {
+				labels["pod_name"] = pod
+			}
+			ms = append(ms, &fodcv1.Metric{
+				Name: m.Name, Labels: labels, Value: m.Value + float64(c),
+				Description: m.Description, Type: m.Type, Timestamp: m.Timestamp,
+			})
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	rng.Shuffle(len(ms), func(i, j int) { ms[i], ms[j] = ms[j], ms[i] })
+	raw, err := proto.Marshal(&fodcv1.StreamMetricsRequest{Metrics: ms, Timestamp: s.replies[reply].Timestamp})
+	require.NoError(tb, err)
+	return raw, s.info
+}
+
+// BenchmarkPipeline is the /metrics hot path for one or more agents:
+// proto-unmarshal each reply, enrich it, render everything as text.
+// Compare with BenchmarkFloor.
+func BenchmarkPipeline(b *testing.B) {
+	for _, bc := range pipelineCases {
+		b.Run(bc.name, func(b *testing.B) {
+			raws, infos, size := agentReplies(b, bc.session, bc.agents)
+			now := time.Now()
+			batches := make([]series.Batch, bc.agents)
+			b.ReportAllocs()
+			b.SetBytes(size)
+			for b.Loop() {
+				for a := range batches {
+					var req fodcv1.StreamMetricsRequest
+					if err := proto.Unmarshal(raws[a], &req); err != nil {
+						b.Fatal(err)
+					}
+					batches[a] = enrich.Batch(infos[a], &req, now, false)
+				}
+				if _, err := WriteText(io.Discard, batches); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// agentReplies builds one 10k-series reply per agent.
+func agentReplies(b *testing.B, session string, agents int) ([][]byte, []enrich.NodeInfo, int64) {
+	raws := make([][]byte, agents)
+	infos := make([]enrich.NodeInfo, agents)
+	var size int64
+	for a := range agents {
+		raws[a], infos[a] = benchReply(b, session, 0, 10000, a)
+		size += int64(len(raws[a]))
+	}
+	return raws, infos, size
+}
+
+var pipelineCases = []struct {
+	name    string
+	session string
+	agents  int
+}{
+	{"typed/1x10k", "v0.10.3-agent-data-node", 1},
+	{"untyped/1x10k", "head-agent-data-node", 1},
+	{"typed/10x10k", "v0.10.3-agent-data-node", 10},
+}
+
+// BenchmarkFloor is the least a proxy must do with the same bytes:
+// proto-unmarshal each reply and text-encode its samples as they come with
+// expfmt (untyped families of consecutive equal names, no enrichment, no
+// sorting, no dedup; the output is not even valid when names repeat).
+func BenchmarkFloor(b *testing.B) {
+	untyped := dto.MetricType_UNTYPED
+	for _, bc := range pipelineCases {
+		b.Run(bc.name, func(b *testing.B) {
+			raws, _, size := agentReplies(b, bc.session, bc.agents)
+			b.ReportAllocs()
+			b.SetBytes(size)
+			for b.Loop() {
+				for _, raw := range raws {
+					var req fodcv1.StreamMetricsRequest
+					if err := proto.Unmarshal(raw, &req); err != nil {
+						b.Fatal(err)
+					}
+					var mf *dto.MetricFamily
+					flush := func() {
+						if mf != nil {
+							if _, err := expfmt.MetricFamilyToText(io.Discard, mf); err != nil {
+								b.Fatal(err)
+							}
+						}
+					}
+					for _, m := range req.Metrics {
+						if mf == nil || mf.GetName() != m.Name {
+							flush()
+							mf = &dto.MetricFamily{Name: proto.String(m.Name), Type: &untyped}
+							if m.Description != "" {
+								mf.Help = proto.String(m.Description)
+							}
+						}
+						dm := &dto.Metric{Untyped: &dto.Untyped{Value: proto.Float64(m.Value)}}
+						for k, v := range m.Labels {
+							dm.Label = append(dm.Label, &dto.LabelPair{Name: proto.String(k), Value: proto.String(v)})
+						}
+						mf.Metric = append(mf.Metric, dm)
+					}
+					flush()
+				}
+			}
+		})
+	}
+}
+
+func windowBatch(b *testing.B) series.Batch {
+	raw, info := benchReply(b, "v0.10.3-agent-data-node", 2, 10000, 0)
+	var req fodcv1.StreamMetricsRequest
+	require.NoError(b, proto.Unmarshal(raw, &req))
+	return enrich.Batch(info, &req, time.Now(), true)
+}
+
+// BenchmarkWriteWindows renders an enriched window reply (10k samples,
+// about 1.5k series) as /metrics-windows JSON.
+func BenchmarkWriteWindows(b *testing.B) {
+	batches := []series.Batch{windowBatch(b)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := WriteWindows(io.Discard, batches); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// jsonElement is the encoding/json equivalent of appendWindowSeries, kept
+// here only to justify the hand-written encoder.
+type jsonElement struct {
+	Name        string            `json:"name"`
+	Description string            `json:"description"`
+	Labels      map[string]string `json:"labels"`
+	AgentID     string            `json:"agent_id"`
+	IP          string            `json:"ip"`
+	Port        int               `json:"port"`
+	PodName     string            `json:"pod_name"`
+	Data        []jsonPoint       `json:"data"`
+}
+
+type jsonPoint struct {
+	Timestamp string  `json:"timestamp"`
+	Value     float64 `json:"value"` // NaN/Inf would need a custom marshaller on top
+}
+
+// BenchmarkWindowsElement compares the hand-written element encoder with
+// encoding/json on typed structs (labels need a map there).
+func BenchmarkWindowsElement(b *testing.B) {
+	batch := windowBatch(b)
+	b.Run("hand", func(b *testing.B) {
+		b.ReportAllocs()
+		buf := make([]byte, 0, 64<<10)
+		for b.Loop() {
+			for i := range batch.Series {
+				buf = appendWindowSeries(buf[:0], &batch.Series[i], &batch.Node)
+			}
+		}
+	})
+	b.Run("encoding_json", func(b *testing.B) {
+		b.ReportAllocs()
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		for b.Loop() {
+			for i := range batch.Series {
+				s := &batch.Series[i]
+				e := jsonElement{
+					Name: s.Name, Description: s.Help, Labels: make(map[string]string, len(s.Labels)),
+					AgentID: batch.Node.AgentID, IP: batch.Node.IP, Port: batch.Node.Port, PodName: batch.Node.PodName,
+					Data: make([]jsonPoint, len(s.Points)),
+				}
+				for _, l := range s.Labels {
+					e.Labels[l.Name] = l.Value
+				}
+				for j, p := range s.Points {
+					e.Data[j] = jsonPoint{Timestamp: time.UnixMilli(p.TimestampMs).UTC().Format(time.RFC3339Nano), Value: p.Value}
+				}
+				buf.Reset()
+				if err := enc.Encode(e); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+}
+
+// BenchmarkWriteText renders already enriched replies: the render share of
+// BenchmarkPipeline.
+func BenchmarkWriteText(b *testing.B) {
+	for _, bc := range pipelineCases {
+		b.Run(bc.name, func(b *testing.B) {
+			raws, infos, _ := agentReplies(b, bc.session, bc.agents)
+			batches := make([]series.Batch, bc.agents)
+			for a := range batches {
+				var req fodcv1.StreamMetricsRequest
+				require.NoError(b, proto.Unmarshal(raws[a], &req))
+				batches[a] = enrich.Batch(infos[a], &req, time.Now(), false)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := WriteText(io.Discard, batches); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

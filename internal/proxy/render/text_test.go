@@ -1,0 +1,369 @@
+package render
+
+import (
+	"bytes"
+	"errors"
+	"math"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/proxy/series"
+)
+
+// Metric types, short.
+const (
+	tU  = fodcv1.MetricType_METRIC_TYPE_UNSPECIFIED
+	tG  = fodcv1.MetricType_METRIC_TYPE_GAUGE
+	tC  = fodcv1.MetricType_METRIC_TYPE_COUNTER
+	tH  = fodcv1.MetricType_METRIC_TYPE_HISTOGRAM
+	tS  = fodcv1.MetricType_METRIC_TYPE_SUMMARY
+	tUT = fodcv1.MetricType_METRIC_TYPE_UNTYPED
+)
+
+// smp builds a one-point series; kv are label pairs, sorted by the caller.
+func smp(name string, typ fodcv1.MetricType, v float64, kv ...string) series.Series {
+	ls := make(series.Labels, 0, len(kv)/2)
+	for i := 0; i < len(kv); i += 2 {
+		ls = append(ls, series.Label{Name: kv[i], Value: kv[i+1]})
+	}
+	return series.Series{Name: name, Type: typ, Labels: ls, Points: []series.Point{{TimestampMs: 1, Value: v}}}
+}
+
+func withHelp(s series.Series, help string) series.Series {
+	s.Help = help
+	return s
+}
+
+func batch(agent string, ss ...series.Series) series.Batch {
+	return series.Batch{Node: series.Node{AgentID: agent}, Series: ss}
+}
+
+func TestWriteText(t *testing.T) {
+	tests := []struct {
+		name    string
+		batches []series.Batch
+		want    string
+		stats   Stats
+	}{
+		{
+			name: "typed counter and gauge",
+			batches: []series.Batch{batch("a",
+				smp("temp", tG, 21.5),
+				withHelp(smp("req_total", tC, 5, "code", "500"), "Requests."),
+				smp("req_total", tC, 1027, "code", "200"),
+			)},
+			want: `# HELP req_total Requests.
+# TYPE req_total counter
+req_total{code="200"} 1027
+req_total{code="500"} 5
+# TYPE temp gauge
+temp 21.5
+`,
+			stats: Stats{Series: 3, Families: 2},
+		},
+		{
+			name: "typed histogram: label set, component, numeric le",
+			batches: []series.Batch{batch("a",
+				smp("lat_count", tH, 3, "a", "y"),
+				smp("lat_bucket", tH, 3, "a", "y", "le", "+Inf"),
+				withHelp(smp("lat_sum", tH, 1.5, "a", "y"), "Latency sum."),
+				smp("lat_bucket", tH, 1, "a", "y", "le", "5"),
+				smp("lat_bucket", tH, 0, "a", "y", "le", "0.25"),
+				smp("lat_bucket", tH, 1, "a", "x", "le", "10"),
+				smp("lat_bucket", tH, 1, "a", "x", "le", "+Inf"),
+				smp("lat_count", tH, 1, "a", "x"),
+				smp("lat_bucket", tH, 0, "a", "x", "le", "1"),
+			)},
+			want: `# HELP lat Latency sum.
+# TYPE lat histogram
+lat_bucket{a="x",le="1"} 0
+lat_bucket{a="x",le="10"} 1
+lat_bucket{a="x",le="+Inf"} 1
+lat_count{a="x"} 1
+lat_bucket{a="y",le="0.25"} 0
+lat_bucket{a="y",le="5"} 1
+lat_bucket{a="y",le="+Inf"} 3
+lat_sum{a="y"} 1.5
+lat_count{a="y"} 3
+`,
+			stats: Stats{Series: 9, Families: 1},
+		},
+		{
+			name: "typed summary: help of the family-named sample wins",
+			batches: []series.Batch{batch("a",
+				withHelp(smp("rpc_sum", tS, 17.5), "Sum help."),
+				smp("rpc_count", tS, 20),
+				smp("rpc", tS, 0.9, "quantile", "0.99"),
+				withHelp(smp("rpc", tS, 0.1, "quantile", "0.5"), "RPC latency."),
+			)},
+			want: `# HELP rpc RPC latency.
+# TYPE rpc summary
+rpc{quantile="0.5"} 0.1
+rpc{quantile="0.99"} 0.9
+rpc_sum 17.5
+rpc_count 20
+`,
+			stats: Stats{Series: 4, Families: 1},
+		},
+		{
+			name: "untyped inference: histogram and summary",
+			batches: []series.Batch{batch("a",
+				smp("x_bucket", tU, 2, "le", "+Inf"),
+				smp("x_bucket", tU, 1, "le", "1"),
+				smp("x_count", tU, 2),
+				smp("x_sum", tU, 3),
+				smp("y", tU, 0.5, "quantile", "0.5"),
+				smp("y_count", tU, 4),
+			)},
+			want: `# TYPE x histogram
+x_bucket{le="1"} 1
+x_bucket{le="+Inf"} 2
+x_sum 3
+x_count 2
+# TYPE y summary
+y{quantile="0.5"} 0.5
+y_count 4
+`,
+			stats: Stats{Series: 6, Families: 2},
+		},
+		{
+			name: "x_count counter is not a histogram",
+			batches: []series.Batch{batch("a",
+				withHelp(smp("jobs_count", tU, 7), "Jobs done."),
+				smp("hits_sum", tU, 1),
+				smp("errors_count", tC, 3),
+				smp("lonely_bucket", tU, 1, "le", "1"),
+			)},
+			want: `# TYPE errors_count counter
+errors_count 3
+# TYPE hits_sum untyped
+hits_sum 1
+# HELP jobs_count Jobs done.
+# TYPE jobs_count untyped
+jobs_count 7
+# TYPE lonely_bucket untyped
+lonely_bucket{le="1"} 1
+`,
+			stats: Stats{Series: 4, Families: 4},
+		},
+		{
+			name: "untyped samples absorbed into typed families, filling HELP",
+			batches: []series.Batch{
+				batch("new", smp("foo_total", tC, 1, "pod", "a"), smp("lat_bucket", tH, 1, "le", "1"), smp("lat_sum", tH, 1)),
+				batch("old",
+					withHelp(smp("foo_total", tU, 2, "pod", "b"), "Foo."),
+					smp("lat_bucket", tU, 2, "le", "+Inf", "pod", "b"),
+					smp("lat_count", tU, 2, "pod", "b"),
+					smp("lat", tU, 9), // does not fit a histogram and cannot be its own family
+				),
+			},
+			want: `# HELP foo_total Foo.
+# TYPE foo_total counter
+foo_total{pod="a"} 1
+foo_total{pod="b"} 2
+# TYPE lat histogram
+lat_bucket{le="1"} 1
+lat_sum 1
+lat_bucket{le="+Inf",pod="b"} 2
+lat_count{pod="b"} 2
+`,
+			stats: Stats{Series: 6, Families: 2, Dropped: 1},
+		},
+		{
+			name: "type conflicts: first typed declaration decides",
+			batches: []series.Batch{
+				batch("a",
+					smp("m", tG, 1, "pod", "a"),
+					smp("h_bucket", tH, 1, "le", "+Inf"), smp("h_sum", tH, 1), smp("h_count", tH, 1),
+					smp("h2_count", tC, 5, "pod", "a"),
+				),
+				batch("b",
+					smp("m", tC, 2, "pod", "b"),
+					smp("h_count", tC, 5, "pod", "b"), // collides with histogram h: dropped
+					smp("h2_bucket", tH, 1, "le", "+Inf"), smp("h2_sum", tH, 1), smp("h2_count", tH, 1), // h2 collides with the counter: dropped
+				),
+			},
+			want: `# TYPE h histogram
+h_bucket{le="+Inf"} 1
+h_sum 1
+h_count 1
+# TYPE h2_count counter
+h2_count{pod="a"} 5
+# TYPE m gauge
+m{pod="a"} 1
+m{pod="b"} 2
+`,
+			stats: Stats{Series: 6, Families: 3, Dropped: 4},
+		},
+		{
+			name: "typed family blocks untyped inference",
+			batches: []series.Batch{batch("a",
+				smp("w", tG, 1),
+				smp("w_bucket", tU, 1, "le", "1"),
+				smp("w_sum", tU, 2),
+				smp("z", tU, 9),
+				smp("z_bucket", tU, 1, "le", "1"),
+				smp("z_count", tU, 1),
+			)},
+			want: `# TYPE w gauge
+w 1
+# TYPE w_bucket untyped
+w_bucket{le="1"} 1
+# TYPE w_sum untyped
+w_sum 2
+# TYPE z histogram
+z_bucket{le="1"} 1
+z_count 1
+`,
+			stats: Stats{Series: 5, Families: 4, Dropped: 1},
+		},
+		{
+			name: "samples that cannot be written are dropped",
+			batches: []series.Batch{batch("a",
+				smp("h_bucket", tH, 1),                    // no le
+				smp("h_bucket", tH, 1, "le", "abc"),       // le not a number
+				smp("h_bucket", tH, 1, "le", "0x1p-2"),    // hex float, refused by parsers
+				smp("h_bucket", tH, -1, "le", "1"),        // negative bucket
+				smp("h_sum", tH, 1, "le", "1"),            // le on _sum
+				smp("h", tH, 1),                           // the family name itself
+				smp("s", tS, 1),                           // no quantile
+				smp("s_sum", tS, 1, "quantile", "0.5"),    // quantile on _sum
+				smp("bad-name", tG, 1),
+				smp("", tG, 1),
+				smp("_sum", tH, 1), // empty family name
+				series.Series{Name: "nopoints", Type: tG},
+				smp("ok", tG, 1, "__reserved", "x", "bad-label", "y", "empty", "", "fine", "1"),
+			)},
+			want: `# TYPE ok gauge
+ok{fine="1"} 1
+`,
+			stats: Stats{Series: 1, Families: 1, Dropped: 12, DroppedLabels: 3},
+		},
+		{
+			name: "duplicates: first batch wins, equal bounds are equal",
+			batches: []series.Batch{
+				batch("a", smp("up", tG, 1, "pod", "p"), smp("b_bucket", tH, 1, "le", "1"), smp("b_count", tH, 1)),
+				batch("b", smp("up", tG, 0, "pod", "p"), smp("b_bucket", tH, 2, "le", "1.0"), smp("up", tG, 5, "pod", "q")),
+				batch("c", smp("up", tU, 7, "pod", "p")),
+			},
+			want: `# TYPE b histogram
+b_bucket{le="1"} 1
+b_count 1
+# TYPE up gauge
+up{pod="p"} 1
+up{pod="q"} 5
+`,
+			stats: Stats{Series: 4, Families: 2, Duplicates: 3},
+		},
+		{
+			name: "escaping of HELP and label values",
+			batches: []series.Batch{batch("a",
+				withHelp(smp("esc", tG, 1, "msg", "say \"hi\"\nbye", "path", `C:\data`), "A \\ backslash\nand \"quotes\"."),
+				smp("esc", tG, 2, "msg", "bad\xffutf8"),
+			)},
+			want: `# HELP esc A \\ backslash\nand "quotes".
+# TYPE esc gauge
+esc{msg="bad` + "\uFFFD" + `utf8"} 2
+esc{msg="say \"hi\"\nbye",path="C:\\data"} 1
+`,
+			stats: Stats{Series: 2, Families: 1},
+		},
+		{
+			name: "special values and float formatting",
+			batches: []series.Batch{batch("a",
+				smp("v", tG, math.NaN(), "k", "a"),
+				smp("v", tG, math.Inf(1), "k", "b"),
+				smp("v", tG, math.Inf(-1), "k", "c"),
+				smp("v", tG, 1e21, "k", "d"),
+				smp("v", tG, 0.1, "k", "e"),
+				smp("v", tG, math.Copysign(0, -1), "k", "f"),
+				smp("v", tG, 123456789, "k", "g"),
+				smp("v", tG, 1.5e-7, "k", "h"),
+				series.Series{Name: "v", Type: tG, Labels: series.Labels{{Name: "k", Value: "i"}},
+					Points: []series.Point{{TimestampMs: 1, Value: 1}, {TimestampMs: 2, Value: 2}}},
+			)},
+			want: `# TYPE v gauge
+v{k="a"} NaN
+v{k="b"} +Inf
+v{k="c"} -Inf
+v{k="d"} 1e+21
+v{k="e"} 0.1
+v{k="f"} -0
+v{k="g"} 1.23456789e+08
+v{k="h"} 1.5e-07
+v{k="i"} 2
+`,
+			stats: Stats{Series: 9, Families: 1},
+		},
+		{
+			name:    "empty input writes nothing",
+			batches: []series.Batch{batch("a"), {Series: []series.Series{{Name: "nopoints"}}}},
+			want:    "",
+			stats:   Stats{Dropped: 1},
+		},
+		{
+			name: "typed untyped and proxy's own batch",
+			batches: []series.Batch{
+				{Series: []series.Series{withHelp(smp("fodc_proxy_agent_up", tG, 1, "agent_id", "a"), "Whether the agent answered.")}},
+				batch("a", smp("raw", tUT, 3)),
+			},
+			want: `# HELP fodc_proxy_agent_up Whether the agent answered.
+# TYPE fodc_proxy_agent_up gauge
+fodc_proxy_agent_up{agent_id="a"} 1
+# TYPE raw untyped
+raw 3
+`,
+			stats: Stats{Series: 2, Families: 2},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			st, err := WriteText(&buf, tt.batches)
+			require.NoError(t, err)
+			require.Equal(t, tt.want, buf.String())
+			require.Equal(t, tt.stats, st)
+			if buf.Len() > 0 {
+				parseText(t, buf.Bytes())
+			}
+		})
+	}
+}
+
+// TestWriteTextDoesNotModifyInput guards the label cleaning copy.
+func TestWriteTextDoesNotModifyInput(t *testing.T) {
+	s := smp("ok", tG, 1, "__x", "1", "b", "2")
+	before := append(series.Labels(nil), s.Labels...)
+	var buf bytes.Buffer
+	_, err := WriteText(&buf, []series.Batch{batch("a", s)})
+	require.NoError(t, err)
+	require.Equal(t, before, s.Labels)
+	require.Equal(t, "# TYPE ok gauge\nok{b=\"2\"} 1\n", buf.String())
+}
+
+type failWriter struct{ n int }
+
+var errWrite = errors.New("write failed")
+
+func (f *failWriter) Write(p []byte) (int, error) {
+	f.n++
+	return 0, errWrite
+}
+
+func TestWriteErrors(t *testing.T) {
+	var ss []series.Series
+	for i := range 5000 {
+		ss = append(ss, smp("m", tG, float64(i), "i", strings.Repeat("x", 10)+string(rune('a'+i%26))+string(rune('a'+i/26%26))+string(rune('a'+i/676))))
+	}
+	fw := &failWriter{}
+	_, err := WriteText(fw, []series.Batch{batch("a", ss...)})
+	require.ErrorIs(t, err, errWrite)
+	require.Equal(t, 1, fw.n, "stop at the first failed write")
+	fw = &failWriter{}
+	_, err = WriteWindows(fw, []series.Batch{batch("a", ss...)})
+	require.ErrorIs(t, err, errWrite)
+	require.Equal(t, 1, fw.n)
+}
