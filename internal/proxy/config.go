@@ -22,6 +22,7 @@ type Config struct {
 	HTTPReadTimeout       time.Duration
 	HTTPWriteTimeout      time.Duration
 	CollectTimeout        time.Duration
+	AgentReplyTimeout     time.Duration
 	ShutdownGrace         time.Duration
 }
 
@@ -42,6 +43,7 @@ func DefaultConfig() Config {
 		HTTPReadTimeout:       10 * time.Second,
 		HTTPWriteTimeout:      10 * time.Second,
 		CollectTimeout:        8 * time.Second,
+		AgentReplyTimeout:     time.Minute,
 		ShutdownGrace:         5 * time.Second,
 	}
 }
@@ -60,6 +62,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", c.HTTPReadTimeout, "Time allowed to read an HTTP request.")
 	fs.DurationVar(&c.HTTPWriteTimeout, "http-write-timeout", c.HTTPWriteTimeout, "Time allowed to write an HTTP answer once it is collected.")
 	fs.DurationVar(&c.CollectTimeout, "collect-timeout", c.CollectTimeout, "How long a collection waits for agents when the caller sends no X-Prometheus-Scrape-Timeout-Seconds header.")
+	fs.DurationVar(&c.AgentReplyTimeout, "agent-reply-timeout", c.AgentReplyTimeout, "Close an agent stream that leaves a command unanswered this long; the agent then re-registers.")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "Time allowed for a graceful stop before connections are closed.")
 }
 
@@ -94,6 +97,7 @@ func (c *Config) Validate() error {
 		{"--http-read-timeout", c.HTTPReadTimeout},
 		{"--http-write-timeout", c.HTTPWriteTimeout},
 		{"--collect-timeout", c.CollectTimeout},
+		{"--agent-reply-timeout", c.AgentReplyTimeout},
 		{"--grpc-keepalive-time", c.GRPCKeepaliveTime},
 		{"--grpc-keepalive-timeout", c.GRPCKeepaliveTimeout},
 		{"--shutdown-grace", c.ShutdownGrace},

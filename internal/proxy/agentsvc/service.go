@@ -58,6 +58,9 @@ type Options struct {
 	// MaxPendingCommands bounds the unanswered commands of one stream,
 	// abandoned ones included; beyond it the agent is disconnected as slow.
 	MaxPendingCommands int
+	// MaxCommandAge is how long a command may stay unanswered before the
+	// stream is closed as stuck (0: never).
+	MaxCommandAge time.Duration
 	Logger             *slog.Logger
 	Registerer         prometheus.Registerer
 }
@@ -199,8 +202,11 @@ func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) e
 	agent, err := s.opts.Registry.Register(identityFrom(first))
 	if err != nil {
 		code := codes.InvalidArgument
-		if errors.Is(err, registry.ErrTooManyAgents) {
+		switch {
+		case errors.Is(err, registry.ErrTooManyAgents):
 			code = codes.ResourceExhausted
+		case errors.Is(err, registry.ErrClosed):
+			code = codes.Unavailable
 		}
 		s.metrics.streamsRejected.WithLabelValues(KindRegister, code.String()).Inc()
 		s.logger.Warn("Registration rejected", "pod_name", first.GetPodName(), "role", first.GetNodeRole(), "peer", peerAddr(ctx), "err", err)
@@ -347,7 +353,7 @@ func serve[Req, Resp any](s *Service, kind string, st serverStream[Req, Resp],
 	ss.closeWith(err)
 	detach(ss.cause())
 	sendWG.Wait() // no Send after the handler returns
-	if errors.Is(ss.cause(), errSlow) {
+	if errors.Is(ss.cause(), errSlow) || errors.Is(ss.cause(), errStuck) {
 		s.metrics.slowDisconnects.WithLabelValues(kind).Inc()
 		s.logger.Warn("Disconnected slow agent stream", "agent_id", agentID, "stream", kind)
 	}
@@ -372,7 +378,7 @@ func (s *Service) StreamMetrics(stream fodcv1.FODCService_StreamMetricsServer) e
 	var ms *MetricsStream
 	return serve(s, KindMetrics, stream,
 		func(ss *session[fodcv1.StreamMetricsResponse]) (func(error), error) {
-			ms = newMetricsStream(ss, s.opts.MaxPendingCommands)
+			ms = newMetricsStream(ss, s.opts.MaxPendingCommands, s.opts.MaxCommandAge)
 			detach, err := s.hub.attach(ss.agentID, KindMetrics, ms)
 			if err != nil {
 				return nil, err

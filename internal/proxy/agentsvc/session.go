@@ -13,6 +13,7 @@ import (
 // Errors that end a session; toStatus maps them to gRPC codes.
 var (
 	errSlow     = errors.New("agent is not keeping up with commands")
+	errStuck    = errors.New("agent left a command unanswered too long")
 	errDraining = errors.New("proxy is shutting down")
 	errClosed   = errors.New("stream closed")
 )
@@ -122,7 +123,7 @@ func toStatus(err error) error {
 	switch {
 	case err == nil, errors.Is(err, io.EOF), errors.Is(err, errClosed):
 		return nil
-	case errors.Is(err, errSlow):
+	case errors.Is(err, errSlow), errors.Is(err, errStuck):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, errDraining):
 		return status.Error(codes.Unavailable, err.Error())

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 )
 
 // ErrFull is returned by Do when the stream already has the maximum number
@@ -27,6 +28,7 @@ var ErrClosed = errors.New("stream closed")
 // call is one command sent to the agent.
 type call[R any] struct {
 	key     string
+	sentAt  time.Time
 	waiters int // callers still waiting; 0 means abandoned
 	done    chan struct{}
 	reply   R
@@ -87,7 +89,7 @@ func (q *Queue[R]) Do(ctx context.Context, key string, send func() error) (R, er
 			q.mu.Unlock()
 			return zero, ErrFull
 		}
-		c = &call[R]{key: key, waiters: 1, done: make(chan struct{})}
+		c = &call[R]{key: key, sentAt: time.Now(), waiters: 1, done: make(chan struct{})}
 		if err := send(); err != nil {
 			q.mu.Unlock()
 			return zero, err
@@ -132,6 +134,18 @@ func (q *Queue[R]) Deliver(reply R) (delivered, solicited bool) {
 	c.reply = reply
 	close(c.done)
 	return c.waiters > 0, true
+}
+
+// OldestSent returns when the oldest outstanding command was sent, and
+// false when none is outstanding. An agent answers in order, so a command
+// that stays at the head for long means the agent is stuck or lost a reply.
+func (q *Queue[R]) OldestSent() (time.Time, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.pending) == 0 {
+		return time.Time{}, false
+	}
+	return q.pending[0].sentAt, true
 }
 
 // Len returns the number of outstanding commands.

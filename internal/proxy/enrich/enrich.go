@@ -61,9 +61,13 @@ func Batch(info NodeInfo, reply *fodcv1.StreamMetricsRequest, receivedAt time.Ti
 
 	// One backing array for every label set of the reply: one allocation
 	// instead of one per sample (see BenchmarkBatch).
-	total := 0
+	total, upper := 0, 0
 	for _, m := range metrics {
 		total += len(m.GetLabels()) + len(extra)
+		upper += len(m.GetName()) + len(m.GetDescription())
+		for k, v := range m.GetLabels() {
+			upper += len(k) + len(v)
+		}
 	}
 	buf := make(series.Labels, 0, total)
 	keys := make([]key, len(metrics))
@@ -82,9 +86,9 @@ func Batch(info NodeInfo, reply *fodcv1.StreamMetricsRequest, receivedAt time.Ti
 		}
 	}
 	if window {
-		out.Series = group(keys, metrics)
+		out.Series = group(keys, metrics, upper)
 	} else {
-		out.Series = latest(keys, metrics)
+		out.Series = latest(keys, metrics, upper)
 	}
 	return out
 }
@@ -111,26 +115,122 @@ func compareKeys(a, b key) int {
 }
 
 // latest builds one single-point series per metric.
-func latest(keys []key, metrics []*fodcv1.Metric) []series.Series {
+func latest(keys []key, metrics []*fodcv1.Metric, upper int) []series.Series {
 	slices.SortFunc(keys, compareKeys)
 	out := make([]series.Series, len(keys))
 	points := make([]series.Point, len(keys))
+	sh := newSharer(upper)
 	for i, k := range keys {
 		m := metrics[k.idx]
 		points[i] = series.Point{TimestampMs: k.ms, Value: m.GetValue()}
 		out[i] = series.Series{
-			Name:   k.name,
-			Help:   validUTF8(m.GetDescription()),
+			Name:   sh.name(k.name),
+			Help:   sh.help(validUTF8(m.GetDescription())),
 			Type:   m.GetType(),
-			Labels: k.labels,
+			Labels: sh.labels(k.labels),
 			Points: points[i : i+1 : i+1],
 		}
 	}
 	return out
 }
 
+// sharer makes each string equal to its counterpart in the previous
+// series (in sorted order) the very same string, and copies the others
+// into a few large blocks in output order. Neighbours mostly have the same
+// name, help and label names and many equal values, so a batch keeps a
+// fraction of the reply's strings alive, laid out in the order the
+// renderer reads them, and comparisons of shared strings stop at the
+// pointer check. See BenchmarkWriteText/typed/10x10k in package render:
+// without it the renderer spends most of its time on cache misses
+// chasing strings scattered in reply order.
+type sharer struct {
+	prevName, prevHelp string
+	prev               series.Labels
+	block              *strings.Builder
+	blockSize          int
+}
+
+// Strings are copied into blocks of blockSize bytes; longer ones keep
+// their own allocation.
+const (
+	blockSize    = 32 << 10
+	maxBlockCopy = 1 << 10
+)
+
+func newSharer(upper int) *sharer {
+	return &sharer{blockSize: min(upper, blockSize)}
+}
+
+// copy returns s in the current block. A Builder only ever appends, and
+// it never reallocates here because a block is never grown past its first
+// Grow, so strings taken from it stay valid.
+func (sh *sharer) copy(s string) string {
+	if len(s) == 0 || len(s) > maxBlockCopy {
+		return s
+	}
+	if sh.block == nil || sh.block.Cap()-sh.block.Len() < len(s) {
+		sh.block = new(strings.Builder)
+		sh.block.Grow(max(sh.blockSize, len(s)))
+		sh.blockSize = blockSize
+	}
+	off := sh.block.Len()
+	sh.block.WriteString(s)
+	return sh.block.String()[off:]
+}
+
+func (sh *sharer) name(s string) string {
+	if s != sh.prevName {
+		sh.prevName = sh.copy(s)
+	}
+	return sh.prevName
+}
+
+func (sh *sharer) help(s string) string {
+	if s != sh.prevHelp {
+		sh.prevHelp = sh.copy(s)
+	}
+	return sh.prevHelp
+}
+
+// labels shares or copies in place and returns ls.
+func (sh *sharer) labels(ls series.Labels) series.Labels {
+	for j := range ls {
+		l := &ls[j]
+		if j < len(sh.prev) && l.Name == sh.prev[j].Name {
+			l.Name = sh.prev[j].Name
+		} else {
+			l.Name = sh.copy(l.Name)
+		}
+		if j < len(sh.prev) && l.Value == sh.prev[j].Value {
+			l.Value = sh.prev[j].Value
+		} else {
+			l.Value = sh.copy(l.Value)
+		}
+	}
+	sh.prev = ls
+	return ls
+}
+
+// knownName returns the constant copy of label names that nearly every
+// sample carries, so that they are one string across all batches.
+func knownName(s string) string {
+	switch s {
+	case "node_role":
+		return "node_role"
+	case "pod_name":
+		return "pod_name"
+	case "container_name":
+		return "container_name"
+	case "le":
+		return "le"
+	case "quantile":
+		return "quantile"
+	}
+	return s
+}
+
 // group merges metrics with equal name and labels into one series each.
-func group(keys []key, metrics []*fodcv1.Metric) []series.Series {
+func group(keys []key, metrics []*fodcv1.Metric, upper int) []series.Series {
 	slices.SortFunc(keys, compareKeys)
 	n, nl := 0, 0
 	for i := range keys {
@@ -144,6 +244,7 @@ func group(keys []key, metrics []*fodcv1.Metric) []series.Series {
 	// Compact the label sets of the kept series so that the per-sample
 	// copies can be collected.
 	labels := make(series.Labels, 0, nl)
+	sh := newSharer(upper)
 	for i := 0; i < len(keys); {
 		j := i + 1
 		for j < len(keys) && sameSeries(keys[i], keys[j]) {
@@ -173,10 +274,10 @@ func group(keys []key, metrics []*fodcv1.Metric) []series.Series {
 		ls := len(labels)
 		labels = append(labels, keys[i].labels...)
 		out = append(out, series.Series{
-			Name:   keys[i].name,
-			Help:   validUTF8(help),
+			Name:   sh.name(keys[i].name),
+			Help:   sh.help(validUTF8(help)),
 			Type:   typ,
-			Labels: labels[ls:len(labels):len(labels)],
+			Labels: sh.labels(labels[ls:len(labels):len(labels)]),
 			Points: points[start:len(points):len(points)],
 		})
 		i = j
@@ -196,7 +297,7 @@ func appendLabels(dst series.Labels, own map[string]string, extra series.Labels)
 		if k == "" || v == "" {
 			continue
 		}
-		dst = append(dst, series.Label{Name: validUTF8(k), Value: validUTF8(v)})
+		dst = append(dst, series.Label{Name: knownName(validUTF8(k)), Value: validUTF8(v)})
 	}
 	n := len(dst)
 	for _, e := range extra {

@@ -149,13 +149,13 @@ func TestBatchWindowGroups(t *testing.T) {
 	}}
 	b := Batch(NodeInfo{Node: series.Node{PodName: "p"}}, reply, received, true)
 	require.Equal(t, []series.Series{
-		{Name: "a", Labels: ls("pod_name", "p"), Points: []series.Point{{5000, 5}}},
+		{Name: "a", Labels: ls("pod_name", "p"), Points: []series.Point{{TimestampMs: 5000, Value: 5}}},
 		{
 			Name: "m", Help: "first help", Type: fodcv1.MetricType_METRIC_TYPE_COUNTER,
 			Labels: ls("k", "v", "pod_name", "p"),
-			Points: []series.Point{{10000, 1}, {20000, 2}, {30000, 4}},
+			Points: []series.Point{{TimestampMs: 10000, Value: 1}, {TimestampMs: 20000, Value: 2}, {TimestampMs: 30000, Value: 4}},
 		},
-		{Name: "m", Labels: ls("k", "w", "pod_name", "p"), Points: []series.Point{{10000, 7}}},
+		{Name: "m", Labels: ls("k", "w", "pod_name", "p"), Points: []series.Point{{TimestampMs: 10000, Value: 7}}},
 	}, b.Series)
 }
 

@@ -294,11 +294,11 @@ func TestClusterAndHealth(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	var cl struct {
 		Nodes []struct {
-			NodeRole           string `json:"node_role"`
-			RoleName           string `json:"role_name"`
-			PodName            string `json:"pod_name"`
-			Status             string `json:"status"`
-			PrimaryAddress     *struct {
+			NodeRole       string `json:"node_role"`
+			RoleName       string `json:"role_name"`
+			PodName        string `json:"pod_name"`
+			Status         string `json:"status"`
+			PrimaryAddress *struct {
 				IP   string `json:"ip"`
 				Port int    `json:"port"`
 			} `json:"primary_address"`

@@ -2,8 +2,8 @@ package httpapi
 
 import (
 	"math"
-	"strconv"
 	"sort"
+	"strconv"
 
 	dto "github.com/prometheus/client_model/go"
 

@@ -296,13 +296,10 @@ func (tw *textWriter) resolveUntyped() {
 			continue
 		}
 		lastName, lastBits = s.Name, bits
-		if b, ok := strings.CutSuffix(s.Name, sufBucket); ok && bits&seenBucket != 0 {
+		if b, ok := cutComponent(s.Name, sufBucket); ok && bits&seenBucket != 0 {
 			mark(b, seenBucket)
 		}
-		if b, ok := strings.CutSuffix(s.Name, sufSum); ok {
-			mark(b, seenSumCount)
-		}
-		if b, ok := strings.CutSuffix(s.Name, sufCount); ok {
+		if b, ok := cutSumCount(s.Name); ok {
 			mark(b, seenSumCount)
 		}
 		if bits&seenQuantile != 0 {
@@ -335,7 +332,7 @@ func (tw *textWriter) resolveUntyped() {
 		}
 		lastName, lastLe, lastQ = s.Name, hasLe, hasQ
 		fn, k := s.Name, kindUntyped
-		if b, ok := strings.CutSuffix(s.Name, sufBucket); ok && hasLe && inferred(b) == kindHistogram {
+		if b, ok := cutComponent(s.Name, sufBucket); ok && hasLe && inferred(b) == kindHistogram {
 			fn, k = b, kindHistogram
 		} else if b, ok := cutSumCount(s.Name); ok && inferred(b) != kindUntyped {
 			fn, k = b, inferred(b)
@@ -349,11 +346,18 @@ func (tw *textWriter) resolveUntyped() {
 	}
 }
 
+// cutComponent returns name without suffix, if it has the suffix and
+// something is left (a metric name's non-empty prefix is a valid name).
+func cutComponent(name, suffix string) (string, bool) {
+	b, ok := strings.CutSuffix(name, suffix)
+	return b, ok && b != ""
+}
+
 func cutSumCount(name string) (string, bool) {
-	if b, ok := strings.CutSuffix(name, sufSum); ok {
+	if b, ok := cutComponent(name, sufSum); ok {
 		return b, true
 	}
-	return strings.CutSuffix(name, sufCount)
+	return cutComponent(name, sufCount)
 }
 
 // absorber returns the typed family an untyped sample fits, or nil. Only
@@ -364,7 +368,7 @@ func (tw *textWriter) absorber(r *ref) *family {
 		return f
 	}
 	for _, suf := range [...]string{sufBucket, sufSum, sufCount} {
-		if b, ok := strings.CutSuffix(name, suf); ok {
+		if b, ok := cutComponent(name, suf); ok {
 			if f := tw.byNam[b]; f != nil && fits(f, r) {
 				return f
 			}

@@ -3,7 +3,9 @@ package render
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 
@@ -136,8 +138,14 @@ y_count 4
 				smp("hits_sum", tU, 1),
 				smp("errors_count", tC, 3),
 				smp("lonely_bucket", tU, 1, "le", "1"),
+				smp("_bucket", tU, 1, "le", "1"), // no family name left: its own family
+				smp("_sum", tU, 2),
 			)},
-			want: `# TYPE errors_count counter
+			want: `# TYPE _bucket untyped
+_bucket{le="1"} 1
+# TYPE _sum untyped
+_sum 2
+# TYPE errors_count counter
 errors_count 3
 # TYPE hits_sum untyped
 hits_sum 1
@@ -147,7 +155,7 @@ jobs_count 7
 # TYPE lonely_bucket untyped
 lonely_bucket{le="1"} 1
 `,
-			stats: Stats{Series: 4, Families: 4},
+			stats: Stats{Series: 6, Families: 6},
 		},
 		{
 			name: "untyped samples absorbed into typed families, filling HELP",
@@ -366,4 +374,48 @@ func TestWriteErrors(t *testing.T) {
 	_, err = WriteWindows(fw, []series.Batch{batch("a", ss...)})
 	require.ErrorIs(t, err, errWrite)
 	require.Equal(t, 1, fw.n)
+}
+
+// TestWriteTextRandomParses throws random mixes of names, suffixes, types,
+// le/quantile labels and values from several batches at WriteText: the
+// output must always parse, without duplicate samples, and every input
+// series must be accounted for.
+func TestWriteTextRandomParses(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 11))
+	bases := []string{"a", "b", "a_count", "c_sum", "_"}
+	suffixes := []string{"", "", "_bucket", "_sum", "_count"}
+	types := []fodcv1.MetricType{tU, tU, tG, tC, tH, tS, tUT}
+	bounds := []string{"0.5", "1", "1.0", "+Inf", "x", "NaN"}
+	values := []float64{0, 1, -1, 2.5, math.NaN(), math.Inf(1), math.Inf(-1)}
+	for round := range 300 {
+		var batches []series.Batch
+		total := 0
+		for a := range 1 + rng.IntN(3) {
+			var ss []series.Series
+			for range rng.IntN(12) {
+				var kv []string
+				switch rng.IntN(4) {
+				case 0:
+					kv = append(kv, "le", bounds[rng.IntN(len(bounds))])
+				case 1:
+					kv = append(kv, "pod", fmt.Sprint(rng.IntN(2)))
+				case 2:
+					kv = append(kv, "pod", fmt.Sprint(rng.IntN(2)), "quantile", bounds[rng.IntN(len(bounds))])
+				}
+				ss = append(ss, smp(bases[rng.IntN(len(bases))]+suffixes[rng.IntN(len(suffixes))],
+					types[rng.IntN(len(types))], values[rng.IntN(len(values))], kv...))
+			}
+			total += len(ss)
+			batches = append(batches, batch(fmt.Sprint(a), ss...))
+		}
+		var buf bytes.Buffer
+		st, err := WriteText(&buf, batches)
+		require.NoError(t, err)
+		require.Equal(t, total, st.Series+st.Duplicates+st.Dropped, "round %d", round)
+		require.Equal(t, st.Series, strings.Count(buf.String(), "\n")-strings.Count(buf.String(), "# "), "round %d", round)
+		if buf.Len() > 0 {
+			got := parseText(t, buf.Bytes())
+			require.Len(t, got, st.Series, "round %d:\n%s", round, buf.String())
+		}
+	}
 }
