@@ -32,11 +32,10 @@ type Proxy struct {
 	Registry *registry.Registry
 	Service  *agentsvc.Service
 
-	grpcLis  net.Listener
-	httpLis  net.Listener
-	grpcSrv  *grpc.Server
-	httpSrv  *http.Server
-	shutdown chan struct{}
+	grpcLis net.Listener
+	httpLis net.Listener
+	grpcSrv *grpc.Server
+	httpSrv *http.Server
 }
 
 // New validates cfg, builds every component and opens both listeners (so

@@ -61,8 +61,8 @@ type Options struct {
 	// MaxCommandAge is how long a command may stay unanswered before the
 	// stream is closed as stuck (0: never).
 	MaxCommandAge time.Duration
-	Logger             *slog.Logger
-	Registerer         prometheus.Registerer
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
 }
 
 // Service implements fodcv1.FODCServiceServer. It is safe for concurrent
