@@ -33,7 +33,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 const wait = 30 * time.Second
 
 // startProxy runs an in-process proxy on loopback ports until the test ends.
-func startProxy(t *testing.T, mutate func(*proxy.Config)) (*proxy.Proxy, *prometheus.Registry) {
+func startProxy(t testing.TB, mutate func(*proxy.Config)) (*proxy.Proxy, *prometheus.Registry) {
 	t.Helper()
 	cfg := proxy.DefaultConfig()
 	cfg.GRPCListenAddr = "127.0.0.1:0"
@@ -58,7 +58,7 @@ func startProxy(t *testing.T, mutate func(*proxy.Config)) (*proxy.Proxy, *promet
 
 // connect starts a simulated upstream agent against an in-process proxy
 // and waits until the proxy has its metrics stream.
-func connect(t *testing.T, p *proxy.Proxy, cfg agentsim.Config) *agentsim.Agent {
+func connect(t testing.TB, p *proxy.Proxy, cfg agentsim.Config) *agentsim.Agent {
 	t.Helper()
 	cfg.ProxyAddr = p.GRPCAddr()
 	a := startAgent(t, cfg)
@@ -71,7 +71,7 @@ func connect(t *testing.T, p *proxy.Proxy, cfg agentsim.Config) *agentsim.Agent 
 
 // startAgent runs a simulated upstream agent until the test ends and waits
 // for its first registration.
-func startAgent(t *testing.T, cfg agentsim.Config) *agentsim.Agent {
+func startAgent(t testing.TB, cfg agentsim.Config) *agentsim.Agent {
 	t.Helper()
 	if cfg.ReconnectInterval == 0 {
 		cfg.ReconnectInterval = 200 * time.Millisecond
@@ -102,7 +102,7 @@ type response struct {
 	body   string
 }
 
-func get(t *testing.T, url string, hdr ...string) response {
+func get(t testing.TB, url string, hdr ...string) response {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, url, nil)
 	require.NoError(t, err)
@@ -125,7 +125,7 @@ type health struct {
 	AgentsTotal  int      `json:"agents_total"`
 }
 
-func getHealth(t *testing.T, base string) health {
+func getHealth(t testing.TB, base string) health {
 	t.Helper()
 	r := get(t, base+"/health")
 	require.Equal(t, http.StatusOK, r.code)

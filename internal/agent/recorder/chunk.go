@@ -15,12 +15,16 @@ import (
 //	         varint (encInt) or the 8 raw IEEE-754 bytes (encXOR).
 //	sample:  timestamp, then value.
 //
-// Timestamps are Unix milliseconds coded as the delta of deltas: with the
-// previous delta d and the new delta d', the stream holds d'−d (d is 0
-// before the second sample) in a prefix code: "0" for zero, "10" plus
-// tsWidths[0] bits, "110" plus tsWidths[1] bits, and so on, and all ones
-// plus 64 raw bits as the last resort. Arithmetic wraps, so every int64 is
-// representable.
+// Timestamps are Unix milliseconds. Each delta d = t − t_prev is coded as
+// its residual against a reference interval: r = d − ref, in a prefix code:
+// "0" for zero, "10" plus tsWidths[0] bits, "110" plus tsWidths[1] bits,
+// and so on, and all ones plus 64 raw bits as the last resort. The
+// reference starts at 0 and is reset to refInterval(d) whenever |r| >
+// tsResetResidual, so a change of scrape interval costs one long residual,
+// like a delta of deltas. Unlike a plain delta of deltas, scrape jitter j
+// (t = nominal + j) leaves residuals of j_i − j_(i−1) instead of
+// j_i − 2·j_(i−1) + j_(i−2), which fit the shortest code far more often.
+// Arithmetic wraps, so every int64 is representable.
 //
 // Values are coded one of two ways, chosen by the first sample:
 //
@@ -42,9 +46,30 @@ const (
 )
 
 var (
-	tsWidths  = []uint8{5, 9, 16, 24, 36}
+	tsWidths  = []uint8{4, 8, 14, 24, 40}
 	intWidths = []uint8{4, 8, 14, 24, 40}
 )
+
+// tsResetResidual is the largest residual that keeps the reference interval.
+const tsResetResidual = 32
+
+// refInterval turns an observed delta into the reference interval. Scrape
+// intervals of a second or more are round numbers of milliseconds, so a
+// delta within refSnap of a multiple of 100 ms snaps to it, and the jitter
+// of the one observation does not bias every later residual.
+func refInterval(d int64) int64 {
+	if d < 1000 || d > math.MaxInt64-50 {
+		return d
+	}
+	r := (d + 50) / 100 * 100
+	if r-d > refSnap || d-r > refSnap {
+		return d
+	}
+	return r
+}
+
+// refSnap is how far from a round interval a delta may be to snap to it.
+const refSnap = 16
 
 // maxExact is the magnitude below which every integer is a float64.
 const maxExact = 1 << 53
@@ -160,7 +185,7 @@ type appender struct {
 	lead      uint8 // leading zeros of the current XOR window
 	trail     uint8 // trailing zeros of the current XOR window
 	tPrev     int64
-	dPrev     int64
+	dRef      int64
 	vPrev     uint64 // encXOR: bits of the previous value; encInt: the previous value as int64
 }
 
@@ -193,8 +218,12 @@ func (a *appender) append(t int64, v float64) bool {
 		}
 	}
 	d := t - a.tPrev
-	writeSigned(&a.w, d-a.dPrev, tsWidths)
-	a.tPrev, a.dPrev = t, d
+	res := d - a.dRef
+	writeSigned(&a.w, res, tsWidths)
+	if res > tsResetResidual || res < -tsResetResidual {
+		a.dRef = refInterval(d)
+	}
+	a.tPrev = t
 	if a.enc == encInt {
 		writeSigned(&a.w, iv-int64(a.vPrev), intWidths)
 		a.vPrev = uint64(iv)
@@ -236,7 +265,7 @@ type iterator struct {
 	hasWindow bool
 	lead      uint8
 	trail     uint8
-	t, d      int64
+	t, dRef   int64
 	vb        uint64 // encXOR: value bits; encInt: the value as int64
 }
 
@@ -257,13 +286,16 @@ func (it *iterator) next() bool {
 		it.i++
 		return true
 	}
-	dod, ok := readSigned(&it.r, tsWidths)
+	res, ok := readSigned(&it.r, tsWidths)
 	if !ok {
 		it.n = 0
 		return false
 	}
-	it.d += dod
-	it.t += it.d
+	d := it.dRef + res
+	if res > tsResetResidual || res < -tsResetResidual {
+		it.dRef = refInterval(d)
+	}
+	it.t += d
 	if it.enc == encInt {
 		delta, ok := readSigned(&it.r, intWidths)
 		if !ok {

@@ -2,6 +2,7 @@ package agentsvc
 
 import (
 	"context"
+	"errors"
 	"net"
 	"testing"
 	"time"
@@ -327,4 +328,36 @@ func TestDrainEndsEveryStreamUnavailable(t *testing.T) {
 	for _, recv := range opened {
 		require.Equal(t, codes.Unavailable, status.Code(recv()))
 	}
+}
+
+// An agent that lost a reply leaves a command at the head of the queue
+// forever; once it is older than MaxCommandAge the stream is closed so that
+// the agent re-registers instead of every reply going to the wrong caller.
+func TestStuckStreamIsClosed(t *testing.T) {
+	h := newHarness(t, Options{MaxCommandAge: 50 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, id := h.register(t, ctx, "data-0")
+	st, err := h.client.StreamMetrics(withID(ctx, id))
+	require.NoError(t, err)
+	var ms *MetricsStream
+	require.Eventually(t, func() bool { var ok bool; ms, ok = h.svc.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
+
+	rctx, rcancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	_, err = ms.Request(rctx, Window{})
+	rcancel()
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Eventually(t, func() bool {
+		rctx, rcancel := context.WithTimeout(ctx, 10*time.Millisecond)
+		defer rcancel()
+		_, err := ms.Request(rctx, Window{Start: time.Unix(1, 0)})
+		return errors.Is(err, errStuck)
+	}, 10*time.Second, 5*time.Millisecond)
+	for {
+		if _, err = st.Recv(); err != nil {
+			break
+		}
+	}
+	require.Equal(t, codes.ResourceExhausted, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), "unanswered")
 }

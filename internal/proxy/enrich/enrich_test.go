@@ -3,6 +3,7 @@ package enrich
 import (
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -274,4 +275,55 @@ func BenchmarkBatch(b *testing.B) {
 	for b.Loop() {
 		Batch(info, &reply, received, false)
 	}
+}
+
+// TestBatchContentAcrossBlocks checks that sharing and block copies keep
+// every string intact, with enough data to span several blocks and values
+// too long to copy.
+func TestBatchContentAcrossBlocks(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	long := strings.Repeat("v", maxBlockCopy+1)
+	var ms []*fodcv1.Metric
+	for i := range 3000 {
+		labels := map[string]string{
+			"a":                  fmt.Sprint(rng.IntN(3)),
+			fmt.Sprint("k", i%7): fmt.Sprintf("value-%d", rng.IntN(4)),
+			"pod_name":           "p",
+		}
+		if i%100 == 0 {
+			labels["long"] = long
+		}
+		ms = append(ms, &fodcv1.Metric{Name: fmt.Sprintf("m_%d", rng.IntN(50)), Labels: labels,
+			Description: fmt.Sprintf("help %d", i%3), Value: float64(i), Timestamp: ts(int64(i % 5))})
+	}
+	for _, window := range []bool{false, true} {
+		b := Batch(NodeInfo{Node: series.Node{Role: "R"}}, &fodcv1.StreamMetricsRequest{Metrics: ms}, received, window)
+		want := make(map[string]bool)
+		for _, m := range ms {
+			want[m.Name+labelString(m.Labels)] = true
+		}
+		for _, s := range b.Series {
+			require.True(t, want[s.Name+s.Labels.String()], "%s%s", s.Name, s.Labels)
+		}
+		if window {
+			require.Len(t, b.Series, len(want))
+			require.Less(t, len(b.Series), len(ms))
+		} else {
+			require.Len(t, b.Series, len(ms))
+			for _, s := range b.Series {
+				require.Equal(t, fmt.Sprintf("help %d", int(s.Points[0].Value)%3), s.Help)
+			}
+		}
+	}
+}
+
+// labelString renders a reply's labels plus the node role like
+// series.Labels.String.
+func labelString(m map[string]string) string {
+	ls := series.Labels{{Name: "node_role", Value: "R"}}
+	for k, v := range m {
+		ls = append(ls, series.Label{Name: k, Value: v})
+	}
+	sortLabels(ls)
+	return ls.String()
 }

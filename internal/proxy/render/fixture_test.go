@@ -31,9 +31,10 @@ import (
 
 var received = time.Date(2026, 11, 26, 21, 0, 0, 0, time.UTC)
 
-// sampleKey is name{labels} with labels sorted and le/quantile normalised
-// to their float value, so that parsed and written samples compare.
-func sampleKey(name string, labels map[string]string) string {
+// sampleKey is name{labels} with labels sorted. With normalize set, le
+// and quantile values are rewritten to their shortest float form, as the
+// parser reports bucket bounds and quantiles.
+func sampleKey(name string, labels map[string]string, normalize bool) string {
 	names := make([]string, 0, len(labels))
 	for k := range labels {
 		names = append(names, k)
@@ -44,7 +45,7 @@ func sampleKey(name string, labels map[string]string) string {
 	b.WriteByte('{')
 	for i, k := range names {
 		v := labels[k]
-		if k == "le" || k == "quantile" {
+		if normalize && (k == "le" || k == "quantile") {
 			if f, err := strconv.ParseFloat(v, 64); err == nil {
 				v = strconv.FormatFloat(f, 'g', -1, 64)
 			}
@@ -74,7 +75,7 @@ func parseText(t *testing.T, text []byte) map[string]float64 {
 		if extraName != "" {
 			ls[extraName] = extraValue
 		}
-		key := sampleKey(name, ls)
+		key := sampleKey(name, ls, false)
 		_, dup := out[key]
 		require.False(t, dup, "duplicate sample %s", key)
 		out[key] = v
@@ -139,7 +140,7 @@ func expected(batches []series.Batch) map[string]float64 {
 			for _, l := range s.Labels {
 				ls[l.Name] = l.Value
 			}
-			key := sampleKey(s.Name, ls)
+			key := sampleKey(s.Name, ls, true)
 			if _, ok := out[key]; !ok {
 				out[key] = s.Points[len(s.Points)-1].Value
 			}
@@ -378,13 +379,13 @@ func TestWriteWindowsFixture(t *testing.T) {
 				require.Equal(t, s.info.Node.PodName, e.PodName)
 				points += len(e.Data)
 				delete(e.Labels, "node_address") // the upstream proxy does not add it
-				byKey[sampleKey(e.Name, e.Labels)] = e
+				byKey[sampleKey(e.Name, e.Labels, false)] = e
 			}
 			require.Equal(t, len(window.Metrics), points)
 
 			// Every recorded sample is in the output at its own time.
 			for _, m := range window.Metrics {
-				e, ok := byKey[sampleKey(m.Name, m.Labels)]
+				e, ok := byKey[sampleKey(m.Name, m.Labels, false)]
 				require.True(t, ok, "%s%v", m.Name, m.Labels)
 				ts := m.Timestamp.AsTime().UTC().Format(time.RFC3339Nano)
 				idx := slices.IndexFunc(e.Data, func(d struct {
@@ -404,7 +405,7 @@ func TestWriteWindowsFixture(t *testing.T) {
 			require.NoError(t, json.Unmarshal(raw, &upstream))
 			require.Len(t, got, len(upstream))
 			for _, u := range upstream {
-				e, ok := byKey[sampleKey(u.Name, u.Labels)]
+				e, ok := byKey[sampleKey(u.Name, u.Labels, false)]
 				require.True(t, ok, "%s%v", u.Name, u.Labels)
 				require.Equal(t, u.Description, e.Description)
 				require.Equal(t, len(u.Data), len(e.Data), u.Name)
