@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agent/scrape"
 )
@@ -97,7 +99,6 @@ func newWorkload(scrapes int, seed uint64) *workload {
 			// A shared per-scrape observation count drives the buckets,
 			// sum and count of one histogram consistently.
 			var obs []int
-			first := len(gens)
 			for bi, le := range bounds {
 				bl := append([]scrape.Label{{Name: "le", Value: le}}, ls...)
 				sortLabels(bl)
@@ -123,7 +124,6 @@ func newWorkload(scrapes int, seed uint64) *workload {
 				})
 				init = append(init, float64(1000*(bi+1)))
 			}
-			_ = first
 			f.Samples = append(f.Samples, scrape.Sample{Name: name + "_sum", Labels: ls})
 			gens = append(gens, func(p float64) float64 {
 				for range obs {
@@ -142,7 +142,7 @@ func newWorkload(scrapes int, seed uint64) *workload {
 	t := int64(1_795_723_720_000)
 	prev := init
 	for i := range scrapes {
-		w.ts = append(w.ts, t+int64(i)*10_000+int64(rng.IntN(7)-3)*jitterScale)
+		w.ts = append(w.ts, t+int64(i)*10_000+int64(rng.IntN(7)-3))
 		cur := make([]float64, len(gens))
 		for j, g := range gens {
 			if i == 0 {
@@ -156,8 +156,6 @@ func newWorkload(scrapes int, seed uint64) *workload {
 	}
 	return &w
 }
-
-var jitterScale int64 = 1
 
 func sortLabels(ls []scrape.Label) {
 	for i := 1; i < len(ls); i++ {
@@ -182,31 +180,41 @@ func (w *workload) load(i int) {
 
 func (w *workload) series() int { return len(w.vals[0]) }
 
+func TestWorkloadShape(t *testing.T) {
+	w := newWorkload(2, 1)
+	require.Equal(t, 2120, w.series())
+	w.load(1)
+	require.Equal(t, w.ts[1], w.fams[0].Samples[0].TimestampMs)
+}
+
 func BenchmarkAppend(b *testing.B) {
 	const scrapes = 720 // two hours at 10 s
 	w := newWorkload(scrapes, 1)
-	var st Stats
-	var encoded int64
-	b.ReportAllocs()
-	for b.Loop() {
-		r, err := New(Options{BudgetBytes: 1 << 30})
-		if err != nil {
-			b.Fatal(err)
-		}
-		for i := range scrapes {
-			w.load(i)
-			r.Append("data", w.ts[i], w.fams)
-		}
-		st = r.Stats()
-		encoded = r.encodedBytes()
+	for _, chunkSamples := range []int{DefaultChunkSamples, 240} {
+		b.Run(fmt.Sprintf("chunk=%d", chunkSamples), func(b *testing.B) {
+			var st Stats
+			var encoded int64
+			b.ReportAllocs()
+			for b.Loop() {
+				r, err := New(Options{BudgetBytes: 1 << 30, ChunkSamples: chunkSamples})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for i := range scrapes {
+					w.load(i)
+					r.Append("data", w.ts[i], w.fams)
+				}
+				st = r.Stats()
+				encoded = r.encodedBytes()
+			}
+			if st.Samples != int64(scrapes*w.series()) {
+				b.Fatalf("held %d samples, want %d", st.Samples, scrapes*w.series())
+			}
+			b.ReportMetric(float64(st.Bytes)/float64(st.Samples), "bytes/sample")
+			b.ReportMetric(float64(encoded)/float64(st.Samples), "chunk-bytes/sample")
+			b.ReportMetric(float64(st.Samples)*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+		})
 	}
-	if st.Samples != int64(scrapes*w.series()) {
-		b.Fatalf("held %d samples, want %d", st.Samples, scrapes*w.series())
-	}
-	b.ReportMetric(float64(st.Bytes)/float64(st.Samples), "bytes/sample")
-	b.ReportMetric(float64(encoded)/float64(st.Samples), "chunk-bytes/sample")
-	b.ReportMetric(float64(st.Samples)*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
-	b.ReportMetric(float64(w.series()), "series")
 }
 
 // encodedBytes sums the encoded chunk bytes only.
@@ -214,8 +222,10 @@ func (r *Recorder) encodedBytes() int64 {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	var n int64
-	for _, c := range r.sealed {
-		n += int64(len(c.data))
+	for _, s := range r.sealed {
+		for _, c := range s.sealed {
+			n += int64(len(c.data))
+		}
 	}
 	for _, c := range r.open {
 		n += int64(len(c.app.w.b))

@@ -44,9 +44,9 @@ const maxChunkSamples = 1 << 16
 // layout (struct sizes plus map and slice slots), not measurements.
 const (
 	ptrSize        = int64(unsafe.Sizeof(uintptr(0)))
-	chunkOverhead  = int64(unsafe.Sizeof(chunk{})) + 2*ptrSize // the struct, its slot in series.sealed and in a heap
-	openOverhead   = int64(unsafe.Sizeof(appender{}))
-	seriesOverhead = int64(unsafe.Sizeof(series{})) + 4*ptrSize // the struct and its map entry
+	sealedOverhead = int64(unsafe.Sizeof(sealedChunk{}))                               // its element of series.sealed
+	openOverhead   = int64(unsafe.Sizeof(chunk{})+unsafe.Sizeof(appender{})) + ptrSize // the structs and a heap slot
+	seriesOverhead = int64(unsafe.Sizeof(series{})) + 5*ptrSize                        // the struct, its map entry and a heap slot
 	labelSize      = int64(unsafe.Sizeof(scrape.Label{}))
 	internOverhead = int64(unsafe.Sizeof(internEntry{})) + 2*ptrSize + 16 // map key, value and slot
 )
@@ -101,8 +101,8 @@ type Recorder struct {
 	hash        maphash.Hash
 	targets     map[string]*target
 	strs        map[string]internEntry
-	sealed      chunkHeap // sealed chunks by first timestamp
-	open        chunkHeap // open chunks with at least one sample, by first timestamp
+	sealed      seriesHeap // series with sealed chunks, by their oldest sealed chunk's first timestamp
+	open        chunkHeap  // open chunks, by first timestamp
 	bytes       int64
 	seriesBytes int64 // the part of bytes held by series metadata and strings
 	samples     int64
@@ -135,8 +135,9 @@ type series struct {
 	help     string
 	typ      fodcv1.MetricType
 	labels   []scrape.Label
-	sealed   []*chunk // oldest first
-	head     *chunk   // open chunk, nil when none
+	sealed   []sealedChunk // oldest first
+	heapIdx  int           // position in Recorder.sealed, -1 when not there
+	head     *chunk        // open chunk, nil when none
 	lastT    int64
 	lastV    float64
 	hasLast  bool
@@ -148,15 +149,21 @@ type series struct {
 
 func (s *series) empty() bool { return s.head == nil && len(s.sealed) == 0 }
 
-// chunk is a run of samples of one series. An open chunk has app; a sealed
-// chunk has data, which is never modified again.
+// chunk is the open chunk of a series.
 type chunk struct {
 	s          *series
 	app        *appender
+	minT, maxT int64
+	n          int
+	idx        int // position in Recorder.open
+}
+
+// sealedChunk is a full chunk. Its data is never modified again, so it may
+// be read after the lock is released.
+type sealedChunk struct {
 	data       []byte
 	minT, maxT int64
 	n          int
-	idx        int // position in the heap holding it
 }
 
 type metrics struct {
@@ -360,7 +367,7 @@ func (r *Recorder) newSeriesLocked(tg *target, h uint64, f *scrape.Family, smp *
 		r.m.rejected.Inc()
 		return nil
 	}
-	s := &series{tgt: tg, hash: h, name: r.internLocked(smp.Name), help: r.internLocked(f.Help), typ: f.Type, cost: cost}
+	s := &series{heapIdx: -1, tgt: tg, hash: h, name: r.internLocked(smp.Name), help: r.internLocked(f.Help), typ: f.Type, cost: cost}
 	if len(smp.Labels) > 0 {
 		s.labels = make([]scrape.Label, len(smp.Labels))
 		for i, l := range smp.Labels {
@@ -466,7 +473,7 @@ func (r *Recorder) appendLocked(s *series, t int64, v float64) {
 	c := &chunk{s: s, app: newAppender(t, v, hint), minT: t, maxT: t, n: 1}
 	s.head = c
 	heap.Push(&r.open, c)
-	r.bytes += chunkOverhead + openOverhead + int64(cap(c.app.w.b))
+	r.bytes += openOverhead + int64(cap(c.app.w.b))
 	if c.n >= r.chunkSamples {
 		r.sealLocked(c)
 	}
@@ -474,14 +481,16 @@ func (r *Recorder) appendLocked(s *series, t int64, v float64) {
 
 func (r *Recorder) sealLocked(c *chunk) {
 	s := c.s
-	c.data = bytes.Clone(c.app.w.b)
-	r.bytes += int64(len(c.data)) - int64(cap(c.app.w.b)) - openOverhead
+	sc := sealedChunk{data: bytes.Clone(c.app.w.b), minT: c.minT, maxT: c.maxT, n: c.n}
+	r.bytes += int64(len(sc.data)) + sealedOverhead - int64(cap(c.app.w.b)) - openOverhead
 	c.app = nil
 	heap.Remove(&r.open, c.idx)
-	heap.Push(&r.sealed, c)
-	s.sealed = append(s.sealed, c)
+	s.sealed = append(s.sealed, sc)
+	if s.heapIdx < 0 {
+		heap.Push(&r.sealed, s)
+	}
 	s.head = nil
-	s.sizeHint = len(c.data)
+	s.sizeHint = len(sc.data)
 }
 
 // enforceBudgetLocked evicts the chunk with the oldest first sample, sealed
@@ -489,18 +498,30 @@ func (r *Recorder) sealLocked(c *chunk) {
 func (r *Recorder) enforceBudgetLocked() {
 	var evicted int64
 	for r.bytes > r.budget {
-		var c *chunk
+		var (
+			s *series
+			n int
+		)
 		switch {
 		case r.sealed.Len() > 0:
-			c = heap.Pop(&r.sealed).(*chunk)
-			s := c.s
-			i := slices.Index(s.sealed, c)
-			s.sealed = slices.Delete(s.sealed, i, i+1)
-			r.bytes -= int64(len(c.data)) + chunkOverhead
+			// Samples of a series are in time order, so its oldest sealed
+			// chunk is the first.
+			s = r.sealed[0]
+			sc := s.sealed[0]
+			s.sealed = slices.Delete(s.sealed, 0, 1)
+			if len(s.sealed) > 0 {
+				heap.Fix(&r.sealed, 0)
+			} else {
+				heap.Pop(&r.sealed)
+				s.sealed = nil
+			}
+			n = sc.n
+			r.bytes -= int64(len(sc.data)) + sealedOverhead
 		case r.open.Len() > 0:
-			c = heap.Pop(&r.open).(*chunk)
-			c.s.head = nil
-			r.bytes -= int64(cap(c.app.w.b)) + chunkOverhead + openOverhead
+			c := heap.Pop(&r.open).(*chunk)
+			s, n = c.s, c.n
+			s.head = nil
+			r.bytes -= int64(cap(c.app.w.b)) + openOverhead
 			c.app = nil
 		default:
 			// Only series metadata is left, which newSeriesLocked keeps
@@ -509,9 +530,9 @@ func (r *Recorder) enforceBudgetLocked() {
 			r.m.evicted.Add(float64(evicted))
 			return
 		}
-		r.samples -= int64(c.n)
-		evicted += int64(c.n)
-		if s := c.s; !s.current && s.empty() {
+		r.samples -= int64(n)
+		evicted += int64(n)
+		if !s.current && s.empty() {
 			r.deleteSeriesLocked(s)
 		}
 	}
@@ -535,10 +556,11 @@ func (r *Recorder) Stats() Stats {
 		return st
 	}
 	st.OldestMs, st.NewestMs = math.MaxInt64, math.MinInt64
-	for _, h := range []chunkHeap{r.sealed, r.open} {
-		if len(h) > 0 {
-			st.OldestMs = min(st.OldestMs, h[0].minT)
-		}
+	if len(r.sealed) > 0 {
+		st.OldestMs = r.sealed[0].sealed[0].minT
+	}
+	if len(r.open) > 0 {
+		st.OldestMs = min(st.OldestMs, r.open[0].minT)
 	}
 	for _, tg := range r.targets {
 		for _, s := range tg.series {
@@ -702,6 +724,32 @@ func labelMap(ls []scrape.Label) map[string]string {
 
 func msToProto(ms int64) *timestamppb.Timestamp {
 	return timestamppb.New(time.UnixMilli(ms))
+}
+
+// seriesHeap is a min-heap of series by the first timestamp of their
+// oldest sealed chunk that keeps each series' index current.
+type seriesHeap []*series
+
+func (h seriesHeap) Len() int           { return len(h) }
+func (h seriesHeap) Less(i, j int) bool { return h[i].sealed[0].minT < h[j].sealed[0].minT }
+func (h seriesHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapIdx, h[j].heapIdx = i, j
+}
+
+func (h *seriesHeap) Push(x any) {
+	s := x.(*series)
+	s.heapIdx = len(*h)
+	*h = append(*h, s)
+}
+
+func (h *seriesHeap) Pop() any {
+	old := *h
+	s := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	s.heapIdx = -1
+	return s
 }
 
 // chunkHeap is a min-heap of chunks by first timestamp that keeps each

@@ -18,8 +18,8 @@ import (
 )
 
 const (
-	textCT = "text/plain; version=0.0.4; charset=utf-8"
-	omCT   = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+	textCT         = "text/plain; version=0.0.4; charset=utf-8"
+	omCT           = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 	scrapeMs int64 = 1_795_723_720_000
 )
 

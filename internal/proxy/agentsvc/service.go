@@ -14,7 +14,6 @@ package agentsvc
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math"
 	"sync"
@@ -58,6 +57,8 @@ type Options struct {
 	// MaxPendingCommands bounds the unanswered commands of one stream,
 	// abandoned ones included; beyond it the agent is disconnected as slow.
 	MaxPendingCommands int
+	// OnCrashRecord receives every crash record an agent sends. Optional.
+	OnCrashRecord func(agentID string, rec *fodcv1.StreamCrashDiagnosticsRequest)
 	// MaxCommandAge is how long a command may stay unanswered before the
 	// stream is closed as stuck (0: never).
 	MaxCommandAge time.Duration
@@ -373,32 +374,52 @@ func holdOnly[Req, Resp any](s *Service, kind string, st serverStream[Req, Resp]
 		})
 }
 
-// StreamMetrics carries metrics commands and the agent's replies.
-func (s *Service) StreamMetrics(stream fodcv1.FODCService_StreamMetricsServer) error {
-	var ms *MetricsStream
-	return serve(s, KindMetrics, stream,
-		func(ss *session[fodcv1.StreamMetricsResponse]) (func(error), error) {
-			ms = newMetricsStream(ss, s.opts.MaxPendingCommands, s.opts.MaxCommandAge)
-			detach, err := s.hub.attach(ss.agentID, KindMetrics, ms)
+// serveOrdered runs a stream of the ordered kind: o is published in the hub
+// for collectors, and every reply goes to the oldest outstanding command.
+// assemble turns wire messages into replies: it returns false while a
+// multi-message reply is incomplete.
+func serveOrdered[Cmd, Wire, Reply any](s *Service, kind string, st serverStream[Wire, Cmd],
+	wrap func(ordered[Cmd, Reply]) any, assemble func(*Wire) (*Reply, bool),
+) error {
+	var o ordered[Cmd, Reply]
+	return serve(s, kind, st,
+		func(ss *session[Cmd]) (func(error), error) {
+			o = newOrdered[Cmd, Reply](ss, s.opts.MaxPendingCommands, s.opts.MaxCommandAge)
+			detach, err := s.hub.attach(ss.agentID, kind, wrap(o))
 			if err != nil {
 				return nil, err
 			}
 			return func(cause error) {
 				detach(cause)
-				ms.queue.Close(fmt.Errorf("metrics stream of agent %s closed: %w", ss.agentID, closeCause(cause)))
+				o.close(cause)
 			}, nil
 		},
-		func(reply *fodcv1.StreamMetricsRequest) error {
-			delivered, solicited := ms.queue.Deliver(reply)
+		func(w *Wire) error {
+			complete, ok := assemble(w)
+			if !ok {
+				return nil // part of a multi-message reply
+			}
+			delivered, solicited := o.deliver(complete)
 			switch {
 			case !solicited:
-				s.metrics.repliesDiscarded.WithLabelValues(KindMetrics, "unsolicited").Inc()
+				s.metrics.repliesDiscarded.WithLabelValues(kind, "unsolicited").Inc()
 			case !delivered:
-				s.metrics.repliesDiscarded.WithLabelValues(KindMetrics, "abandoned").Inc()
+				s.metrics.repliesDiscarded.WithLabelValues(kind, "abandoned").Inc()
 			}
 			return nil
 		})
 }
+
+// StreamMetrics carries metrics commands and the agent's replies.
+func (s *Service) StreamMetrics(stream fodcv1.FODCService_StreamMetricsServer) error {
+	return serveOrdered(s, KindMetrics, stream,
+		func(o ordered[fodcv1.StreamMetricsResponse, fodcv1.StreamMetricsRequest]) any {
+			return &MetricsStream{o}
+		}, same[fodcv1.StreamMetricsRequest])
+}
+
+// same is the assemble function of streams with one message per reply.
+func same[T any](m *T) (*T, bool) { return m, true }
 
 func closeCause(err error) error {
 	if err == nil {
@@ -407,38 +428,141 @@ func closeCause(err error) error {
 	return err
 }
 
-// StreamClusterTopology is held open; topology collection is not wired yet.
+// StreamClusterTopology carries topology commands and the agent's reports.
 func (s *Service) StreamClusterTopology(stream fodcv1.FODCService_StreamClusterTopologyServer) error {
-	return holdOnly(s, KindTopology, stream)
+	return serveOrdered(s, KindTopology, stream,
+		func(o ordered[fodcv1.StreamClusterTopologyResponse, fodcv1.StreamClusterTopologyRequest]) any {
+			return &TopologyStream{o}
+		}, same[fodcv1.StreamClusterTopologyRequest])
 }
 
-// StreamLifecycle is held open; lifecycle collection is not wired yet.
+// StreamLifecycle carries lifecycle commands. An agent answers a command
+// once or, when its local collection fails, never; replies therefore go to
+// whoever waits when they arrive (see LifecycleStream).
 func (s *Service) StreamLifecycle(stream fodcv1.FODCService_StreamLifecycleServer) error {
-	return holdOnly(s, KindLifecycle, stream)
+	var ls *LifecycleStream
+	return serve(s, KindLifecycle, stream,
+		func(ss *session[fodcv1.StreamLifecycleResponse]) (func(error), error) {
+			ls = newLifecycleStream(ss)
+			return s.hub.attach(ss.agentID, KindLifecycle, ls)
+		},
+		func(m *fodcv1.StreamLifecycleRequest) error {
+			if !ls.deliver(m) {
+				s.metrics.repliesDiscarded.WithLabelValues(KindLifecycle, "unsolicited").Inc()
+			}
+			return nil
+		})
 }
 
-// StreamCrashDiagnostics is held open; crash collection is not wired yet.
+// StreamCrashDiagnostics carries crash-record requests; the agent answers
+// with one message per record it holds and no end marker, so records are
+// handed to Options.OnCrashRecord as they arrive.
 func (s *Service) StreamCrashDiagnostics(stream fodcv1.FODCService_StreamCrashDiagnosticsServer) error {
-	return holdOnly(s, KindCrash, stream)
+	return serve(s, KindCrash, stream,
+		func(ss *session[fodcv1.StreamCrashDiagnosticsResponse]) (func(error), error) {
+			return s.hub.attach(ss.agentID, KindCrash, &CrashStream{ss: ss})
+		},
+		func(m *fodcv1.StreamCrashDiagnosticsRequest) error {
+			if s.opts.OnCrashRecord != nil {
+				s.opts.OnCrashRecord(agentIDOf(stream.Context()), m)
+			}
+			return nil
+		})
 }
 
-// StreamPressureProfiles is held open; profile collection is not wired yet.
+// StreamPressureProfiles carries profile list rounds and downloads (see
+// PressureStream).
 func (s *Service) StreamPressureProfiles(stream fodcv1.FODCService_StreamPressureProfilesServer) error {
-	return holdOnly(s, KindPressure, stream)
+	var ps *PressureStream
+	return serve(s, KindPressure, stream,
+		func(ss *session[fodcv1.StreamPressureProfilesResponse]) (func(error), error) {
+			ps = newPressureStream(ss)
+			detach, err := s.hub.attach(ss.agentID, KindPressure, ps)
+			if err != nil {
+				return nil, err
+			}
+			return func(cause error) {
+				detach(cause)
+				ps.close(cause)
+			}, nil
+		},
+		func(m *fodcv1.StreamPressureProfilesRequest) error {
+			if !ps.receive(m) {
+				s.metrics.repliesDiscarded.WithLabelValues(KindPressure, "unsolicited").Inc()
+			}
+			return nil
+		})
 }
 
-// StreamSchemaRegistry is held open; registry reads are not wired yet.
+// agentIDOf reads the agent id of an authenticated stream.
+func agentIDOf(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if ids := md.Get(MetadataAgentID); len(ids) > 0 {
+		return ids[0]
+	}
+	return ""
+}
+
+// StreamSchemaRegistry carries registry reads: every command is answered
+// by chunks and a done marker, assembled here into one RegistryRound. The
+// chunks of an abandoned round are drained through its done marker and
+// discarded, never handed to the next read (W11).
 func (s *Service) StreamSchemaRegistry(stream fodcv1.FODCService_StreamSchemaRegistryServer) error {
-	return holdOnly(s, KindSchemaRegistry, stream)
+	var partial []*fodcv1.StreamSchemaRegistryRequest
+	return serveOrdered(s, KindSchemaRegistry, stream,
+		func(o ordered[fodcv1.StreamSchemaRegistryResponse, RegistryRound]) any {
+			return &SchemaRegistryStream{o}
+		},
+		func(m *fodcv1.StreamSchemaRegistryRequest) (*RegistryRound, bool) {
+			if m.GetGroup() != nil {
+				partial = append(partial, m)
+			}
+			if !m.GetDone() {
+				return nil, false
+			}
+			round := &RegistryRound{Chunks: partial}
+			partial = nil
+			return round, true
+		})
 }
 
 // Metrics returns the live metrics stream of an agent.
 func (s *Service) Metrics(agentID string) (*MetricsStream, bool) {
-	v, ok := s.hub.get(agentID, KindMetrics)
+	return lookup[*MetricsStream](s, agentID, KindMetrics)
+}
+
+// Topology returns the live topology stream of an agent.
+func (s *Service) Topology(agentID string) (*TopologyStream, bool) {
+	return lookup[*TopologyStream](s, agentID, KindTopology)
+}
+
+// Lifecycle returns the live lifecycle stream of an agent.
+func (s *Service) Lifecycle(agentID string) (*LifecycleStream, bool) {
+	return lookup[*LifecycleStream](s, agentID, KindLifecycle)
+}
+
+// SchemaRegistry returns the live schema registry stream of an agent.
+func (s *Service) SchemaRegistry(agentID string) (*SchemaRegistryStream, bool) {
+	return lookup[*SchemaRegistryStream](s, agentID, KindSchemaRegistry)
+}
+
+// Crash returns the live crash diagnostics stream of an agent.
+func (s *Service) Crash(agentID string) (*CrashStream, bool) {
+	return lookup[*CrashStream](s, agentID, KindCrash)
+}
+
+// Pressure returns the live pressure profiles stream of an agent.
+func (s *Service) Pressure(agentID string) (*PressureStream, bool) {
+	return lookup[*PressureStream](s, agentID, KindPressure)
+}
+
+func lookup[T any](s *Service, agentID, kind string) (T, bool) {
+	v, ok := s.hub.get(agentID, kind)
 	if !ok {
-		return nil, false
+		var zero T
+		return zero, false
 	}
-	return v.(*MetricsStream), true
+	return v.(T), true
 }
 
 // HasStream reports whether the agent has a live stream of the kind.

