@@ -131,6 +131,9 @@ func convertFamily(mf *dto.MetricFamily, defaultTsMs int64) Family {
 			add(name, base, m.GetGauge().GetValue())
 		case dto.MetricType_SUMMARY:
 			s := m.GetSummary()
+			if s == nil {
+				s = &dto.Summary{} // a parser may leave a family member empty
+			}
 			for _, q := range s.GetQuantile() {
 				add(name, withLabel(base, model.QuantileLabel, formatFloat(q.GetQuantile())), q.GetValue())
 			}
@@ -146,7 +149,13 @@ func convertFamily(mf *dto.MetricFamily, defaultTsMs int64) Family {
 				sumName, countName = name+"_gsum", name+"_gcount"
 			}
 			h := m.GetHistogram()
+			if h == nil {
+				h = &dto.Histogram{}
+			}
 			for _, b := range h.GetBucket() {
+				if b == nil {
+					continue
+				}
 				v := float64(b.GetCumulativeCount())
 				if b.CumulativeCountFloat != nil {
 					v = b.GetCumulativeCountFloat()

@@ -21,6 +21,7 @@ import (
 
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/collector"
+	"github.com/fodc-go/fodc/internal/proxy/httperr"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/proxy/render"
 	"github.com/fodc-go/fodc/internal/proxy/series"
@@ -152,26 +153,9 @@ func getOnly(h http.HandlerFunc) http.Handler {
 	})
 }
 
-// writeError sends the JSON error envelope.
-func writeError(w http.ResponseWriter, code int, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-	}{"error", msg})
-}
+func writeError(w http.ResponseWriter, code int, msg string) { httperr.Write(w, code, msg) }
 
-// respondErr maps an error to a status code in one place.
-func respondErr(w http.ResponseWriter, err error) {
-	var br *badRequest
-	if errors.As(err, &br) {
-		writeError(w, http.StatusBadRequest, br.Error())
-		return
-	}
-	writeError(w, http.StatusInternalServerError, err.Error())
-}
+func respondErr(w http.ResponseWriter, err error) { httperr.Respond(w, err) }
 
 // collect runs a collection within the request's budget and extends the
 // connection's write deadline so that the answer can still be written.

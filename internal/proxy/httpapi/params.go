@@ -10,18 +10,12 @@ import (
 	"time"
 
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
+	"github.com/fodc-go/fodc/internal/proxy/httperr"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/roles"
 )
 
-// badRequest is an input error; its text names the parameter at fault.
-type badRequest struct{ msg string }
-
-func (e *badRequest) Error() string { return e.msg }
-
-func badParam(name, format string, args ...any) error {
-	return &badRequest{msg: fmt.Sprintf("invalid %s: %s", name, fmt.Sprintf(format, args...))}
-}
+var badParam = httperr.BadParam
 
 // parseFilter reads the agent selection parameters of DESIGN.md §1.4.
 func parseFilter(q url.Values) (registry.Filter, error) {
@@ -86,7 +80,7 @@ func parseWindow(q url.Values) (agentsvc.Window, error) {
 		*p.dst = t
 	}
 	if !w.Start.IsZero() && !w.End.IsZero() && w.Start.After(w.End) {
-		return w, &badRequest{msg: fmt.Sprintf("invalid start_time: %s is after end_time %s",
+		return w, &httperr.BadRequest{Msg: fmt.Sprintf("invalid start_time: %s is after end_time %s",
 			w.Start.Format(time.RFC3339Nano), w.End.Format(time.RFC3339Nano))}
 	}
 	return w, nil
