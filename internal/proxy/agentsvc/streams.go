@@ -55,6 +55,7 @@ type LifecycleStream struct {
 	arrived chan struct{}
 	last    *fodcv1.StreamLifecycleRequest
 	lastAt  time.Time
+	waiting int // callers blocked in Request
 }
 
 func newLifecycleStream(ss *session[fodcv1.StreamLifecycleResponse]) *LifecycleStream {
@@ -80,12 +81,19 @@ func (l *LifecycleStream) Request(ctx context.Context, resendAfter time.Duration
 		l.sentAt = now
 	}
 	arrived := l.arrived
+	l.waiting++
 	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.waiting--
+		l.mu.Unlock()
+	}()
 	select {
 	case <-arrived:
 		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.last, nil
+		r := l.last
+		l.mu.Unlock()
+		return r, nil
 	case <-l.ss.closed:
 		return nil, fmt.Errorf("lifecycle stream of agent %s closed: %w", l.ss.agentID, closeCause(l.ss.cause()))
 	case <-ctx.Done():
