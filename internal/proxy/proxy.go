@@ -20,6 +20,7 @@ import (
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
+	"github.com/fodc-go/fodc/internal/proxy/cluster"
 	"github.com/fodc-go/fodc/internal/proxy/collector"
 	"github.com/fodc-go/fodc/internal/proxy/httpapi"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
@@ -84,9 +85,19 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 	if err != nil {
 		return nil, err
 	}
+	clusterColl, err := cluster.New(cluster.Options{
+		Registry:   agents,
+		Streams:    svc,
+		Logger:     logger,
+		Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
 	api, err := httpapi.New(httpapi.Options{
 		Registry:       agents,
 		Collector:      coll,
+		Cluster:        clusterColl,
 		Gatherer:       gatherer,
 		CollectTimeout: cfg.CollectTimeout,
 		WriteTimeout:   cfg.HTTPWriteTimeout,

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
@@ -20,17 +21,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
+	"github.com/fodc-go/fodc/internal/proxy/cluster"
 	"github.com/fodc-go/fodc/internal/proxy/collector"
 	"github.com/fodc-go/fodc/internal/proxy/httperr"
+	"github.com/fodc-go/fodc/internal/proxy/lifecycle"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/proxy/render"
 	"github.com/fodc-go/fodc/internal/proxy/series"
+	"github.com/fodc-go/fodc/internal/proxy/topology"
 )
 
 // Options configures the API.
 type Options struct {
 	Registry  *registry.Registry
 	Collector *collector.Collector
+	// Cluster serves topology and lifecycle. Optional: without it those
+	// endpoints answer 503 and /cluster shows registry data only.
+	Cluster *cluster.Collector
 	// Gatherer yields the proxy's own metrics, appended to unfiltered
 	// /metrics answers. Optional.
 	Gatherer prometheus.Gatherer
@@ -122,6 +129,8 @@ func (a *API) Handler() http.Handler {
 	route("/metrics", a.metrics)
 	route("/metrics-windows", a.metricsWindows)
 	route("/cluster", a.cluster)
+	route("/cluster/topology", a.clusterTopology)
+	route("/cluster/lifecycle", a.clusterLifecycle)
 	route("/health", a.health)
 	route("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK\n")) })
 	route("/-/ready", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK\n")) })
@@ -204,6 +213,9 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	batches = append(batches, agentStatusBatch(results))
+	if !isFiltered(f) && a.opts.Cluster != nil {
+		batches = append(batches, consistencyBatch(a.opts.Cluster.ConsistencyStatuses()))
+	}
 	if !isFiltered(f) && a.opts.Gatherer != nil {
 		mfs, err := a.opts.Gatherer.Gather()
 		if err != nil {
@@ -283,6 +295,22 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	agents := a.opts.Registry.List(f)
+	// Upstream agents declare no addresses: take them, and the calls, from
+	// what the agents' topology reports say.
+	var topo topology.Merged
+	calls := []callJSON{}
+	if a.opts.Cluster != nil {
+		ctx, cancel := context.WithTimeout(r.Context(), budget(r, a.opts.CollectTimeout))
+		merged, err := a.opts.Cluster.Topology(ctx)
+		cancel()
+		if err != nil {
+			a.logger.Debug("Topology for /cluster", "err", err)
+		}
+		topo = merged
+		for _, c := range merged.Calls {
+			calls = append(calls, callJSON{ID: c.GetId(), Source: c.GetSource(), Target: c.GetTarget()})
+		}
+	}
 	nodes := make([]nodeJSON, 0, len(agents))
 	for _, ag := range agents {
 		n := nodeJSON{
@@ -304,9 +332,19 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 		}
 		if ag.Primary.IP != "" {
 			n.PrimaryAddress = &addressJSON{IP: ag.Primary.IP, Port: ag.Primary.Port}
-		}
-		for name, addr := range ag.Secondary {
-			n.SecondaryAddresses[name] = addressJSON{IP: addr.IP, Port: addr.Port}
+			for name, addr := range ag.Secondary {
+				n.SecondaryAddresses[name] = addressJSON{IP: addr.IP, Port: addr.Port}
+			}
+		} else if node, ok := topology.NodeForPod(topo, ag.PodName); ok {
+			addrs := topology.NodeAddresses(node)
+			if p, ok := splitAddress(addrs.Primary); ok {
+				n.PrimaryAddress = &p
+			}
+			for name, v := range addrs.Secondary {
+				if p, ok := splitAddress(v); ok {
+					n.SecondaryAddresses[name] = p
+				}
+			}
 		}
 		nodes = append(nodes, n)
 	}
@@ -314,7 +352,54 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 		Nodes     []nodeJSON `json:"nodes"`
 		Calls     []callJSON `json:"calls"`
 		UpdatedAt time.Time  `json:"updated_at"`
-	}{nodes, []callJSON{}, a.now().UTC()})
+	}{nodes, calls, a.now().UTC()})
+}
+
+// splitAddress turns "ip:port" into the design's address shape.
+func splitAddress(hp string) (addressJSON, bool) {
+	host, port, err := net.SplitHostPort(hp)
+	if err != nil {
+		return addressJSON{}, false
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return addressJSON{}, false
+	}
+	return addressJSON{IP: host, Port: p}, true
+}
+
+func (a *API) clusterTopology(w http.ResponseWriter, r *http.Request) {
+	if a.opts.Cluster == nil {
+		writeError(w, http.StatusServiceUnavailable, "cluster topology collector not available")
+		return
+	}
+	merged, err := a.opts.Cluster.Topology(r.Context())
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err := topology.WriteJSON(w, merged); err != nil {
+		a.logger.Debug("Writing /cluster/topology answer", "err", err)
+	}
+}
+
+func (a *API) clusterLifecycle(w http.ResponseWriter, r *http.Request) {
+	if a.opts.Cluster == nil {
+		writeError(w, http.StatusServiceUnavailable, "cluster lifecycle collector not available")
+		return
+	}
+	// Agents may take their full lifecycle timeout: lift the write deadline.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	res, err := a.opts.Cluster.Lifecycle(r.Context())
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err := lifecycle.WriteJSON(w, res); err != nil {
+		a.logger.Debug("Writing /cluster/lifecycle answer", "err", err)
+	}
 }
 
 func nonNil(s []string) []string {

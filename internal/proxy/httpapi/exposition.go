@@ -127,3 +127,19 @@ func formatFloat(f float64) string {
 }
 
 func strconvFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
+
+// consistencyBatch is the schema consistency verdict per group as a gauge,
+// under upstream's metric name so that existing dashboards keep working.
+func consistencyBatch(statuses map[string]fodcv1.ConsistencyStatus) series.Batch {
+	out := make([]series.Series, 0, len(statuses))
+	for group, st := range statuses {
+		out = append(out, series.Series{
+			Name:   "banyandb_fodc_schema_consistency_status",
+			Help:   "Schema consistency verdict per group (1=CONSISTENT, 2=INCONSISTENT, 3=UNKNOWN).",
+			Type:   fodcv1.MetricType_METRIC_TYPE_GAUGE,
+			Labels: series.Labels{{Name: "group", Value: group}},
+			Points: []series.Point{{Value: float64(st)}},
+		})
+	}
+	return series.Batch{Series: out}
+}
