@@ -86,10 +86,13 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		return nil, err
 	}
 	clusterColl, err := cluster.New(cluster.Options{
-		Registry:   agents,
-		Streams:    svc,
-		Logger:     logger,
-		Registerer: reg,
+		Registry:         agents,
+		Streams:          svc,
+		TopologyTimeout:  cfg.TopologyTimeout,
+		LifecycleTimeout: cfg.LifecycleTimeout,
+		RegistryTimeout:  cfg.LifecycleTimeout,
+		Logger:           logger,
+		Registerer:       reg,
 	})
 	if err != nil {
 		return nil, err
