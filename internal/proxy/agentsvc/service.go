@@ -39,6 +39,7 @@ const (
 	KindCrash          = "crash"
 	KindPressure       = "pressure"
 	KindSchemaRegistry = "schema_registry"
+	KindNodeConfig     = "node_config"
 )
 
 // MetadataAgentID is the gRPC metadata key that carries the agent id on
@@ -362,20 +363,6 @@ func serve[Req, Resp any](s *Service, kind string, st serverStream[Req, Resp],
 	return s.finish(kind, ss.cause())
 }
 
-// holdOnly attaches a stream kind whose commands the proxy does not send
-// yet: the stream is kept open and anything the agent sends is counted and
-// dropped.
-func holdOnly[Req, Resp any](s *Service, kind string, st serverStream[Req, Resp]) error {
-	return serve(s, kind, st,
-		func(ss *session[Resp]) (func(error), error) { return s.hub.attach(ss.agentID, kind, ss) },
-		func(*Req) error {
-			s.metrics.repliesDiscarded.WithLabelValues(kind, "unsolicited").Inc()
-			return nil
-		})
-}
-
-// serveOrdered runs a stream of the ordered kind: o is published in the hub
-// for collectors, and every reply goes to the oldest outstanding command.
 // assemble turns wire messages into replies: it returns false while a
 // multi-message reply is incomplete.
 func serveOrdered[Cmd, Wire, Reply any](s *Service, kind string, st serverStream[Wire, Cmd],
@@ -434,6 +421,15 @@ func (s *Service) StreamClusterTopology(stream fodcv1.FODCService_StreamClusterT
 		func(o ordered[fodcv1.StreamClusterTopologyResponse, fodcv1.StreamClusterTopologyRequest]) any {
 			return &TopologyStream{o}
 		}, same[fodcv1.StreamClusterTopologyRequest])
+}
+
+// ExtStreamNodeConfig carries configuration requests, an extension of this
+// project: only our agents open it, and each command gets one report.
+func (s *Service) ExtStreamNodeConfig(stream fodcv1.FODCService_ExtStreamNodeConfigServer) error {
+	return serveOrdered(s, KindNodeConfig, stream,
+		func(o ordered[fodcv1.ExtNodeConfigResponse, fodcv1.ExtNodeConfigRequest]) any {
+			return &NodeConfigStream{o}
+		}, same[fodcv1.ExtNodeConfigRequest])
 }
 
 // StreamLifecycle carries lifecycle commands. An agent answers a command
@@ -544,6 +540,12 @@ func (s *Service) Lifecycle(agentID string) (*LifecycleStream, bool) {
 // SchemaRegistry returns the live schema registry stream of an agent.
 func (s *Service) SchemaRegistry(agentID string) (*SchemaRegistryStream, bool) {
 	return lookup[*SchemaRegistryStream](s, agentID, KindSchemaRegistry)
+}
+
+// NodeConfig returns the live configuration stream of an agent; agents
+// without the extension have none.
+func (s *Service) NodeConfig(agentID string) (*NodeConfigStream, bool) {
+	return lookup[*NodeConfigStream](s, agentID, KindNodeConfig)
 }
 
 // Crash returns the live crash diagnostics stream of an agent.

@@ -23,6 +23,17 @@ func (t *TopologyStream) Request(ctx context.Context) (*fodcv1.StreamClusterTopo
 	return t.do(ctx, "topology", &fodcv1.StreamClusterTopologyResponse{RequestTopology: true})
 }
 
+// NodeConfigStream asks one of our agents for its node's configuration. It
+// is safe for concurrent use; concurrent requests share one command.
+type NodeConfigStream struct {
+	ordered[fodcv1.ExtNodeConfigResponse, fodcv1.ExtNodeConfigRequest]
+}
+
+// Request asks for the node's configuration and waits until ctx ends.
+func (c *NodeConfigStream) Request(ctx context.Context) (*fodcv1.ExtNodeConfigRequest, error) {
+	return c.do(ctx, "config", &fodcv1.ExtNodeConfigResponse{RequestConfig: true})
+}
+
 // RegistryRound is one complete schema registry read: every chunk the
 // agent sent before its done marker.
 type RegistryRound struct {

@@ -2578,6 +2578,206 @@ func (x *PressureProfileChunk) GetError() string {
 	return ""
 }
 
+// ExtParamValues are the values of one parameter, in command-line order (a
+// repeated flag keeps every value).
+type ExtParamValues struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Values        []string               `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtParamValues) Reset() {
+	*x = ExtParamValues{}
+	mi := &file_banyandb_fodc_v1_fodc_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtParamValues) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtParamValues) ProtoMessage() {}
+
+func (x *ExtParamValues) ProtoReflect() protoreflect.Message {
+	mi := &file_banyandb_fodc_v1_fodc_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtParamValues.ProtoReflect.Descriptor instead.
+func (*ExtParamValues) Descriptor() ([]byte, []int) {
+	return file_banyandb_fodc_v1_fodc_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ExtParamValues) GetValues() []string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+// ExtNodeConfigRequest is an agent's report of its node's configuration.
+// Secrets are redacted by the agent before they are sent.
+type ExtNodeConfigRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	CollectedAt *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=collected_at,json=collectedAt,proto3" json:"collected_at,omitempty"`
+	// The node's startup parameters, flag name (without dashes) -> values.
+	StartupParams map[string]*ExtParamValues `protobuf:"bytes,2,rep,name=startup_params,json=startupParams,proto3" json:"startup_params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Runtime facts: version, GOMAXPROCS, memory limit, uptime, ...
+	RuntimeConfig map[string]string `protobuf:"bytes,3,rep,name=runtime_config,json=runtimeConfig,proto3" json:"runtime_config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Where the startup parameters came from (e.g. "pprof:http://...", "proc:1234").
+	Source string `protobuf:"bytes,4,opt,name=source,proto3" json:"source,omitempty"`
+	// Problems met while collecting; the rest of the report is still valid.
+	Errors []string `protobuf:"bytes,5,rep,name=errors,proto3" json:"errors,omitempty"`
+	// The agent's own flags.
+	AgentParams map[string]*ExtParamValues `protobuf:"bytes,6,rep,name=agent_params,json=agentParams,proto3" json:"agent_params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The node's BYDB_* environment variables.
+	Environment map[string]string `protobuf:"bytes,7,rep,name=environment,proto3" json:"environment,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Positional (non-flag) arguments of the node's command line.
+	Args          []string `protobuf:"bytes,8,rep,name=args,proto3" json:"args,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtNodeConfigRequest) Reset() {
+	*x = ExtNodeConfigRequest{}
+	mi := &file_banyandb_fodc_v1_fodc_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtNodeConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtNodeConfigRequest) ProtoMessage() {}
+
+func (x *ExtNodeConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_banyandb_fodc_v1_fodc_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtNodeConfigRequest.ProtoReflect.Descriptor instead.
+func (*ExtNodeConfigRequest) Descriptor() ([]byte, []int) {
+	return file_banyandb_fodc_v1_fodc_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ExtNodeConfigRequest) GetCollectedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CollectedAt
+	}
+	return nil
+}
+
+func (x *ExtNodeConfigRequest) GetStartupParams() map[string]*ExtParamValues {
+	if x != nil {
+		return x.StartupParams
+	}
+	return nil
+}
+
+func (x *ExtNodeConfigRequest) GetRuntimeConfig() map[string]string {
+	if x != nil {
+		return x.RuntimeConfig
+	}
+	return nil
+}
+
+func (x *ExtNodeConfigRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *ExtNodeConfigRequest) GetErrors() []string {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+func (x *ExtNodeConfigRequest) GetAgentParams() map[string]*ExtParamValues {
+	if x != nil {
+		return x.AgentParams
+	}
+	return nil
+}
+
+func (x *ExtNodeConfigRequest) GetEnvironment() map[string]string {
+	if x != nil {
+		return x.Environment
+	}
+	return nil
+}
+
+func (x *ExtNodeConfigRequest) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+// ExtNodeConfigResponse asks the agent for its node's configuration.
+type ExtNodeConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestConfig bool                   `protobuf:"varint,1,opt,name=request_config,json=requestConfig,proto3" json:"request_config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtNodeConfigResponse) Reset() {
+	*x = ExtNodeConfigResponse{}
+	mi := &file_banyandb_fodc_v1_fodc_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtNodeConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtNodeConfigResponse) ProtoMessage() {}
+
+func (x *ExtNodeConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_banyandb_fodc_v1_fodc_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtNodeConfigResponse.ProtoReflect.Descriptor instead.
+func (*ExtNodeConfigResponse) Descriptor() ([]byte, []int) {
+	return file_banyandb_fodc_v1_fodc_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ExtNodeConfigResponse) GetRequestConfig() bool {
+	if x != nil {
+		return x.RequestConfig
+	}
+	return false
+}
+
 var File_banyandb_fodc_v1_fodc_proto protoreflect.FileDescriptor
 
 const file_banyandb_fodc_v1_fodc_proto_rawDesc = "" +
@@ -2765,7 +2965,32 @@ const file_banyandb_fodc_v1_fodc_proto_rawDesc = "" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x12\x12\n" +
 	"\x04data\x18\x04 \x01(\fR\x04data\x12\x12\n" +
 	"\x04last\x18\x05 \x01(\bR\x04last\x12\x14\n" +
-	"\x05error\x18\x06 \x01(\tR\x05error*\xa6\x01\n" +
+	"\x05error\x18\x06 \x01(\tR\x05error\"(\n" +
+	"\x0eExtParamValues\x12\x16\n" +
+	"\x06values\x18\x01 \x03(\tR\x06values\"\xdc\x06\n" +
+	"\x14ExtNodeConfigRequest\x12=\n" +
+	"\fcollected_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\vcollectedAt\x12`\n" +
+	"\x0estartup_params\x18\x02 \x03(\v29.banyandb.fodc.v1.ExtNodeConfigRequest.StartupParamsEntryR\rstartupParams\x12`\n" +
+	"\x0eruntime_config\x18\x03 \x03(\v29.banyandb.fodc.v1.ExtNodeConfigRequest.RuntimeConfigEntryR\rruntimeConfig\x12\x16\n" +
+	"\x06source\x18\x04 \x01(\tR\x06source\x12\x16\n" +
+	"\x06errors\x18\x05 \x03(\tR\x06errors\x12Z\n" +
+	"\fagent_params\x18\x06 \x03(\v27.banyandb.fodc.v1.ExtNodeConfigRequest.AgentParamsEntryR\vagentParams\x12Y\n" +
+	"\venvironment\x18\a \x03(\v27.banyandb.fodc.v1.ExtNodeConfigRequest.EnvironmentEntryR\venvironment\x12\x12\n" +
+	"\x04args\x18\b \x03(\tR\x04args\x1ab\n" +
+	"\x12StartupParamsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x126\n" +
+	"\x05value\x18\x02 \x01(\v2 .banyandb.fodc.v1.ExtParamValuesR\x05value:\x028\x01\x1a@\n" +
+	"\x12RuntimeConfigEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a`\n" +
+	"\x10AgentParamsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x126\n" +
+	"\x05value\x18\x02 \x01(\v2 .banyandb.fodc.v1.ExtParamValuesR\x05value:\x028\x01\x1a>\n" +
+	"\x10EnvironmentEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
+	"\x15ExtNodeConfigResponse\x12%\n" +
+	"\x0erequest_config\x18\x01 \x01(\bR\rrequestConfig*\xa6\x01\n" +
 	"\n" +
 	"MetricType\x12\x1b\n" +
 	"\x17METRIC_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -2784,7 +3009,7 @@ const file_banyandb_fodc_v1_fodc_proto_rawDesc = "" +
 	"\"SCHEMA_ISSUE_TYPE_MISSING_IN_CACHE\x10\x01\x12\x1c\n" +
 	"\x18SCHEMA_ISSUE_TYPE_ORPHAN\x10\x02\x12!\n" +
 	"\x1dSCHEMA_ISSUE_TYPE_CACHE_STALE\x10\x03\x12)\n" +
-	"%SCHEMA_ISSUE_TYPE_RUNTIME_NOT_APPLIED\x10\x042\xc0\x06\n" +
+	"%SCHEMA_ISSUE_TYPE_RUNTIME_NOT_APPLIED\x10\x042\xac\a\n" +
 	"\vFODCService\x12d\n" +
 	"\rRegisterAgent\x12&.banyandb.fodc.v1.RegisterAgentRequest\x1a'.banyandb.fodc.v1.RegisterAgentResponse(\x010\x01\x12d\n" +
 	"\rStreamMetrics\x12&.banyandb.fodc.v1.StreamMetricsRequest\x1a'.banyandb.fodc.v1.StreamMetricsResponse(\x010\x01\x12|\n" +
@@ -2792,7 +3017,8 @@ const file_banyandb_fodc_v1_fodc_proto_rawDesc = "" +
 	"\x0fStreamLifecycle\x12(.banyandb.fodc.v1.StreamLifecycleRequest\x1a).banyandb.fodc.v1.StreamLifecycleResponse(\x010\x01\x12\x7f\n" +
 	"\x16StreamCrashDiagnostics\x12/.banyandb.fodc.v1.StreamCrashDiagnosticsRequest\x1a0.banyandb.fodc.v1.StreamCrashDiagnosticsResponse(\x010\x01\x12\x7f\n" +
 	"\x16StreamPressureProfiles\x12/.banyandb.fodc.v1.StreamPressureProfilesRequest\x1a0.banyandb.fodc.v1.StreamPressureProfilesResponse(\x010\x01\x12y\n" +
-	"\x14StreamSchemaRegistry\x12-.banyandb.fodc.v1.StreamSchemaRegistryRequest\x1a..banyandb.fodc.v1.StreamSchemaRegistryResponse(\x010\x012p\n" +
+	"\x14StreamSchemaRegistry\x12-.banyandb.fodc.v1.StreamSchemaRegistryRequest\x1a..banyandb.fodc.v1.StreamSchemaRegistryResponse(\x010\x01\x12j\n" +
+	"\x13ExtStreamNodeConfig\x12&.banyandb.fodc.v1.ExtNodeConfigRequest\x1a'.banyandb.fodc.v1.ExtNodeConfigResponse(\x010\x012p\n" +
 	"\x15GroupLifecycleService\x12W\n" +
 	"\n" +
 	"InspectAll\x12#.banyandb.fodc.v1.InspectAllRequest\x1a$.banyandb.fodc.v1.InspectAllResponseB;Z9github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1;fodcv1b\x06proto3"
@@ -2810,7 +3036,7 @@ func file_banyandb_fodc_v1_fodc_proto_rawDescGZIP() []byte {
 }
 
 var file_banyandb_fodc_v1_fodc_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_banyandb_fodc_v1_fodc_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_banyandb_fodc_v1_fodc_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_banyandb_fodc_v1_fodc_proto_goTypes = []any{
 	(MetricType)(0),                        // 0: banyandb.fodc.v1.MetricType
 	(ConsistencyStatus)(0),                 // 1: banyandb.fodc.v1.ConsistencyStatus
@@ -2852,37 +3078,44 @@ var file_banyandb_fodc_v1_fodc_proto_goTypes = []any{
 	(*PressureProfileRecord)(nil),          // 37: banyandb.fodc.v1.PressureProfileRecord
 	(*PressureProfileInfo)(nil),            // 38: banyandb.fodc.v1.PressureProfileInfo
 	(*PressureProfileChunk)(nil),           // 39: banyandb.fodc.v1.PressureProfileChunk
-	nil,                                    // 40: banyandb.fodc.v1.RegisterAgentRequest.LabelsEntry
-	nil,                                    // 41: banyandb.fodc.v1.RegisterAgentRequest.SecondaryAddressesEntry
-	nil,                                    // 42: banyandb.fodc.v1.Metric.LabelsEntry
-	nil,                                    // 43: banyandb.fodc.v1.CrashPanicRecord.ProcessMetadataEntry
-	nil,                                    // 44: banyandb.fodc.v1.CrashBreadcrumb.FieldsEntry
-	(*timestamppb.Timestamp)(nil),          // 45: google.protobuf.Timestamp
-	(*v1.Node)(nil),                        // 46: banyandb.database.v1.Node
-	(*v11.ResourceOpts)(nil),               // 47: banyandb.common.v1.ResourceOpts
-	(*v1.DataInfo)(nil),                    // 48: banyandb.database.v1.DataInfo
+	(*ExtParamValues)(nil),                 // 40: banyandb.fodc.v1.ExtParamValues
+	(*ExtNodeConfigRequest)(nil),           // 41: banyandb.fodc.v1.ExtNodeConfigRequest
+	(*ExtNodeConfigResponse)(nil),          // 42: banyandb.fodc.v1.ExtNodeConfigResponse
+	nil,                                    // 43: banyandb.fodc.v1.RegisterAgentRequest.LabelsEntry
+	nil,                                    // 44: banyandb.fodc.v1.RegisterAgentRequest.SecondaryAddressesEntry
+	nil,                                    // 45: banyandb.fodc.v1.Metric.LabelsEntry
+	nil,                                    // 46: banyandb.fodc.v1.CrashPanicRecord.ProcessMetadataEntry
+	nil,                                    // 47: banyandb.fodc.v1.CrashBreadcrumb.FieldsEntry
+	nil,                                    // 48: banyandb.fodc.v1.ExtNodeConfigRequest.StartupParamsEntry
+	nil,                                    // 49: banyandb.fodc.v1.ExtNodeConfigRequest.RuntimeConfigEntry
+	nil,                                    // 50: banyandb.fodc.v1.ExtNodeConfigRequest.AgentParamsEntry
+	nil,                                    // 51: banyandb.fodc.v1.ExtNodeConfigRequest.EnvironmentEntry
+	(*timestamppb.Timestamp)(nil),          // 52: google.protobuf.Timestamp
+	(*v1.Node)(nil),                        // 53: banyandb.database.v1.Node
+	(*v11.ResourceOpts)(nil),               // 54: banyandb.common.v1.ResourceOpts
+	(*v1.DataInfo)(nil),                    // 55: banyandb.database.v1.DataInfo
 }
 var file_banyandb_fodc_v1_fodc_proto_depIdxs = []int32{
-	40, // 0: banyandb.fodc.v1.RegisterAgentRequest.labels:type_name -> banyandb.fodc.v1.RegisterAgentRequest.LabelsEntry
+	43, // 0: banyandb.fodc.v1.RegisterAgentRequest.labels:type_name -> banyandb.fodc.v1.RegisterAgentRequest.LabelsEntry
 	3,  // 1: banyandb.fodc.v1.RegisterAgentRequest.primary_address:type_name -> banyandb.fodc.v1.Address
-	41, // 2: banyandb.fodc.v1.RegisterAgentRequest.secondary_addresses:type_name -> banyandb.fodc.v1.RegisterAgentRequest.SecondaryAddressesEntry
-	42, // 3: banyandb.fodc.v1.Metric.labels:type_name -> banyandb.fodc.v1.Metric.LabelsEntry
-	45, // 4: banyandb.fodc.v1.Metric.timestamp:type_name -> google.protobuf.Timestamp
+	44, // 2: banyandb.fodc.v1.RegisterAgentRequest.secondary_addresses:type_name -> banyandb.fodc.v1.RegisterAgentRequest.SecondaryAddressesEntry
+	45, // 3: banyandb.fodc.v1.Metric.labels:type_name -> banyandb.fodc.v1.Metric.LabelsEntry
+	52, // 4: banyandb.fodc.v1.Metric.timestamp:type_name -> google.protobuf.Timestamp
 	0,  // 5: banyandb.fodc.v1.Metric.type:type_name -> banyandb.fodc.v1.MetricType
 	6,  // 6: banyandb.fodc.v1.StreamMetricsRequest.metrics:type_name -> banyandb.fodc.v1.Metric
-	45, // 7: banyandb.fodc.v1.StreamMetricsRequest.timestamp:type_name -> google.protobuf.Timestamp
-	45, // 8: banyandb.fodc.v1.StreamMetricsResponse.start_time:type_name -> google.protobuf.Timestamp
-	45, // 9: banyandb.fodc.v1.StreamMetricsResponse.end_time:type_name -> google.protobuf.Timestamp
-	46, // 10: banyandb.fodc.v1.Topology.nodes:type_name -> banyandb.database.v1.Node
+	52, // 7: banyandb.fodc.v1.StreamMetricsRequest.timestamp:type_name -> google.protobuf.Timestamp
+	52, // 8: banyandb.fodc.v1.StreamMetricsResponse.start_time:type_name -> google.protobuf.Timestamp
+	52, // 9: banyandb.fodc.v1.StreamMetricsResponse.end_time:type_name -> google.protobuf.Timestamp
+	53, // 10: banyandb.fodc.v1.Topology.nodes:type_name -> banyandb.database.v1.Node
 	9,  // 11: banyandb.fodc.v1.Topology.calls:type_name -> banyandb.fodc.v1.Call
-	45, // 12: banyandb.fodc.v1.StreamClusterTopologyRequest.timestamp:type_name -> google.protobuf.Timestamp
+	52, // 12: banyandb.fodc.v1.StreamClusterTopologyRequest.timestamp:type_name -> google.protobuf.Timestamp
 	10, // 13: banyandb.fodc.v1.StreamClusterTopologyRequest.topology:type_name -> banyandb.fodc.v1.Topology
-	45, // 14: banyandb.fodc.v1.StreamLifecycleRequest.timestamp:type_name -> google.protobuf.Timestamp
+	52, // 14: banyandb.fodc.v1.StreamLifecycleRequest.timestamp:type_name -> google.protobuf.Timestamp
 	15, // 15: banyandb.fodc.v1.StreamLifecycleRequest.lifecycle_data:type_name -> banyandb.fodc.v1.LifecycleData
 	16, // 16: banyandb.fodc.v1.LifecycleData.reports:type_name -> banyandb.fodc.v1.LifecycleReport
 	17, // 17: banyandb.fodc.v1.LifecycleData.groups:type_name -> banyandb.fodc.v1.GroupLifecycleInfo
-	47, // 18: banyandb.fodc.v1.GroupLifecycleInfo.resource_opts:type_name -> banyandb.common.v1.ResourceOpts
-	48, // 19: banyandb.fodc.v1.GroupLifecycleInfo.data_info:type_name -> banyandb.database.v1.DataInfo
+	54, // 18: banyandb.fodc.v1.GroupLifecycleInfo.resource_opts:type_name -> banyandb.common.v1.ResourceOpts
+	55, // 19: banyandb.fodc.v1.GroupLifecycleInfo.data_info:type_name -> banyandb.database.v1.DataInfo
 	20, // 20: banyandb.fodc.v1.GroupLifecycleInfo.schema_consistency:type_name -> banyandb.fodc.v1.SchemaConsistency
 	17, // 21: banyandb.fodc.v1.InspectAllResponse.groups:type_name -> banyandb.fodc.v1.GroupLifecycleInfo
 	1,  // 22: banyandb.fodc.v1.SchemaConsistency.status:type_name -> banyandb.fodc.v1.ConsistencyStatus
@@ -2892,42 +3125,51 @@ var file_banyandb_fodc_v1_fodc_proto_depIdxs = []int32{
 	2,  // 26: banyandb.fodc.v1.SchemaIssue.type:type_name -> banyandb.fodc.v1.SchemaIssueType
 	26, // 27: banyandb.fodc.v1.StreamSchemaRegistryRequest.group:type_name -> banyandb.fodc.v1.SchemaRegistryGroup
 	27, // 28: banyandb.fodc.v1.SchemaRegistryGroup.objects:type_name -> banyandb.fodc.v1.SchemaObjectFingerprint
-	45, // 29: banyandb.fodc.v1.StreamCrashDiagnosticsRequest.fetched_at:type_name -> google.protobuf.Timestamp
+	52, // 29: banyandb.fodc.v1.StreamCrashDiagnosticsRequest.fetched_at:type_name -> google.protobuf.Timestamp
 	30, // 30: banyandb.fodc.v1.StreamCrashDiagnosticsRequest.panic_record:type_name -> banyandb.fodc.v1.CrashPanicRecord
-	45, // 31: banyandb.fodc.v1.CrashPanicRecord.occurred_at:type_name -> google.protobuf.Timestamp
+	52, // 31: banyandb.fodc.v1.CrashPanicRecord.occurred_at:type_name -> google.protobuf.Timestamp
 	31, // 32: banyandb.fodc.v1.CrashPanicRecord.breadcrumbs:type_name -> banyandb.fodc.v1.CrashBreadcrumb
-	43, // 33: banyandb.fodc.v1.CrashPanicRecord.process_metadata:type_name -> banyandb.fodc.v1.CrashPanicRecord.ProcessMetadataEntry
-	45, // 34: banyandb.fodc.v1.CrashBreadcrumb.time:type_name -> google.protobuf.Timestamp
-	44, // 35: banyandb.fodc.v1.CrashBreadcrumb.fields:type_name -> banyandb.fodc.v1.CrashBreadcrumb.FieldsEntry
+	46, // 33: banyandb.fodc.v1.CrashPanicRecord.process_metadata:type_name -> banyandb.fodc.v1.CrashPanicRecord.ProcessMetadataEntry
+	52, // 34: banyandb.fodc.v1.CrashBreadcrumb.time:type_name -> google.protobuf.Timestamp
+	47, // 35: banyandb.fodc.v1.CrashBreadcrumb.fields:type_name -> banyandb.fodc.v1.CrashBreadcrumb.FieldsEntry
 	37, // 36: banyandb.fodc.v1.StreamPressureProfilesRequest.record:type_name -> banyandb.fodc.v1.PressureProfileRecord
 	35, // 37: banyandb.fodc.v1.StreamPressureProfilesRequest.list_complete:type_name -> banyandb.fodc.v1.ListComplete
 	39, // 38: banyandb.fodc.v1.StreamPressureProfilesRequest.chunk:type_name -> banyandb.fodc.v1.PressureProfileChunk
 	34, // 39: banyandb.fodc.v1.StreamPressureProfilesResponse.list_profiles:type_name -> banyandb.fodc.v1.ListProfiles
 	36, // 40: banyandb.fodc.v1.StreamPressureProfilesResponse.fetch_profile:type_name -> banyandb.fodc.v1.FetchPressureProfile
-	45, // 41: banyandb.fodc.v1.PressureProfileRecord.captured_at:type_name -> google.protobuf.Timestamp
+	52, // 41: banyandb.fodc.v1.PressureProfileRecord.captured_at:type_name -> google.protobuf.Timestamp
 	38, // 42: banyandb.fodc.v1.PressureProfileRecord.profiles:type_name -> banyandb.fodc.v1.PressureProfileInfo
-	3,  // 43: banyandb.fodc.v1.RegisterAgentRequest.SecondaryAddressesEntry.value:type_name -> banyandb.fodc.v1.Address
-	4,  // 44: banyandb.fodc.v1.FODCService.RegisterAgent:input_type -> banyandb.fodc.v1.RegisterAgentRequest
-	7,  // 45: banyandb.fodc.v1.FODCService.StreamMetrics:input_type -> banyandb.fodc.v1.StreamMetricsRequest
-	11, // 46: banyandb.fodc.v1.FODCService.StreamClusterTopology:input_type -> banyandb.fodc.v1.StreamClusterTopologyRequest
-	13, // 47: banyandb.fodc.v1.FODCService.StreamLifecycle:input_type -> banyandb.fodc.v1.StreamLifecycleRequest
-	28, // 48: banyandb.fodc.v1.FODCService.StreamCrashDiagnostics:input_type -> banyandb.fodc.v1.StreamCrashDiagnosticsRequest
-	32, // 49: banyandb.fodc.v1.FODCService.StreamPressureProfiles:input_type -> banyandb.fodc.v1.StreamPressureProfilesRequest
-	24, // 50: banyandb.fodc.v1.FODCService.StreamSchemaRegistry:input_type -> banyandb.fodc.v1.StreamSchemaRegistryRequest
-	18, // 51: banyandb.fodc.v1.GroupLifecycleService.InspectAll:input_type -> banyandb.fodc.v1.InspectAllRequest
-	5,  // 52: banyandb.fodc.v1.FODCService.RegisterAgent:output_type -> banyandb.fodc.v1.RegisterAgentResponse
-	8,  // 53: banyandb.fodc.v1.FODCService.StreamMetrics:output_type -> banyandb.fodc.v1.StreamMetricsResponse
-	12, // 54: banyandb.fodc.v1.FODCService.StreamClusterTopology:output_type -> banyandb.fodc.v1.StreamClusterTopologyResponse
-	14, // 55: banyandb.fodc.v1.FODCService.StreamLifecycle:output_type -> banyandb.fodc.v1.StreamLifecycleResponse
-	29, // 56: banyandb.fodc.v1.FODCService.StreamCrashDiagnostics:output_type -> banyandb.fodc.v1.StreamCrashDiagnosticsResponse
-	33, // 57: banyandb.fodc.v1.FODCService.StreamPressureProfiles:output_type -> banyandb.fodc.v1.StreamPressureProfilesResponse
-	25, // 58: banyandb.fodc.v1.FODCService.StreamSchemaRegistry:output_type -> banyandb.fodc.v1.StreamSchemaRegistryResponse
-	19, // 59: banyandb.fodc.v1.GroupLifecycleService.InspectAll:output_type -> banyandb.fodc.v1.InspectAllResponse
-	52, // [52:60] is the sub-list for method output_type
-	44, // [44:52] is the sub-list for method input_type
-	44, // [44:44] is the sub-list for extension type_name
-	44, // [44:44] is the sub-list for extension extendee
-	0,  // [0:44] is the sub-list for field type_name
+	52, // 43: banyandb.fodc.v1.ExtNodeConfigRequest.collected_at:type_name -> google.protobuf.Timestamp
+	48, // 44: banyandb.fodc.v1.ExtNodeConfigRequest.startup_params:type_name -> banyandb.fodc.v1.ExtNodeConfigRequest.StartupParamsEntry
+	49, // 45: banyandb.fodc.v1.ExtNodeConfigRequest.runtime_config:type_name -> banyandb.fodc.v1.ExtNodeConfigRequest.RuntimeConfigEntry
+	50, // 46: banyandb.fodc.v1.ExtNodeConfigRequest.agent_params:type_name -> banyandb.fodc.v1.ExtNodeConfigRequest.AgentParamsEntry
+	51, // 47: banyandb.fodc.v1.ExtNodeConfigRequest.environment:type_name -> banyandb.fodc.v1.ExtNodeConfigRequest.EnvironmentEntry
+	3,  // 48: banyandb.fodc.v1.RegisterAgentRequest.SecondaryAddressesEntry.value:type_name -> banyandb.fodc.v1.Address
+	40, // 49: banyandb.fodc.v1.ExtNodeConfigRequest.StartupParamsEntry.value:type_name -> banyandb.fodc.v1.ExtParamValues
+	40, // 50: banyandb.fodc.v1.ExtNodeConfigRequest.AgentParamsEntry.value:type_name -> banyandb.fodc.v1.ExtParamValues
+	4,  // 51: banyandb.fodc.v1.FODCService.RegisterAgent:input_type -> banyandb.fodc.v1.RegisterAgentRequest
+	7,  // 52: banyandb.fodc.v1.FODCService.StreamMetrics:input_type -> banyandb.fodc.v1.StreamMetricsRequest
+	11, // 53: banyandb.fodc.v1.FODCService.StreamClusterTopology:input_type -> banyandb.fodc.v1.StreamClusterTopologyRequest
+	13, // 54: banyandb.fodc.v1.FODCService.StreamLifecycle:input_type -> banyandb.fodc.v1.StreamLifecycleRequest
+	28, // 55: banyandb.fodc.v1.FODCService.StreamCrashDiagnostics:input_type -> banyandb.fodc.v1.StreamCrashDiagnosticsRequest
+	32, // 56: banyandb.fodc.v1.FODCService.StreamPressureProfiles:input_type -> banyandb.fodc.v1.StreamPressureProfilesRequest
+	24, // 57: banyandb.fodc.v1.FODCService.StreamSchemaRegistry:input_type -> banyandb.fodc.v1.StreamSchemaRegistryRequest
+	41, // 58: banyandb.fodc.v1.FODCService.ExtStreamNodeConfig:input_type -> banyandb.fodc.v1.ExtNodeConfigRequest
+	18, // 59: banyandb.fodc.v1.GroupLifecycleService.InspectAll:input_type -> banyandb.fodc.v1.InspectAllRequest
+	5,  // 60: banyandb.fodc.v1.FODCService.RegisterAgent:output_type -> banyandb.fodc.v1.RegisterAgentResponse
+	8,  // 61: banyandb.fodc.v1.FODCService.StreamMetrics:output_type -> banyandb.fodc.v1.StreamMetricsResponse
+	12, // 62: banyandb.fodc.v1.FODCService.StreamClusterTopology:output_type -> banyandb.fodc.v1.StreamClusterTopologyResponse
+	14, // 63: banyandb.fodc.v1.FODCService.StreamLifecycle:output_type -> banyandb.fodc.v1.StreamLifecycleResponse
+	29, // 64: banyandb.fodc.v1.FODCService.StreamCrashDiagnostics:output_type -> banyandb.fodc.v1.StreamCrashDiagnosticsResponse
+	33, // 65: banyandb.fodc.v1.FODCService.StreamPressureProfiles:output_type -> banyandb.fodc.v1.StreamPressureProfilesResponse
+	25, // 66: banyandb.fodc.v1.FODCService.StreamSchemaRegistry:output_type -> banyandb.fodc.v1.StreamSchemaRegistryResponse
+	42, // 67: banyandb.fodc.v1.FODCService.ExtStreamNodeConfig:output_type -> banyandb.fodc.v1.ExtNodeConfigResponse
+	19, // 68: banyandb.fodc.v1.GroupLifecycleService.InspectAll:output_type -> banyandb.fodc.v1.InspectAllResponse
+	60, // [60:69] is the sub-list for method output_type
+	51, // [51:60] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_banyandb_fodc_v1_fodc_proto_init() }
@@ -2950,7 +3192,7 @@ func file_banyandb_fodc_v1_fodc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_banyandb_fodc_v1_fodc_proto_rawDesc), len(file_banyandb_fodc_v1_fodc_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   42,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

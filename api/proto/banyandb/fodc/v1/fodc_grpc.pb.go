@@ -38,6 +38,7 @@ const (
 	FODCService_StreamCrashDiagnostics_FullMethodName = "/banyandb.fodc.v1.FODCService/StreamCrashDiagnostics"
 	FODCService_StreamPressureProfiles_FullMethodName = "/banyandb.fodc.v1.FODCService/StreamPressureProfiles"
 	FODCService_StreamSchemaRegistry_FullMethodName   = "/banyandb.fodc.v1.FODCService/StreamSchemaRegistry"
+	FODCService_ExtStreamNodeConfig_FullMethodName    = "/banyandb.fodc.v1.FODCService/ExtStreamNodeConfig"
 )
 
 // FODCServiceClient is the client API for FODCService service.
@@ -53,6 +54,8 @@ type FODCServiceClient interface {
 	StreamCrashDiagnostics(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamCrashDiagnosticsRequest, StreamCrashDiagnosticsResponse], error)
 	StreamPressureProfiles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamPressureProfilesRequest, StreamPressureProfilesResponse], error)
 	StreamSchemaRegistry(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamSchemaRegistryRequest, StreamSchemaRegistryResponse], error)
+	// Extension of this project (see ExtNodeConfigRequest).
+	ExtStreamNodeConfig(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExtNodeConfigRequest, ExtNodeConfigResponse], error)
 }
 
 type fODCServiceClient struct {
@@ -154,6 +157,19 @@ func (c *fODCServiceClient) StreamSchemaRegistry(ctx context.Context, opts ...gr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type FODCService_StreamSchemaRegistryClient = grpc.BidiStreamingClient[StreamSchemaRegistryRequest, StreamSchemaRegistryResponse]
 
+func (c *fODCServiceClient) ExtStreamNodeConfig(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExtNodeConfigRequest, ExtNodeConfigResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FODCService_ServiceDesc.Streams[7], FODCService_ExtStreamNodeConfig_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExtNodeConfigRequest, ExtNodeConfigResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FODCService_ExtStreamNodeConfigClient = grpc.BidiStreamingClient[ExtNodeConfigRequest, ExtNodeConfigResponse]
+
 // FODCServiceServer is the server API for FODCService service.
 // All implementations must embed UnimplementedFODCServiceServer
 // for forward compatibility.
@@ -167,6 +183,8 @@ type FODCServiceServer interface {
 	StreamCrashDiagnostics(grpc.BidiStreamingServer[StreamCrashDiagnosticsRequest, StreamCrashDiagnosticsResponse]) error
 	StreamPressureProfiles(grpc.BidiStreamingServer[StreamPressureProfilesRequest, StreamPressureProfilesResponse]) error
 	StreamSchemaRegistry(grpc.BidiStreamingServer[StreamSchemaRegistryRequest, StreamSchemaRegistryResponse]) error
+	// Extension of this project (see ExtNodeConfigRequest).
+	ExtStreamNodeConfig(grpc.BidiStreamingServer[ExtNodeConfigRequest, ExtNodeConfigResponse]) error
 	mustEmbedUnimplementedFODCServiceServer()
 }
 
@@ -197,6 +215,9 @@ func (UnimplementedFODCServiceServer) StreamPressureProfiles(grpc.BidiStreamingS
 }
 func (UnimplementedFODCServiceServer) StreamSchemaRegistry(grpc.BidiStreamingServer[StreamSchemaRegistryRequest, StreamSchemaRegistryResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method StreamSchemaRegistry not implemented")
+}
+func (UnimplementedFODCServiceServer) ExtStreamNodeConfig(grpc.BidiStreamingServer[ExtNodeConfigRequest, ExtNodeConfigResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method ExtStreamNodeConfig not implemented")
 }
 func (UnimplementedFODCServiceServer) mustEmbedUnimplementedFODCServiceServer() {}
 func (UnimplementedFODCServiceServer) testEmbeddedByValue()                     {}
@@ -268,6 +289,13 @@ func _FODCService_StreamSchemaRegistry_Handler(srv interface{}, stream grpc.Serv
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type FODCService_StreamSchemaRegistryServer = grpc.BidiStreamingServer[StreamSchemaRegistryRequest, StreamSchemaRegistryResponse]
 
+func _FODCService_ExtStreamNodeConfig_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FODCServiceServer).ExtStreamNodeConfig(&grpc.GenericServerStream[ExtNodeConfigRequest, ExtNodeConfigResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FODCService_ExtStreamNodeConfigServer = grpc.BidiStreamingServer[ExtNodeConfigRequest, ExtNodeConfigResponse]
+
 // FODCService_ServiceDesc is the grpc.ServiceDesc for FODCService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -315,6 +343,12 @@ var FODCService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "StreamSchemaRegistry",
 			Handler:       _FODCService_StreamSchemaRegistry_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "ExtStreamNodeConfig",
+			Handler:       _FODCService_ExtStreamNodeConfig_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},
