@@ -363,7 +363,10 @@ func serve[Req, Resp any](s *Service, kind string, st serverStream[Req, Resp],
 	return s.finish(kind, ss.cause())
 }
 
-// assemble turns wire messages into replies: it returns false while a
+// serveOrdered runs a stream whose agent answers every command once and in
+// order: the stream is published in the hub for the collectors (wrapped by
+// wrap), and every complete reply goes to the oldest outstanding command.
+// assemble turns wire messages into replies; it returns false while a
 // multi-message reply is incomplete.
 func serveOrdered[Cmd, Wire, Reply any](s *Service, kind string, st serverStream[Wire, Cmd],
 	wrap func(ordered[Cmd, Reply]) any, assemble func(*Wire) (*Reply, bool),
