@@ -46,7 +46,7 @@ func DefaultConfig() Config {
 		HTTPWriteTimeout:      10 * time.Second,
 		CollectTimeout:        8 * time.Second,
 		AgentReplyTimeout:     time.Minute,
-		TopologyTimeout:       10 * time.Second,
+		TopologyTimeout:       5 * time.Second,
 		LifecycleTimeout:      50 * time.Second,
 		ShutdownGrace:         5 * time.Second,
 	}
@@ -67,7 +67,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.HTTPWriteTimeout, "http-write-timeout", c.HTTPWriteTimeout, "Time allowed to write an HTTP answer once it is collected.")
 	fs.DurationVar(&c.CollectTimeout, "collect-timeout", c.CollectTimeout, "How long a collection waits for agents when the caller sends no X-Prometheus-Scrape-Timeout-Seconds header.")
 	fs.DurationVar(&c.AgentReplyTimeout, "agent-reply-timeout", c.AgentReplyTimeout, "Close an agent stream that leaves a command unanswered this long; the agent then re-registers.")
-	fs.DurationVar(&c.TopologyTimeout, "topology-timeout", c.TopologyTimeout, "How long a topology collection waits for agents.")
+	fs.DurationVar(&c.TopologyTimeout, "topology-timeout", c.TopologyTimeout, "How long a topology collection waits for agents; keep it below --collect-timeout so that /cluster answers in time.")
 	fs.DurationVar(&c.LifecycleTimeout, "lifecycle-timeout", c.LifecycleTimeout, "How long a lifecycle collection waits for each agent, and for each liaison's schema registry read (agents allow their node 40s).")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "Time allowed for a graceful stop before connections are closed.")
 }

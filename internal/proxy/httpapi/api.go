@@ -166,14 +166,20 @@ func writeError(w http.ResponseWriter, code int, msg string) { httperr.Write(w, 
 
 func respondErr(w http.ResponseWriter, err error) { httperr.Respond(w, err) }
 
-// collect runs a collection within the request's budget and extends the
-// connection's write deadline so that the answer can still be written.
-func (a *API) collect(w http.ResponseWriter, r *http.Request, f registry.Filter, win agentsvc.Window) []collector.Result {
+// withBudget bounds a request's wait for agents by its budget and extends
+// the connection's write deadline by the same amount, so that waiting never
+// eats the time needed to write the answer (W3).
+func (a *API) withBudget(w http.ResponseWriter, r *http.Request) (context.Context, context.CancelFunc) {
 	b := budget(r, a.opts.CollectTimeout)
 	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(b + a.opts.WriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		a.logger.Debug("Could not extend write deadline", "err", err)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), b)
+	return context.WithTimeout(r.Context(), b)
+}
+
+// collect runs a metrics collection within the request's budget.
+func (a *API) collect(w http.ResponseWriter, r *http.Request, f registry.Filter, win agentsvc.Window) []collector.Result {
+	ctx, cancel := a.withBudget(w, r)
 	defer cancel()
 	results := a.opts.Collector.Collect(ctx, f, win)
 	up := 0
@@ -300,7 +306,7 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 	var topo topology.Merged
 	calls := []callJSON{}
 	if a.opts.Cluster != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), budget(r, a.opts.CollectTimeout))
+		ctx, cancel := a.withBudget(w, r)
 		merged, err := a.opts.Cluster.Topology(ctx)
 		cancel()
 		if err != nil {
@@ -373,9 +379,11 @@ func (a *API) clusterTopology(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "cluster topology collector not available")
 		return
 	}
-	merged, err := a.opts.Cluster.Topology(r.Context())
+	ctx, cancel := a.withBudget(w, r)
+	defer cancel()
+	merged, err := a.opts.Cluster.Topology(ctx)
 	if err != nil {
-		respondErr(w, err)
+		writeError(w, http.StatusGatewayTimeout, fmt.Sprintf("topology collection did not finish within the request budget: %v", err))
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
