@@ -1,6 +1,7 @@
 // Command fodc-demo runs a whole FODC setup in one process: a proxy and
-// simulated agents of a liaison and hot and warm data nodes, so that every
-// endpoint of the proxy shows data. Stop it with Ctrl-C.
+// real agents of a liaison and hot and warm data nodes, each scraping a
+// synthetic BanyanDB-like endpoint, so that every endpoint of the proxy
+// shows data. Stop it with Ctrl-C.
 package main
 
 import (

@@ -1,6 +1,8 @@
 // Package demo runs a self-contained FODC cluster in one process: a proxy
-// and simulated agents of a liaison and hot and warm data nodes producing
-// BanyanDB-like metrics, so that every endpoint shows real data at once.
+// and real agents (internal/agent) of a liaison and hot and warm data nodes,
+// each scraping its own synthetic BanyanDB-like endpoint (internal/demo/synth)
+// every two seconds, so that every endpoint of the proxy shows real data at
+// once and /metrics-windows fills with history.
 package demo
 
 import (
@@ -9,40 +11,58 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
+	"net"
+	"net/http"
+	"strconv"
 	"time"
 
+	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
-	"github.com/fodc-go/fodc/internal/agentsim"
+	"github.com/fodc-go/fodc/internal/agent"
+	"github.com/fodc-go/fodc/internal/demo/synth"
 	"github.com/fodc-go/fodc/internal/proxy"
+	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
+	"github.com/fodc-go/fodc/internal/roles"
 )
 
 // Options configures the demo.
 type Options struct {
 	GRPCListenAddr string
 	HTTPListenAddr string
+	// ScrapeInterval is the agents' scrape interval (default 2s).
+	ScrapeInterval time.Duration
 	Logger         *slog.Logger
 	// Out receives the human-readable instructions.
 	Out io.Writer
 	// Ready, if set, is called with the proxy's HTTP address once every
-	// agent has registered.
+	// agent has scraped once and the proxy holds its metrics stream.
 	Ready func(httpAddr string)
 }
 
-// nodes are the simulated cluster members.
-var nodes = []*fodcv1.RegisterAgentRequest{
-	{NodeRole: "ROLE_LIAISON", PodName: "demo-liaison-0", ContainerNames: []string{"liaison"},
-		PrimaryAddress:     &fodcv1.Address{Ip: "127.0.0.1", Port: 17912},
-		SecondaryAddresses: map[string]*fodcv1.Address{"http": {Ip: "127.0.0.1", Port: 17913}}},
-	{NodeRole: "ROLE_DATA", PodName: "demo-data-hot-0", Labels: map[string]string{"type": "hot"}, ContainerNames: []string{"data"}},
-	{NodeRole: "ROLE_DATA", PodName: "demo-data-hot-1", Labels: map[string]string{"type": "hot"}, ContainerNames: []string{"data"}},
-	{NodeRole: "ROLE_DATA", PodName: "demo-data-warm-0", Labels: map[string]string{"type": "warm"}, ContainerNames: []string{"data"}},
+// member is one node of the demo cluster.
+type member struct {
+	pod, role, container string
+	// port is the node's declared gRPC port; http, gossip and schema
+	// follow it. Nothing listens there: the addresses only show up in
+	// /cluster.
+	port int
 }
 
-// Run starts the proxy and the agents and serves until ctx is cancelled.
+var members = []member{
+	{pod: "demo-liaison-0", role: "liaison", container: "liaison", port: 17912},
+	{pod: "demo-data-hot-0", role: "datanode-hot", container: "data", port: 18912},
+	{pod: "demo-data-hot-1", role: "datanode-hot", container: "data", port: 19912},
+	{pod: "demo-data-warm-0", role: "datanode-warm", container: "data", port: 20912},
+}
+
+// readyPoll is how often readiness is re-checked while the demo starts.
+const readyPoll = 20 * time.Millisecond
+
+// Run starts the proxy, the synthetic endpoints and the agents, and serves
+// until ctx is cancelled; it then stops everything and returns nil, or the
+// error that stopped a component.
 func Run(ctx context.Context, opts Options) error {
 	logger := opts.Logger
 	if logger == nil {
@@ -52,6 +72,11 @@ func Run(ctx context.Context, opts Options) error {
 	if out == nil {
 		out = io.Discard
 	}
+	interval := opts.ScrapeInterval
+	if interval <= 0 {
+		interval = 2 * time.Second
+	}
+
 	cfg := proxy.DefaultConfig()
 	cfg.GRPCListenAddr = opts.GRPCListenAddr
 	cfg.HTTPListenAddr = opts.HTTPListenAddr
@@ -63,67 +88,143 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// Actors are interrupted in the order they were added: the agents go
+	// first, so they do not see the proxy go away and try to reconnect.
+	var g, proxyActors run.Group
+	p.AddActors(&proxyActors)
 
-	var wg sync.WaitGroup
-	errs := make(chan error, len(nodes)+1)
-	wg.Go(func() { errs <- p.Run(ctx) })
-	agents := make([]*agentsim.Agent, 0, len(nodes))
-	for _, n := range nodes {
-		a, err := agentsim.New(agentsim.Config{
-			ProxyAddr:         p.GRPCAddr(),
-			Register:          n,
-			ReconnectInterval: time.Second,
-			Logger:            logger.With("pod_name", n.GetPodName()),
-		})
+	synthLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return errors.Join(fmt.Errorf("listen for the synthetic endpoints: %w", err), runNow(&proxyActors))
+	}
+	nodes := make([]synth.Node, len(members))
+	for i, m := range members {
+		role, err := roles.Parse(m.role)
 		if err != nil {
-			cancel()
-			wg.Wait()
+			return errors.Join(err, runNow(&proxyActors))
+		}
+		nodes[i] = synth.Node{Pod: m.pod, Role: role, Seed: uint64(i + 1)}
+	}
+	agents := make([]*agent.Agent, 0, len(members))
+	for _, m := range members {
+		a, err := agent.New(agentConfig(m, p.GRPCAddr(), "http://"+synthLis.Addr().String()+synth.Path(m.pod), interval),
+			logger.With("pod_name", m.pod), prometheus.NewRegistry(), nil)
+		if err != nil {
+			for _, prev := range agents {
+				_ = prev.Close()
+			}
+			_ = synthLis.Close()
+			return errors.Join(fmt.Errorf("agent %s: %w", m.pod, err), runNow(&proxyActors))
+		}
+		a.AddActors(&g)
+		agents = append(agents, a)
+	}
+	synthSrv := &http.Server{Handler: synth.Handler(nodes, nil), ReadHeaderTimeout: 5 * time.Second}
+	g.Add(func() error {
+		if err := synthSrv.Serve(synthLis); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
-		agents = append(agents, a)
-		wg.Go(func() {
-			if err := a.Run(ctx); err != nil {
-				errs <- fmt.Errorf("agent %s: %w", n.GetPodName(), err)
-			}
-		})
-	}
-	for _, a := range agents {
-		if _, err := a.WaitRegistered(ctx, 1); err != nil {
-			cancel()
-			wg.Wait()
-			return errors.Join(err, drain(errs))
-		}
+		return nil
+	}, func(error) { _ = synthSrv.Close() })
+	p.AddActors(&g)
+	started := time.Now().UTC().Truncate(time.Second)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g.Add(func() error { <-runCtx.Done(); return nil }, func(error) { cancel() })
+	done := make(chan error, 1)
+	go func() { done <- g.Run() }()
+
+	if err := waitReady(runCtx, p, agents); err != nil {
+		cancel()
+		return errors.Join(ignoreCanceled(err), <-done)
 	}
 	base := "http://" + p.HTTPAddr()
-	fmt.Fprintf(out, `FODC demo: a proxy and %d agents (a liaison, two hot and one warm data node).
+	fmt.Fprintf(out, `FODC demo: a proxy and %d agents (a liaison, two hot and one warm data node),
+each scraping a synthetic BanyanDB endpoint every %s.
 
   agents dial   %s (gRPC)
   try           curl -s %s/metrics
                 curl -s '%s/metrics?role=datanode-hot'
-                curl -s '%s/metrics-windows?pod_name=demo-data-warm-0'
+                curl -s '%s/metrics-windows?pod_name=demo-data-warm-0&start_time=%s'
                 curl -s %s/cluster
                 curl -s %s/health
 
 Press Ctrl-C to stop.
-`, len(agents), p.GRPCAddr(), base, base, base, base, base)
+`, len(agents), interval, p.GRPCAddr(), base, base, base, started.Format(time.RFC3339), base, base)
 	if opts.Ready != nil {
 		opts.Ready(p.HTTPAddr())
 	}
-	<-ctx.Done()
-	wg.Wait()
-	return drain(errs)
+	return <-done
 }
 
-func drain(errs chan error) error {
-	var all []error
-	for {
-		select {
-		case err := <-errs:
-			all = append(all, err)
-		default:
-			return errors.Join(all...)
+// agentConfig configures the agent of m.
+func agentConfig(m member, proxyAddr, target string, interval time.Duration) agent.Config {
+	c := agent.DefaultConfig()
+	c.ProxyAddr = proxyAddr
+	c.NodeRole = m.role
+	c.PodName = m.pod
+	c.ContainerNames = []string{m.container}
+	c.ScrapeTargets = []string{target}
+	c.ScrapeInterval = interval
+	c.ScrapeTimeout = interval
+	c.HeartbeatInterval = 2 * time.Second
+	c.ReconnectInterval = 500 * time.Millisecond
+	c.ReconnectMaxInterval = 5 * time.Second
+	c.RecorderMemoryBytes = 16 << 20
+	c.HTTPListenAddr = ""
+	c.NodeIP = "127.0.0.1"
+	c.NodePort = m.port
+	c.SecondaryAddresses = []string{
+		"http=127.0.0.1:" + strconv.Itoa(m.port+1),
+		"gossip=127.0.0.1:" + strconv.Itoa(m.port+20),
+		"schema=127.0.0.1:" + strconv.Itoa(m.port+30),
+	}
+	return c
+}
+
+// waitReady waits until every agent has scraped once and registered, and
+// the proxy holds each one's metrics stream.
+func waitReady(ctx context.Context, p *proxy.Proxy, agents []*agent.Agent) error {
+	for _, a := range agents {
+		if err := a.WaitReady(ctx); err != nil {
+			return err
 		}
 	}
+	tick := time.NewTicker(readyPoll)
+	defer tick.Stop()
+	for {
+		all := true
+		for _, a := range agents {
+			id := a.Uplink.Status().AgentID
+			if id == "" || !p.Service.HasStream(id, agentsvc.KindMetrics) || !p.Service.HasStream(id, agentsvc.KindTopology) {
+				all = false
+				break
+			}
+		}
+		if all {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// runNow runs g with an already interrupted context so that its actors
+// release what New opened (listeners), and returns its error.
+func runNow(g *run.Group) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	g.Add(func() error { <-ctx.Done(); return nil }, func(error) {})
+	return g.Run()
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
 }

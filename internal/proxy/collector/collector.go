@@ -46,12 +46,14 @@ type Options struct {
 
 // Collector runs collections. It is safe for concurrent use; identical
 // concurrent requests to one agent share a single command (see
-// agentsvc.MetricsStream.Request).
+// agentsvc.MetricsStream.Request), and then the enrichment of its reply:
+// the Batch of such Results is shared and must not be modified.
 type Collector struct {
 	opts    Options
 	now     func() time.Time
 	logger  *slog.Logger
 	metrics *metrics
+	shared  *sharer
 }
 
 type metrics struct {
@@ -82,6 +84,7 @@ func New(opts Options) (*Collector, error) {
 		opts:   opts,
 		now:    now,
 		logger: logger.With("component", "collector"),
+		shared: newSharer(),
 		metrics: &metrics{
 			rounds: f.NewCounterVec(prometheus.CounterOpts{
 				Name: "fodc_proxy_collection_rounds_total",
@@ -103,13 +106,16 @@ func New(opts Options) (*Collector, error) {
 // Result is one selected agent's part of a collection.
 type Result struct {
 	Agent registry.Agent
-	// Batch holds the enriched series; empty when Err is set.
+	// Batch holds the enriched series; empty when Err is set. It may be
+	// shared with concurrent collections and must only be read.
 	Batch series.Batch
 	// Err says why the agent contributed nothing.
 	Err error
 	// Duration is how long the agent took to answer, or how long the
 	// proxy waited for it.
 	Duration time.Duration
+
+	release func() // ends the sharing of Batch; nil when not shared
 }
 
 // Up reports whether the agent answered.
@@ -134,6 +140,12 @@ func (c *Collector) Collect(ctx context.Context, f registry.Filter, w agentsvc.W
 		wg.Go(func() { c.collectOne(ctx, &results[i], w, kind) })
 	}
 	wg.Wait()
+	for i := range results {
+		if rel := results[i].release; rel != nil {
+			rel()
+			results[i].release = nil
+		}
+	}
 	c.metrics.rounds.WithLabelValues(kind).Inc()
 	c.metrics.duration.WithLabelValues(kind).Observe(c.now().Sub(start).Seconds())
 	return results
@@ -168,7 +180,10 @@ func (c *Collector) collectOne(ctx context.Context, r *Result, w agentsvc.Window
 		return
 	}
 	c.metrics.requests.WithLabelValues(kind, "ok").Inc()
-	r.Batch = enrich.Batch(NodeInfo(a), reply, received, !w.IsLatest())
+	// Coalesced callers got the same reply: enrich it once for all of them.
+	r.Batch, r.release = c.shared.batch(reply, func() series.Batch {
+		return enrich.Batch(NodeInfo(a), reply, received, !w.IsLatest())
+	})
 }
 
 // NodeInfo is the identity of a registered agent as enrichment needs it.

@@ -3,7 +3,9 @@
 // streamed JSON array of /metrics-windows (WriteWindows).
 //
 // Both writers are plain functions without shared state; concurrent calls
-// are safe as long as no caller mutates the batches meanwhile. They buffer
+// are safe as long as no caller mutates the batches meanwhile. WriteText
+// sorts large inputs with up to GOMAXPROCS goroutines that end before it
+// returns. They buffer
 // output in chunks and never hold the whole response. Their only per-sample
 // state is one small fixed-size record; maps are keyed by metric or family
 // name, never built per sample.
@@ -13,9 +15,12 @@ import (
 	"cmp"
 	"io"
 	"math"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
@@ -524,11 +529,46 @@ func (tw *textWriter) arrange() []*family {
 		sorted[f.off+fill[r.fam]] = r
 		fill[r.fam]++
 	}
-	for _, f := range out {
-		slices.SortFunc(sorted[f.off:f.off+f.n], compareRefs)
-	}
+	sortFamilies(sorted, out)
 	tw.refs = sorted
 	return out
+}
+
+// parallelSortMin is the number of samples from which sortFamilies uses
+// more than one goroutine; below it the goroutines cost more than they
+// save.
+const parallelSortMin = 1 << 16
+
+// sortFamilies sorts each family's segment of refs. Segments are disjoint,
+// so large inputs are sorted by up to GOMAXPROCS goroutines, biggest
+// families first; they have all finished when it returns. A scrape's
+// collection is over by the time it renders, so the cores are otherwise
+// idle.
+func sortFamilies(refs []ref, fams []*family) {
+	workers := min(runtime.GOMAXPROCS(0), len(fams))
+	if len(refs) < parallelSortMin || workers < 2 {
+		for _, f := range fams {
+			slices.SortFunc(refs[f.off:f.off+f.n], compareRefs)
+		}
+		return
+	}
+	bySize := slices.Clone(fams)
+	slices.SortFunc(bySize, func(a, b *family) int { return cmp.Compare(b.n, a.n) })
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(len(bySize)) {
+					return
+				}
+				f := bySize[i]
+				slices.SortFunc(refs[f.off:f.off+f.n], compareRefs)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 func compareRefs(a, b ref) int {
