@@ -1,0 +1,281 @@
+// Package uplink is the agent's client of the FODC proxy: it registers the
+// node, heartbeats, and answers the proxy's metrics and topology commands.
+//
+// One Client runs one connection at a time. A session creates a gRPC
+// ClientConn, opens RegisterAgent, sends the registration and waits for
+// the reply (success and a non-empty agent_id), adopts the proxy's
+// heartbeat interval, and opens StreamMetrics and StreamClusterTopology
+// with the gRPC metadata agent_id. Every stream has a receiver goroutine
+// and a sender goroutine, the only caller of Send and CloseSend on that
+// stream; commands are answered exactly once each, in order. Heartbeats
+// are the registration request re-sent, with the current identity, on the
+// registration stream.
+//
+// A stream the proxy does not implement (codes.Unimplemented on its first
+// Recv, e.g. topology against an old proxy) is switched off for that
+// connection. Any other stream error, or the end of the registration
+// stream, ends the session: every stream is half-closed, the connection
+// closed, and the Client connects again. A session that stayed healthy is
+// followed by a prompt retry; failed attempts wait a capped exponential
+// backoff with jitter, reset after the next healthy session.
+package uplink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+)
+
+// Defaults applied by New to zero Options fields.
+const (
+	DefaultHeartbeatInterval    = 10 * time.Second
+	DefaultReconnectInterval    = 5 * time.Second
+	DefaultReconnectMaxInterval = time.Minute
+	DefaultHealthyAfter         = 30 * time.Second
+	DefaultRegisterTimeout      = 30 * time.Second
+	DefaultCloseGrace           = 500 * time.Millisecond
+)
+
+// MaxMsgSize is the per-call send and receive limit, like the upstream
+// HEAD agent's: a metrics reply is one message holding every sample.
+const MaxMsgSize = 32 << 20
+
+// Source answers metrics commands; *recorder.Recorder is one. Metrics it
+// returns become the Client's; their Labels maps are never modified.
+type Source interface {
+	// Latest returns the current value of every current series.
+	Latest() []*fodcv1.Metric
+	// Window returns every sample with start <= t <= end; a bound whose
+	// has flag is false is open.
+	Window(start, end time.Time, hasStart, hasEnd bool) []*fodcv1.Metric
+}
+
+// Options configures a Client.
+type Options struct {
+	// ProxyAddr is the proxy's gRPC address, host:port. Required.
+	ProxyAddr string
+	// Identity returns the node's current identity; it is called for the
+	// registration, every heartbeat and every reply. Required.
+	Identity func() Identity
+	// Source answers metrics commands. Required.
+	Source Source
+	// HeartbeatInterval is used until the proxy returns one.
+	HeartbeatInterval time.Duration
+	// ReconnectInterval is the first wait after a failed attempt; waits
+	// double up to ReconnectMaxInterval.
+	ReconnectInterval    time.Duration
+	ReconnectMaxInterval time.Duration
+	// HealthyAfter is how long a session must last to count as healthy
+	// when no heartbeat was sent in it.
+	HealthyAfter time.Duration
+	// RegisterTimeout bounds the wait for the registration reply.
+	RegisterTimeout time.Duration
+	// CloseGrace is how long teardown waits, after half-closing every
+	// stream, for the proxy to end them before closing the connection.
+	CloseGrace time.Duration
+	// DialOptions are added to the Client's own (tests use a dialer).
+	DialOptions []grpc.DialOption
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// After waits between attempts (default time.After); tests inject a
+	// fake to observe the backoff without waiting.
+	After      func(time.Duration) <-chan time.Time
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Status is a snapshot of the Client's state.
+type Status struct {
+	// Connected reports a live registration.
+	Connected bool
+	// AgentID is the id of the live registration, else "".
+	AgentID string
+	// Registrations counts successful registrations.
+	Registrations int
+	// Attempts counts connection attempts.
+	Attempts int
+	// Heartbeats counts heartbeats sent.
+	Heartbeats int
+	// Unimplemented lists the streams switched off in the live session.
+	Unimplemented []string
+	// LastError is the error that ended the last session or attempt.
+	LastError string
+}
+
+// Client is the proxy client. Its methods are safe for concurrent use; Run
+// may be called only once.
+type Client struct {
+	opts   Options
+	logger *slog.Logger
+	m      *metrics
+
+	mu         sync.Mutex // guards the fields below
+	running    bool
+	st         Status
+	registered chan struct{} // closed and replaced on every registration
+}
+
+// New validates opts, applies defaults and returns a Client that has not
+// connected yet.
+func New(opts Options) (*Client, error) {
+	var errs []error
+	if opts.ProxyAddr == "" {
+		errs = append(errs, errors.New("uplink: proxy address is empty"))
+	}
+	if opts.Identity == nil {
+		errs = append(errs, errors.New("uplink: identity is nil"))
+	}
+	if opts.Source == nil {
+		errs = append(errs, errors.New("uplink: metrics source is nil"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&opts.HeartbeatInterval, DefaultHeartbeatInterval)
+	def(&opts.ReconnectInterval, DefaultReconnectInterval)
+	def(&opts.ReconnectMaxInterval, DefaultReconnectMaxInterval)
+	def(&opts.HealthyAfter, DefaultHealthyAfter)
+	def(&opts.RegisterTimeout, DefaultRegisterTimeout)
+	def(&opts.CloseGrace, DefaultCloseGrace)
+	opts.ReconnectMaxInterval = max(opts.ReconnectMaxInterval, opts.ReconnectInterval)
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.After == nil {
+		opts.After = time.After
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Client{
+		opts:       opts,
+		logger:     opts.Logger.With("component", "uplink"),
+		m:          newMetrics(opts.Registerer),
+		registered: make(chan struct{}),
+	}, nil
+}
+
+// Run connects, registers and serves commands until ctx is cancelled,
+// reconnecting after every lost session. On cancellation it half-closes
+// every stream, closes the connection and returns nil once all its
+// goroutines have stopped.
+func (c *Client) Run(ctx context.Context) error {
+	c.mu.Lock()
+	if c.running {
+		c.mu.Unlock()
+		return errors.New("uplink: already running")
+	}
+	c.running = true
+	c.mu.Unlock()
+
+	bo := backoff{initial: c.opts.ReconnectInterval, max: c.opts.ReconnectMaxInterval}
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			c.m.reconnects.Inc()
+		}
+		c.mu.Lock()
+		c.st.Attempts++
+		c.mu.Unlock()
+		healthy, err := c.runSession(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.mu.Lock()
+		c.st.LastError = err.Error()
+		c.mu.Unlock()
+		if healthy {
+			// A healthy session was lost (e.g. the proxy restarted): retry
+			// at once, and back off from the start if that fails.
+			bo.reset()
+			c.logger.Info("Connection to proxy lost, reconnecting", "err", err)
+			continue
+		}
+		wait := bo.next()
+		c.logger.Warn("Connection to proxy failed, retrying", "err", err, "retry_in", wait.String(), "proxy_addr", c.opts.ProxyAddr)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.opts.After(wait):
+		}
+	}
+}
+
+// Status returns a snapshot of the Client's state.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.st
+	st.Unimplemented = slices.Clone(st.Unimplemented)
+	return st
+}
+
+// WaitRegistered blocks until the Client has registered n times (n >= 1)
+// or ctx ends.
+func (c *Client) WaitRegistered(ctx context.Context, n int) error {
+	if n < 1 {
+		return fmt.Errorf("uplink: registration number %d out of range", n)
+	}
+	c.mu.Lock()
+	for c.st.Registrations < n {
+		ch := c.registered
+		c.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+		c.mu.Lock()
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Client) setRegistered(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.st.Connected = true
+	c.st.AgentID = id
+	c.st.Registrations++
+	c.st.Unimplemented = nil
+	close(c.registered)
+	c.registered = make(chan struct{})
+	c.m.connected.Set(1)
+	c.m.registrations.Inc()
+}
+
+func (c *Client) setUnregistered() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.st.Connected = false
+	c.st.AgentID = ""
+	c.st.Unimplemented = nil
+	c.m.connected.Set(0)
+}
+
+func (c *Client) setUnimplemented(stream string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.st.Unimplemented = append(c.st.Unimplemented, stream)
+	c.m.streamsDisabled.WithLabelValues(stream).Inc()
+}
+
+func (c *Client) heartbeatSent() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.st.Heartbeats++
+	c.m.heartbeats.Inc()
+}

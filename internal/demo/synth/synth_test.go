@@ -1,0 +1,94 @@
+package synth
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/agent/scrape"
+	"github.com/fodc-go/fodc/internal/roles"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// values scrapes pod's endpoint and indexes every sample by series.
+func values(t *testing.T, h http.Handler, pod string) (map[string]float64, map[string]fodcv1.MetricType) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, Path(pod), nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	fams, err := scrape.Parse(rec.Body.Bytes(), rec.Header().Get("Content-Type"), 1, 0)
+	require.NoError(t, err)
+	vals := map[string]float64{}
+	types := map[string]fodcv1.MetricType{}
+	for _, f := range fams {
+		types[f.Name] = f.Type
+		for _, s := range f.Samples {
+			var b strings.Builder
+			b.WriteString(s.Name)
+			for _, l := range s.Labels {
+				b.WriteString("," + l.Name + "=" + l.Value)
+			}
+			vals[b.String()] = s.Value
+		}
+	}
+	return vals, types
+}
+
+func TestCountersGrowGaugesMoveHistogramsFill(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	nodes := []Node{
+		{Pod: "liaison-0", Role: roles.Role{Kind: roles.KindLiaison}, Seed: 1},
+		{Pod: "hot-0", Role: roles.Role{Kind: roles.KindData, Tier: "hot"}, Seed: 2},
+		{Pod: "warm-0", Role: roles.Role{Kind: roles.KindData, Tier: "warm"}, Seed: 3},
+	}
+	h := Handler(nodes, c.now)
+	c.add(30 * time.Second)
+	hot1, types := values(t, h, "hot-0")
+	warm1, _ := values(t, h, "warm-0")
+	liaison1, ltypes := values(t, h, "liaison-0")
+	c.add(45 * time.Second)
+	hot2, _ := values(t, h, "hot-0")
+	warm2, _ := values(t, h, "warm-0")
+	liaison2, _ := values(t, h, "liaison-0")
+
+	require.Equal(t, fodcv1.MetricType_METRIC_TYPE_COUNTER, types["banyandb_measure_total_written"])
+	require.Equal(t, fodcv1.MetricType_METRIC_TYPE_HISTOGRAM, types["banyandb_queue_sub_total_latency"])
+	require.Equal(t, fodcv1.MetricType_METRIC_TYPE_SUMMARY, types["go_gc_duration_seconds"])
+	require.Equal(t, fodcv1.MetricType_METRIC_TYPE_HISTOGRAM, ltypes["banyandb_liaison_grpc_total_latency"])
+	require.NotContains(t, ltypes, "banyandb_measure_total_written", "liaisons do not write")
+
+	written := "banyandb_measure_total_written,group=sw_metric"
+	require.Greater(t, hot2[written], hot1[written], "counters grow")
+	require.Greater(t, hot2[written]-hot1[written], warm2[written]-warm1[written], "the warm tier writes less")
+	require.NotEqual(t, hot1["go_goroutines"], hot2["go_goroutines"], "gauges move")
+
+	count := "banyandb_queue_sub_total_latency_count,group=sw_metric,topic=write"
+	inf := "banyandb_queue_sub_total_latency_bucket,group=sw_metric,le=+Inf,topic=write"
+	low := "banyandb_queue_sub_total_latency_bucket,group=sw_metric,le=0.005,topic=write"
+	require.Greater(t, hot2[count], hot1[count], "histograms fill")
+	require.Equal(t, hot2[count], hot2[inf])
+	require.LessOrEqual(t, hot2[low], hot2[inf])
+	started := "banyandb_liaison_grpc_total_started,group=sw_trace,method=Write,service=measure"
+	require.Greater(t, liaison2[started], liaison1[started])
+
+	// The same instant gives the same values.
+	again, _ := values(t, h, "hot-0")
+	require.Equal(t, hot2, again)
+}
