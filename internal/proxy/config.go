@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/fodc-go/fodc/internal/proxy/configreport"
 )
 
 // Config is everything the proxy daemon can be told on its command line.
@@ -25,6 +27,8 @@ type Config struct {
 	AgentReplyTimeout     time.Duration
 	TopologyTimeout       time.Duration
 	LifecycleTimeout      time.Duration
+	ConfigCacheTTL        time.Duration
+	ConfigIgnoreParams    string
 	ShutdownGrace         time.Duration
 }
 
@@ -48,6 +52,7 @@ func DefaultConfig() Config {
 		AgentReplyTimeout:     time.Minute,
 		TopologyTimeout:       5 * time.Second,
 		LifecycleTimeout:      50 * time.Second,
+		ConfigCacheTTL:        15 * time.Second,
 		ShutdownGrace:         5 * time.Second,
 	}
 }
@@ -69,6 +74,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.AgentReplyTimeout, "agent-reply-timeout", c.AgentReplyTimeout, "Close an agent stream that leaves a command unanswered this long; the agent then re-registers.")
 	fs.DurationVar(&c.TopologyTimeout, "topology-timeout", c.TopologyTimeout, "How long a topology collection waits for agents; keep it below --collect-timeout so that /cluster answers in time.")
 	fs.DurationVar(&c.LifecycleTimeout, "lifecycle-timeout", c.LifecycleTimeout, "How long a lifecycle collection waits for each agent, and for each liaison's schema registry read (agents allow their node 40s).")
+	fs.DurationVar(&c.ConfigCacheTTL, "config-cache-ttl", c.ConfigCacheTTL, "Reuse a node configuration collection this young for /cluster/config.")
+	fs.StringVar(&c.ConfigIgnoreParams, "config-ignore-params", c.ConfigIgnoreParams, "Per-node parameters left out of /cluster/config/consistency: comma-separated globs; a leading + adds to the defaults, otherwise they are replaced; none ignores nothing.")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "Time allowed for a graceful stop before connections are closed.")
 }
 
@@ -106,6 +113,7 @@ func (c *Config) Validate() error {
 		{"--agent-reply-timeout", c.AgentReplyTimeout},
 		{"--topology-timeout", c.TopologyTimeout},
 		{"--lifecycle-timeout", c.LifecycleTimeout},
+		{"--config-cache-ttl", c.ConfigCacheTTL},
 		{"--grpc-keepalive-time", c.GRPCKeepaliveTime},
 		{"--grpc-keepalive-timeout", c.GRPCKeepaliveTimeout},
 		{"--shutdown-grace", c.ShutdownGrace},
@@ -113,6 +121,9 @@ func (c *Config) Validate() error {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s (%s) must be positive", d.flag, d.v))
 		}
+	}
+	if _, err := configreport.ParseIgnore(c.ConfigIgnoreParams); err != nil {
+		errs = append(errs, fmt.Errorf("--config-ignore-params: %w", err))
 	}
 	return errors.Join(errs...)
 }

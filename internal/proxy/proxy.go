@@ -22,6 +22,7 @@ import (
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/cluster"
 	"github.com/fodc-go/fodc/internal/proxy/collector"
+	"github.com/fodc-go/fodc/internal/proxy/configreport"
 	"github.com/fodc-go/fodc/internal/proxy/httpapi"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 )
@@ -85,12 +86,18 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 	if err != nil {
 		return nil, err
 	}
+	ignore, err := configreport.ParseIgnore(cfg.ConfigIgnoreParams)
+	if err != nil {
+		return nil, err
+	}
 	clusterColl, err := cluster.New(cluster.Options{
 		Registry:         agents,
 		Streams:          svc,
 		TopologyTimeout:  cfg.TopologyTimeout,
 		LifecycleTimeout: cfg.LifecycleTimeout,
 		RegistryTimeout:  cfg.LifecycleTimeout,
+		ConfigCacheTTL:   cfg.ConfigCacheTTL,
+		ConfigIgnore:     &ignore,
 		Logger:           logger,
 		Registerer:       reg,
 	})

@@ -21,6 +21,7 @@ import (
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
+	"github.com/fodc-go/fodc/internal/proxy/configreport"
 	"github.com/fodc-go/fodc/internal/proxy/lifecycle"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/proxy/topology"
@@ -32,6 +33,7 @@ type Streams interface {
 	Topology(agentID string) (*agentsvc.TopologyStream, bool)
 	Lifecycle(agentID string) (*agentsvc.LifecycleStream, bool)
 	SchemaRegistry(agentID string) (*agentsvc.SchemaRegistryStream, bool)
+	NodeConfig(agentID string) (*agentsvc.NodeConfigStream, bool)
 }
 
 // Options configures a Collector.
@@ -51,9 +53,17 @@ type Options struct {
 	// LifecycleReuse serves the last lifecycle result to callers that come
 	// within this age of it (default 5s; 0 disables).
 	LifecycleReuse time.Duration
-	Now            func() time.Time
-	Logger         *slog.Logger
-	Registerer     prometheus.Registerer
+	// ConfigTimeout bounds a configuration collection (default 5s).
+	ConfigTimeout time.Duration
+	// ConfigCacheTTL reuses a configuration collection this young
+	// (default 15s).
+	ConfigCacheTTL time.Duration
+	// ConfigIgnore lists the per-node parameters left out of the
+	// consistency report (default configreport.DefaultIgnore()).
+	ConfigIgnore *configreport.Ignore
+	Now          func() time.Time
+	Logger       *slog.Logger
+	Registerer   prometheus.Registerer
 }
 
 // Collector runs topology and lifecycle collections. It is safe for
@@ -65,8 +75,9 @@ type Collector struct {
 	flight  singleflight.Group
 	checker *lifecycle.Checker
 
-	mu   sync.Mutex // guards last
-	last *lifecycle.Result
+	mu         sync.Mutex // guards last and lastConfig
+	last       *lifecycle.Result
+	lastConfig *ConfigSnapshot
 
 	rounds *prometheus.CounterVec
 }
@@ -87,6 +98,16 @@ func New(opts Options) (*Collector, error) {
 	}
 	if opts.RegistryTimeout <= 0 {
 		opts.RegistryTimeout = 50 * time.Second
+	}
+	if opts.ConfigTimeout <= 0 {
+		opts.ConfigTimeout = 5 * time.Second
+	}
+	if opts.ConfigCacheTTL <= 0 {
+		opts.ConfigCacheTTL = 15 * time.Second
+	}
+	if opts.ConfigIgnore == nil {
+		ig := configreport.DefaultIgnore()
+		opts.ConfigIgnore = &ig
 	}
 	now := opts.Now
 	if now == nil {

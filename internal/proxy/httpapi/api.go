@@ -23,6 +23,7 @@ import (
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/cluster"
 	"github.com/fodc-go/fodc/internal/proxy/collector"
+	"github.com/fodc-go/fodc/internal/proxy/configreport"
 	"github.com/fodc-go/fodc/internal/proxy/httperr"
 	"github.com/fodc-go/fodc/internal/proxy/lifecycle"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
@@ -131,6 +132,8 @@ func (a *API) Handler() http.Handler {
 	route("/cluster", a.cluster)
 	route("/cluster/topology", a.clusterTopology)
 	route("/cluster/lifecycle", a.clusterLifecycle)
+	route("/cluster/config", a.clusterConfig)
+	route("/cluster/config/consistency", a.clusterConfigConsistency)
 	route("/health", a.health)
 	route("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK\n")) })
 	route("/-/ready", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK\n")) })
@@ -221,6 +224,7 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	batches = append(batches, agentStatusBatch(results))
 	if !isFiltered(f) && a.opts.Cluster != nil {
 		batches = append(batches, consistencyBatch(a.opts.Cluster.ConsistencyStatuses()))
+		batches = append(batches, configDifferencesBatch(a.opts.Cluster.ConfigDifferences()))
 	}
 	if !isFiltered(f) && a.opts.Gatherer != nil {
 		mfs, err := a.opts.Gatherer.Gather()
@@ -445,4 +449,60 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// config runs (or reuses) a configuration collection within the budget.
+func (a *API) config(w http.ResponseWriter, r *http.Request) (cluster.ConfigSnapshot, bool) {
+	if a.opts.Cluster == nil {
+		writeError(w, http.StatusServiceUnavailable, "configuration collector not available")
+		return cluster.ConfigSnapshot{}, false
+	}
+	ctx, cancel := a.withBudget(w, r)
+	defer cancel()
+	snap, err := a.opts.Cluster.Config(ctx)
+	if err != nil {
+		writeError(w, http.StatusGatewayTimeout, fmt.Sprintf("configuration collection did not finish within the request budget: %v", err))
+		return snap, false
+	}
+	return snap, true
+}
+
+func (a *API) clusterConfig(w http.ResponseWriter, r *http.Request) {
+	f, err := parseFilter(r.URL.Query())
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
+	snap, ok := a.config(w, r)
+	if !ok {
+		return
+	}
+	nodes := snap.Nodes
+	if isFiltered(f) {
+		selected := map[string]bool{}
+		for _, ag := range a.opts.Registry.List(f) {
+			selected[ag.ID] = true
+		}
+		nodes = make([]configreport.NodeConfig, 0, len(snap.Nodes))
+		for _, n := range snap.Nodes {
+			if selected[n.AgentID] {
+				nodes = append(nodes, n)
+			}
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err := configreport.WriteConfigJSON(w, nodes, a.now().Sub(snap.CollectedAt)); err != nil {
+		a.logger.Debug("Writing /cluster/config answer", "err", err)
+	}
+}
+
+func (a *API) clusterConfigConsistency(w http.ResponseWriter, r *http.Request) {
+	snap, ok := a.config(w, r)
+	if !ok {
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err := configreport.WriteReportJSON(w, snap.Report, a.now().Sub(snap.CollectedAt)); err != nil {
+		a.logger.Debug("Writing /cluster/config/consistency answer", "err", err)
+	}
 }

@@ -143,3 +143,19 @@ func consistencyBatch(statuses map[string]fodcv1.ConsistencyStatus) series.Batch
 	}
 	return series.Batch{Series: out}
 }
+
+// configDifferencesBatch is, per role group, how many configuration
+// parameters differ between its nodes (last collection).
+func configDifferencesBatch(diffs map[string]int) series.Batch {
+	out := make([]series.Series, 0, len(diffs))
+	for role, n := range diffs {
+		out = append(out, series.Series{
+			Name:   "fodc_proxy_config_differing_params",
+			Help:   "Configuration parameters whose values differ between nodes of the same role and tier, as of the last /cluster/config collection.",
+			Type:   fodcv1.MetricType_METRIC_TYPE_GAUGE,
+			Labels: series.Labels{{Name: "role", Value: role}},
+			Points: []series.Point{{Value: float64(n)}},
+		})
+	}
+	return series.Batch{Series: out}
+}

@@ -1,0 +1,78 @@
+package cluster
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/fodc-go/fodc/internal/proxy/configreport"
+	"github.com/fodc-go/fodc/internal/proxy/registry"
+)
+
+// ConfigSnapshot is one configuration collection and its consistency
+// report.
+type ConfigSnapshot struct {
+	Nodes       []configreport.NodeConfig
+	Report      configreport.Report
+	CollectedAt time.Time
+}
+
+// Config returns every agent's node configuration and the consistency
+// report across nodes. A collection younger than ConfigCacheTTL is reused;
+// concurrent callers share one collection.
+func (c *Collector) Config(ctx context.Context) (ConfigSnapshot, error) {
+	c.mu.Lock()
+	last := c.lastConfig
+	c.mu.Unlock()
+	if last != nil && c.now().Sub(last.CollectedAt) < c.opts.ConfigCacheTTL {
+		return *last, nil
+	}
+	return shared(ctx, c, "config", c.collectConfig)
+}
+
+// ConfigDifferences returns the number of differing parameters per role
+// group of the last collection (nil before the first).
+func (c *Collector) ConfigDifferences() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lastConfig == nil {
+		return nil
+	}
+	return configreport.DifferingParams(c.lastConfig.Report)
+}
+
+func (c *Collector) collectConfig() ConfigSnapshot {
+	c.rounds.WithLabelValues("config").Inc()
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.ConfigTimeout)
+	defer cancel()
+	agents := c.opts.Registry.List(registry.Filter{})
+	nodes := make([]configreport.NodeConfig, len(agents))
+	var wg sync.WaitGroup
+	for i, a := range agents {
+		nodes[i] = configreport.NodeConfig{AgentID: a.ID, PodName: a.PodName, Address: a.Primary.String(), Role: a.Role.String()}
+		cs, ok := c.opts.Streams.NodeConfig(a.ID)
+		if !ok {
+			continue // no extension: listed as not supported
+		}
+		nodes[i].Supported = true
+		if a.Status != registry.StatusOnline {
+			nodes[i].Err = "agent missed its heartbeats"
+			continue
+		}
+		wg.Go(func() {
+			reply, err := cs.Request(ctx)
+			if err != nil {
+				nodes[i].Err = err.Error()
+				return
+			}
+			nodes[i].Config = reply
+			nodes[i].CollectedAt = c.now()
+		})
+	}
+	wg.Wait()
+	snap := ConfigSnapshot{Nodes: nodes, Report: configreport.Build(nodes, *c.opts.ConfigIgnore), CollectedAt: c.now()}
+	c.mu.Lock()
+	c.lastConfig = &snap
+	c.mu.Unlock()
+	return snap
+}
