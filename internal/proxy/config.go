@@ -28,6 +28,7 @@ type Config struct {
 	TopologyTimeout       time.Duration
 	LifecycleTimeout      time.Duration
 	ConfigCacheTTL        time.Duration
+	DiagnosticsWindow     time.Duration
 	ConfigIgnoreParams    string
 	ShutdownGrace         time.Duration
 }
@@ -53,6 +54,7 @@ func DefaultConfig() Config {
 		TopologyTimeout:       5 * time.Second,
 		LifecycleTimeout:      50 * time.Second,
 		ConfigCacheTTL:        15 * time.Second,
+		DiagnosticsWindow:     time.Second,
 		ShutdownGrace:         5 * time.Second,
 	}
 }
@@ -74,6 +76,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.AgentReplyTimeout, "agent-reply-timeout", c.AgentReplyTimeout, "Close an agent stream that leaves a command unanswered this long; the agent then re-registers.")
 	fs.DurationVar(&c.TopologyTimeout, "topology-timeout", c.TopologyTimeout, "How long a topology collection waits for agents; keep it below --collect-timeout so that /cluster answers in time.")
 	fs.DurationVar(&c.LifecycleTimeout, "lifecycle-timeout", c.LifecycleTimeout, "How long a lifecycle collection waits for each agent, and for each liaison's schema registry read (agents allow their node 40s).")
+	fs.DurationVar(&c.DiagnosticsWindow, "diagnostics-window", c.DiagnosticsWindow, "How long /diagnostics waits for crash records after asking the agents (their answer has no end marker).")
 	fs.DurationVar(&c.ConfigCacheTTL, "config-cache-ttl", c.ConfigCacheTTL, "Reuse a node configuration collection this young for /cluster/config.")
 	fs.StringVar(&c.ConfigIgnoreParams, "config-ignore-params", c.ConfigIgnoreParams, "Per-node parameters left out of /cluster/config/consistency: comma-separated globs; a leading + adds to the defaults, otherwise they are replaced; none ignores nothing.")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "Time allowed for a graceful stop before connections are closed.")
@@ -114,6 +117,7 @@ func (c *Config) Validate() error {
 		{"--topology-timeout", c.TopologyTimeout},
 		{"--lifecycle-timeout", c.LifecycleTimeout},
 		{"--config-cache-ttl", c.ConfigCacheTTL},
+		{"--diagnostics-window", c.DiagnosticsWindow},
 		{"--grpc-keepalive-time", c.GRPCKeepaliveTime},
 		{"--grpc-keepalive-timeout", c.GRPCKeepaliveTimeout},
 		{"--shutdown-grace", c.ShutdownGrace},

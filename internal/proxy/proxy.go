@@ -23,7 +23,9 @@ import (
 	"github.com/fodc-go/fodc/internal/proxy/cluster"
 	"github.com/fodc-go/fodc/internal/proxy/collector"
 	"github.com/fodc-go/fodc/internal/proxy/configreport"
+	"github.com/fodc-go/fodc/internal/proxy/diagnostics"
 	"github.com/fodc-go/fodc/internal/proxy/httpapi"
+	"github.com/fodc-go/fodc/internal/proxy/pressure"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 )
 
@@ -61,12 +63,37 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 	if err != nil {
 		return nil, err
 	}
+	// The crash collector and the service refer to each other: records
+	// arriving on the service's streams go to the collector.
+	var crashes *diagnostics.Collector
 	svc, err := agentsvc.New(agentsvc.Options{
-		Registry:          agents,
+		Registry: agents,
+		OnCrashRecord: func(agentID string, rec *fodcv1.StreamCrashDiagnosticsRequest) {
+			crashes.OnRecord(agentID, rec)
+		},
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		MaxCommandAge:     cfg.AgentReplyTimeout,
 		Logger:            logger,
 		Registerer:        reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	crashes, err = diagnostics.New(diagnostics.Options{
+		Registry:   agents,
+		Streams:    svc.Crash,
+		Window:     cfg.DiagnosticsWindow,
+		Logger:     logger,
+		Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	profiles, err := pressure.New(pressure.Options{
+		Registry:   agents,
+		Streams:    svc.Pressure,
+		Logger:     logger,
+		Registerer: reg,
 	})
 	if err != nil {
 		return nil, err
@@ -108,6 +135,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		Registry:       agents,
 		Collector:      coll,
 		Cluster:        clusterColl,
+		Diagnostics:    crashes,
+		Pressure:       profiles,
 		Gatherer:       gatherer,
 		CollectTimeout: cfg.CollectTimeout,
 		WriteTimeout:   cfg.HTTPWriteTimeout,

@@ -159,6 +159,9 @@ func (c *CrashStream) Request() error {
 	return err
 }
 
+// maxListRecords bounds the records gathered for one list round.
+const maxListRecords = 10000
+
 // ErrProfileUnavailable wraps the error text an agent sent instead of a
 // profile's content.
 var ErrProfileUnavailable = errors.New("profile not available")
@@ -284,8 +287,11 @@ func (p *PressureStream) receive(m *fodcv1.StreamPressureProfilesRequest) bool {
 	switch pl := m.GetPayload().(type) {
 	case *fodcv1.StreamPressureProfilesRequest_Record:
 		p.mu.Lock()
+		defer p.mu.Unlock()
+		if len(p.lists) == 0 || len(p.records) >= maxListRecords {
+			return false // nobody lists, or a misbehaving agent: drop
+		}
 		p.records = append(p.records, pl.Record)
-		p.mu.Unlock()
 		return true
 	case *fodcv1.StreamPressureProfilesRequest_ListComplete:
 		p.mu.Lock()

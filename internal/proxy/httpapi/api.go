@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,8 +25,10 @@ import (
 	"github.com/fodc-go/fodc/internal/proxy/cluster"
 	"github.com/fodc-go/fodc/internal/proxy/collector"
 	"github.com/fodc-go/fodc/internal/proxy/configreport"
+	"github.com/fodc-go/fodc/internal/proxy/diagnostics"
 	"github.com/fodc-go/fodc/internal/proxy/httperr"
 	"github.com/fodc-go/fodc/internal/proxy/lifecycle"
+	"github.com/fodc-go/fodc/internal/proxy/pressure"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/proxy/render"
 	"github.com/fodc-go/fodc/internal/proxy/series"
@@ -39,6 +42,10 @@ type Options struct {
 	// Cluster serves topology and lifecycle. Optional: without it those
 	// endpoints answer 503 and /cluster shows registry data only.
 	Cluster *cluster.Collector
+	// Diagnostics and Pressure serve crash records and pressure profiles.
+	// Optional: without them those endpoints answer 503.
+	Diagnostics *diagnostics.Collector
+	Pressure    *pressure.Collector
 	// Gatherer yields the proxy's own metrics, appended to unfiltered
 	// /metrics answers. Optional.
 	Gatherer prometheus.Gatherer
@@ -135,6 +142,11 @@ func (a *API) Handler() http.Handler {
 	route("/cluster/config", a.clusterConfig)
 	route("/cluster/config/consistency", a.clusterConfigConsistency)
 	route("/health", a.health)
+	route("/diagnostics", a.diagnostics)
+	route("/pressure-profiles", a.pressureProfiles)
+	download := promhttp.InstrumentHandlerCounter(a.requests.MustCurryWith(prometheus.Labels{"handler": "/pressure-profiles/{pod}/{profile_id}/{type}"}),
+		getOnly(a.pressureDownload))
+	mux.Handle("/pressure-profiles/{pod}/{profile_id}/{type}", download)
 	route("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK\n")) })
 	route("/-/ready", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK\n")) })
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -504,5 +516,99 @@ func (a *API) clusterConfigConsistency(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	if err := configreport.WriteReportJSON(w, snap.Report, a.now().Sub(snap.CollectedAt)); err != nil {
 		a.logger.Debug("Writing /cluster/config/consistency answer", "err", err)
+	}
+}
+
+func (a *API) diagnostics(w http.ResponseWriter, r *http.Request) {
+	if a.opts.Diagnostics == nil {
+		writeError(w, http.StatusServiceUnavailable, "crash diagnostics collector not available")
+		return
+	}
+	f, err := parseFilter(r.URL.Query())
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
+	ctx, cancel := a.withBudget(w, r)
+	defer cancel()
+	recs := a.opts.Diagnostics.Collect(ctx, f)
+	w.Header().Set("Content-Type", "application/json")
+	if err := diagnostics.WriteJSON(w, recs); err != nil {
+		a.logger.Debug("Writing /diagnostics answer", "err", err)
+	}
+}
+
+func (a *API) pressureProfiles(w http.ResponseWriter, r *http.Request) {
+	if a.opts.Pressure == nil {
+		writeError(w, http.StatusServiceUnavailable, "pressure profile collector not available")
+		return
+	}
+	f, err := parseFilter(r.URL.Query())
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
+	ctx, cancel := a.withBudget(w, r)
+	defer cancel()
+	entries, err := a.opts.Pressure.List(ctx, f)
+	if err != nil {
+		// The budget ran out: answer with what is cached, and say so.
+		w.Header().Set("X-Fodc-Partial", err.Error())
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if err := pressure.WriteJSON(w, entries); err != nil {
+		a.logger.Debug("Writing /pressure-profiles answer", "err", err)
+	}
+}
+
+// flushWriter flushes after every write so that a download reaches the
+// client chunk by chunk.
+type flushWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (f flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err == nil {
+		err = f.rc.Flush()
+	}
+	return n, err
+}
+
+func (a *API) pressureDownload(w http.ResponseWriter, r *http.Request) {
+	if a.opts.Pressure == nil {
+		writeError(w, http.StatusServiceUnavailable, "pressure profile collector not available")
+		return
+	}
+	rc := http.NewResponseController(w)
+	// A download lasts as long as the file takes; the client's going away
+	// cancels r.Context().
+	_ = rc.SetWriteDeadline(time.Time{})
+	pod, id, typ := r.PathValue("pod"), r.PathValue("profile_id"), r.PathValue("type")
+	started := false
+	_, err := a.opts.Pressure.Download(r.Context(), pod, id, typ, func(filename string) io.Writer {
+		started = true
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", filename))
+		w.WriteHeader(http.StatusOK)
+		return flushWriter{w: w, rc: rc}
+	})
+	switch {
+	case err == nil:
+	case started && r.Context().Err() != nil:
+		a.logger.Debug("Profile download abandoned by the client", "pod_name", pod, "profile_id", id)
+	case started:
+		// Mid-stream failure: the body is truncated. Aborting the
+		// connection (net/http's documented way) keeps the client from
+		// taking it for a whole file.
+		a.logger.Warn("Profile download interrupted", "pod_name", pod, "profile_id", id, "err", err)
+		panic(http.ErrAbortHandler)
+	case errors.Is(err, pressure.ErrUnknownType):
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid type: %q (want heap or goroutine)", typ))
+	case errors.Is(err, pressure.ErrProfileNotFound):
+		writeError(w, http.StatusNotFound, err.Error())
+	default:
+		writeError(w, http.StatusNotFound, "profile not available: "+err.Error())
 	}
 }

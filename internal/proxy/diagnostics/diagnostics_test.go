@@ -1,0 +1,434 @@
+package diagnostics
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/agentsim"
+	"github.com/fodc-go/fodc/internal/fixture"
+	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
+	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/roles"
+)
+
+var base = time.Date(2026, 11, 26, 20, 0, 0, 0, time.UTC)
+
+func crashRec(dir, component string, occurred time.Time) *fodcv1.StreamCrashDiagnosticsRequest {
+	return &fodcv1.StreamCrashDiagnosticsRequest{
+		FetchedAt:      timestamppb.New(occurred.Add(100 * time.Millisecond)),
+		SourceEndpoint: "file:///data/crash",
+		ArtifactDir:    dir,
+		Files:          []string{"panic.json"},
+		PanicRecord: &fodcv1.CrashPanicRecord{
+			OccurredAt: timestamppb.New(occurred),
+			Component:  component,
+			PanicValue: "boom",
+			Recovered:  true,
+		},
+	}
+}
+
+func register(pod, role string) *fodcv1.RegisterAgentRequest {
+	return &fodcv1.RegisterAgentRequest{NodeRole: role, PodName: pod}
+}
+
+// collectUntil collects until the result has n records, all last sent by
+// agentID, and returns it.
+func (e *env) collectUntil(t *testing.T, f registry.Filter, n int, agentID string) []Record {
+	t.Helper()
+	var got []Record
+	require.Eventually(t, func() bool {
+		got = e.c.Collect(context.Background(), f)
+		if len(got) != n {
+			return false
+		}
+		for _, r := range got {
+			if r.AgentID != agentID {
+				return false
+			}
+		}
+		return true
+	}, wait, time.Millisecond)
+	return got
+}
+
+// The records of the recorded upstream session come out in the upstream
+// proxy's JSON shape, byte for byte apart from the agent id.
+func TestReplayMatchesUpstream(t *testing.T) {
+	const recordedID = "c95ab8ac-af51-4076-84a5-f84d96f056df"
+	rec, err := fixture.Load("head-agent-crash-diagnostics")
+	require.NoError(t, err)
+	cfg, err := agentsim.FromRecording(rec)
+	require.NoError(t, err)
+	e := newEnv(t, Options{Window: 20 * time.Millisecond})
+	_, id := e.start(t, cfg)
+
+	got := e.collectUntil(t, registry.Filter{}, 2, id)
+	for i, want := range []struct{ component, dir string }{
+		{"fixture-debug-panic", "20261126T201020.392236405Z-fixture-debug-panic-13171"},
+		{"fixture/second panic", "20261126T201026.420568443Z-fixture-second-panic-13171"},
+	} {
+		r := got[i]
+		require.Equal(t, "banyand-data-0", r.PodName)
+		require.Equal(t, "ROLE_DATA", r.Role)
+		require.Equal(t, want.component, r.Rec.GetPanicRecord().GetComponent())
+		require.Equal(t, "diagnostic test panic triggered via /debug/panic", r.Rec.GetPanicRecord().GetPanicValue())
+		require.Equal(t, want.dir, r.Rec.GetArtifactDir())
+		require.Equal(t, []string{"deep-dump.json", "panic.json"}, r.Rec.GetFiles())
+	}
+
+	var buf bytes.Buffer
+	require.NoError(t, WriteJSON(&buf, got))
+	dir, err := fixture.Dir()
+	require.NoError(t, err)
+	upstream, err := os.ReadFile(filepath.Join(dir, "head-agent-crash-diagnostics.http", "diagnostics_two.txt"))
+	require.NoError(t, err)
+	require.Equal(t, strings.ReplaceAll(string(upstream), recordedID, id), buf.String())
+
+	// And field by field, so that a mismatch says where.
+	var ours, theirs []map[string]any
+	require.NoError(t, json.Unmarshal(buf.Bytes(), &ours))
+	require.NoError(t, json.Unmarshal(upstream, &theirs))
+	require.Len(t, ours, len(theirs))
+	for i := range theirs {
+		require.Equal(t, id, ours[i]["agent_id"])
+		delete(ours[i], "agent_id")
+		delete(theirs[i], "agent_id")
+		require.Equal(t, theirs[i], ours[i])
+	}
+}
+
+func TestFilters(t *testing.T) {
+	e := newEnv(t, Options{Window: 20 * time.Millisecond})
+	_, dataID := e.start(t, agentsim.Config{Register: register("data-0", "ROLE_DATA"),
+		Crash: func() []*fodcv1.StreamCrashDiagnosticsRequest {
+			return []*fodcv1.StreamCrashDiagnosticsRequest{crashRec("d1", "data", base)}
+		}})
+	_, liaisonID := e.start(t, agentsim.Config{Register: register("liaison-0", "ROLE_LIAISON"),
+		Crash: func() []*fodcv1.StreamCrashDiagnosticsRequest {
+			return []*fodcv1.StreamCrashDiagnosticsRequest{crashRec("l1", "liaison", base), crashRec("l0", "liaison", base)}
+		}})
+	require.Eventually(t, func() bool { return len(e.c.Collect(context.Background(), registry.Filter{})) == 3 }, wait, time.Millisecond)
+
+	tests := []struct {
+		name     string
+		filter   registry.Filter
+		wantDirs []string
+		wantIDs  []string
+	}{
+		{"all, by pod then time then dir", registry.Filter{}, []string{"d1", "l0", "l1"}, []string{dataID, liaisonID, liaisonID}},
+		{"role", registry.Filter{Role: roles.Role{Kind: roles.KindLiaison}, HasRole: true}, []string{"l0", "l1"}, []string{liaisonID, liaisonID}},
+		{"pod ignoring case", registry.Filter{PodName: "DATA-0"}, []string{"d1"}, []string{dataID}},
+		{"role and pod disagree", registry.Filter{Role: roles.Role{Kind: roles.KindData}, HasRole: true, PodName: "liaison-0"}, nil, nil},
+		{"unknown pod", registry.Filter{PodName: "nope"}, nil, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := e.c.Collect(context.Background(), tc.filter)
+			var dirs, ids []string
+			for _, r := range got {
+				dirs = append(dirs, r.Rec.GetArtifactDir())
+				ids = append(ids, r.AgentID)
+			}
+			require.Equal(t, tc.wantDirs, dirs)
+			require.Equal(t, tc.wantIDs, ids)
+		})
+	}
+}
+
+// A pod that reconnects under a new agent id keeps its records, and the
+// records it re-sends replace the cached ones instead of duplicating them
+// (W6).
+func TestRecordsSurviveReconnectWithoutDuplicates(t *testing.T) {
+	e := newEnv(t, Options{Window: 20 * time.Millisecond})
+	recs := []*fodcv1.StreamCrashDiagnosticsRequest{crashRec("a1", "x", base), crashRec("a2", "y", base.Add(time.Second))}
+	a, id1 := e.start(t, agentsim.Config{Register: register("data-0", "ROLE_DATA"),
+		Crash: func() []*fodcv1.StreamCrashDiagnosticsRequest { return recs }})
+	e.collectUntil(t, registry.Filter{}, 2, id1)
+
+	// The proxy forgets the id; the agent registers again under a new one.
+	require.True(t, e.reg.Unregister(id1, registry.ReasonUnregistered))
+	id2 := e.waitAttached(t, a.Agent, 2)
+	require.NotEqual(t, id1, id2)
+
+	// Before the new agent re-sends anything, the pod's records are kept.
+	a.SetHang(agentsim.StreamCrash, true)
+	got := e.c.Collect(context.Background(), registry.Filter{})
+	require.Len(t, got, 2)
+	require.Equal(t, id1, got[0].AgentID)
+
+	a.SetHang(agentsim.StreamCrash, false)
+	got = e.collectUntil(t, registry.Filter{}, 2, id2)
+	require.Equal(t, "a1", got[0].Rec.GetArtifactDir())
+	require.Equal(t, "a2", got[1].Rec.GetArtifactDir())
+	require.Equal(t, 2.0, testutil.ToFloat64(e.c.metrics.records))
+}
+
+// The records of a pod that left the registry are pruned; other pods keep
+// theirs.
+func TestRecordsOfGonePodsArePruned(t *testing.T) {
+	e := newEnv(t, Options{Window: 20 * time.Millisecond})
+	gone, _ := e.start(t, agentsim.Config{Register: register("data-0", "ROLE_DATA"),
+		Crash: func() []*fodcv1.StreamCrashDiagnosticsRequest {
+			return []*fodcv1.StreamCrashDiagnosticsRequest{crashRec("a1", "x", base), crashRec("a2", "x", base)}
+		}})
+	_, stayID := e.start(t, agentsim.Config{Register: register("data-1", "ROLE_DATA"),
+		Crash: func() []*fodcv1.StreamCrashDiagnosticsRequest {
+			return []*fodcv1.StreamCrashDiagnosticsRequest{crashRec("b1", "x", base)}
+		}})
+	require.Eventually(t, func() bool { return len(e.c.Collect(context.Background(), registry.Filter{})) == 3 }, wait, time.Millisecond)
+
+	gone.stop()
+	require.Eventually(t, func() bool { _, total := e.reg.Counts(); return total == 1 }, wait, time.Millisecond)
+	got := e.c.Collect(context.Background(), registry.Filter{})
+	require.Len(t, got, 1)
+	require.Equal(t, stayID, got[0].AgentID)
+	require.Equal(t, "b1", got[0].Rec.GetArtifactDir())
+	require.Equal(t, 1.0, testutil.ToFloat64(e.c.metrics.records))
+	require.GreaterOrEqual(t, testutil.ToFloat64(e.c.metrics.evicted.WithLabelValues(EvictAgentGone)), 2.0)
+}
+
+// Concurrent collections share the requests in flight: one command reaches
+// the agent, and a caller that gives up early leaves the others waiting.
+func TestConcurrentCollectsShareOneRound(t *testing.T) {
+	e := newEnv(t, Options{Window: time.Hour})
+	fire := make(chan func(), 4)
+	e.c.afterFunc = func(_ time.Duration, f func()) { fire <- f }
+	t.Cleanup(func() { // end the windows a failed test left open
+		for {
+			select {
+			case f := <-fire:
+				f()
+			default:
+				return
+			}
+		}
+	})
+	a, id := e.start(t, agentsim.Config{Register: register("data-0", "ROLE_DATA"),
+		Crash: func() []*fodcv1.StreamCrashDiagnosticsRequest {
+			return []*fodcv1.StreamCrashDiagnosticsRequest{crashRec("a1", "x", base)}
+		}})
+
+	ctx := context.Background()
+	results := make(chan []Record, 2)
+	go func() { results <- e.c.Collect(ctx, registry.Filter{}) }()
+	endWindow := receive(t, fire) // the first caller asked and waits for its window
+	go func() { results <- e.c.Collect(ctx, registry.Filter{PodName: "data-0"}) }()
+	require.Eventually(t, func() bool { return testutil.ToFloat64(e.c.metrics.waiting) == 2 }, wait, time.Millisecond)
+
+	// A third caller gives up; the other two keep waiting.
+	quitCtx, quit := context.WithCancel(ctx)
+	quitter := make(chan []Record, 1)
+	go func() { quitter <- e.c.Collect(quitCtx, registry.Filter{}) }()
+	require.Eventually(t, func() bool { return testutil.ToFloat64(e.c.metrics.waiting) == 3 }, wait, time.Millisecond)
+	quit()
+	receive(t, quitter)
+	require.Equal(t, 2.0, testutil.ToFloat64(e.c.metrics.waiting))
+	select {
+	case <-results:
+		t.Fatal("a collection ended before its window")
+	default:
+	}
+
+	require.Eventually(t, func() bool { return testutil.ToFloat64(e.c.metrics.records) == 1 }, wait, time.Millisecond)
+	endWindow()
+	for range 2 {
+		got := receive(t, results)
+		require.Len(t, got, 1)
+		require.Equal(t, id, got[0].AgentID)
+	}
+	require.Equal(t, 1.0, testutil.ToFloat64(e.c.metrics.requests))
+	require.Eventually(t, func() bool { return a.Commands(agentsim.StreamCrash) == 1 }, wait, time.Millisecond)
+	require.Empty(t, fire)
+
+	// Once the window has ended, the next collection asks again.
+	go func() { results <- e.c.Collect(ctx, registry.Filter{}) }()
+	receive(t, fire)()
+	require.Len(t, receive(t, results), 1)
+	require.Equal(t, 2.0, testutil.ToFloat64(e.c.metrics.requests))
+}
+
+// Without any agent to ask, a collection returns the cache at once.
+// receive returns the next value of ch, failing the test if none comes.
+func receive[T any](t *testing.T, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(wait):
+		t.Fatal("nothing received")
+		panic("unreachable")
+	}
+}
+
+func TestCollectWithoutStreamsDoesNotWait(t *testing.T) {
+	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10})
+	require.NoError(t, err)
+	c, err := New(Options{Registry: reg, Window: time.Hour,
+		Streams: func(string) (*agentsvc.CrashStream, bool) { return nil, false }})
+	require.NoError(t, err)
+	c.afterFunc = func(time.Duration, func()) { t.Error("no window expected") }
+	a, err := reg.Register(registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0"})
+	require.NoError(t, err)
+	c.OnRecord(a.ID, crashRec("a1", "x", base))
+	require.Len(t, c.Collect(context.Background(), registry.Filter{}), 1)
+}
+
+func TestCacheBounds(t *testing.T) {
+	type step struct {
+		advance time.Duration
+		pod     string // sender: "data-0" or "data-1"; "gone" is unregistered
+		dir     string
+		crash   time.Duration // after base
+	}
+	tests := []struct {
+		name        string
+		maxRecords  int
+		maxAge      time.Duration
+		steps       []step
+		wantDirs    []string
+		wantEvicted map[string]float64
+	}{
+		{
+			name: "capacity evicts the oldest crash", maxRecords: 3,
+			steps: []step{
+				{pod: "data-0", dir: "c", crash: 3 * time.Second},
+				{pod: "data-0", dir: "a", crash: time.Second},
+				{pod: "data-1", dir: "d", crash: 4 * time.Second},
+				{pod: "data-1", dir: "b", crash: 2 * time.Second},
+			},
+			wantDirs:    []string{"c", "b", "d"},
+			wantEvicted: map[string]float64{EvictCapacity: 1},
+		},
+		{
+			name: "a re-sent record replaces, it does not count twice", maxRecords: 2,
+			steps: []step{
+				{pod: "data-0", dir: "a", crash: time.Second},
+				{pod: "data-0", dir: "b", crash: 2 * time.Second},
+				{pod: "data-0", dir: "a", crash: time.Second},
+				{pod: "data-0", dir: "b", crash: 2 * time.Second},
+			},
+			wantDirs:    []string{"a", "b"},
+			wantEvicted: map[string]float64{EvictCapacity: 0},
+		},
+		{
+			name: "records not re-sent within the maximum age expire", maxAge: time.Hour,
+			steps: []step{
+				{pod: "data-0", dir: "old"},
+				{pod: "data-0", dir: "refreshed"},
+				{advance: 40 * time.Minute, pod: "data-0", dir: "young"},
+				{advance: 10 * time.Minute, pod: "data-0", dir: "refreshed"},
+				{advance: 21 * time.Minute},
+			},
+			wantDirs:    []string{"refreshed", "young"},
+			wantEvicted: map[string]float64{EvictExpired: 1},
+		},
+		{
+			name: "records of unknown agents are dropped",
+			steps: []step{
+				{pod: "gone", dir: "x"},
+				{pod: "data-1", dir: "y"},
+			},
+			wantDirs:    []string{"y"},
+			wantEvicted: map[string]float64{EvictAgentGone: 1},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := &fakeClock{now: base}
+			reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10, Now: clk.Now})
+			require.NoError(t, err)
+			prom := prometheus.NewRegistry()
+			c, err := New(Options{Registry: reg, MaxRecords: tc.maxRecords, MaxAge: tc.maxAge, Now: clk.Now, Registerer: prom,
+				Streams: func(string) (*agentsvc.CrashStream, bool) { return nil, false }})
+			require.NoError(t, err)
+			ids := map[string]string{"gone": "not-registered"}
+			for _, pod := range []string{"data-0", "data-1"} {
+				a, err := reg.Register(registry.Identity{RoleName: "ROLE_DATA", PodName: pod})
+				require.NoError(t, err)
+				ids[pod] = a.ID
+			}
+			for _, s := range tc.steps {
+				clk.Advance(s.advance)
+				if s.pod != "" {
+					c.OnRecord(ids[s.pod], crashRec(s.dir, "x", base.Add(s.crash)))
+				}
+			}
+			got := c.Collect(context.Background(), registry.Filter{})
+			var dirs []string
+			for _, r := range got {
+				dirs = append(dirs, r.Rec.GetArtifactDir())
+			}
+			require.Equal(t, tc.wantDirs, dirs)
+			require.Equal(t, float64(len(tc.wantDirs)), testutil.ToFloat64(c.metrics.records))
+			for reason, n := range tc.wantEvicted {
+				require.Equal(t, n, testutil.ToFloat64(c.metrics.evicted.WithLabelValues(reason)), reason)
+			}
+		})
+	}
+}
+
+func TestWriteJSON(t *testing.T) {
+	tests := []struct {
+		name string
+		recs []Record
+		want string
+	}{
+		{"empty is an array", nil, "[]\n"},
+		{
+			"unset times and absent parts",
+			[]Record{{AgentID: "id", PodName: "p", Role: "ROLE_DATA", Rec: &fodcv1.StreamCrashDiagnosticsRequest{ArtifactDir: "d"}}},
+			`[{"fetched_at":"0001-01-01T00:00:00Z","agent_id":"id","pod_name":"p","role":"ROLE_DATA","source_endpoint":"","artifact_dir":"d"}]` + "\n",
+		},
+		{
+			"panic record with breadcrumbs",
+			[]Record{{AgentID: "id", PodName: "p", Role: "ROLE_LIAISON", Rec: &fodcv1.StreamCrashDiagnosticsRequest{
+				FetchedAt: timestamppb.New(time.Date(2026, 1, 2, 3, 4, 5, 600, time.FixedZone("x", 3600))),
+				PanicRecord: &fodcv1.CrashPanicRecord{
+					Component:   "c",
+					PanicValue:  "v",
+					Breadcrumbs: []*fodcv1.CrashBreadcrumb{{Stage: "s"}, {Stage: "t", Component: "k", Fields: map[string]string{"b": "2", "a": "1"}, Time: timestamppb.New(base)}},
+				},
+			}}},
+			`[{"fetched_at":"2026-01-02T02:04:05.0000006Z","panic_record":{"component":"c","panic_value":"v","occurred_at":"0001-01-01T00:00:00Z",` +
+				`"breadcrumbs":[{"occurred_at":"0001-01-01T00:00:00Z","stage":"s"},{"occurred_at":"2026-11-26T20:00:00Z","fields":{"a":"1","b":"2"},"stage":"t","component":"k"}],` +
+				`"recovered":false},"agent_id":"id","pod_name":"p","role":"ROLE_LIAISON","source_endpoint":"","artifact_dir":""}]` + "\n",
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf bytes.Buffer
+			require.NoError(t, WriteJSON(&buf, tc.recs))
+			require.Equal(t, tc.want, buf.String())
+		})
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10})
+	require.NoError(t, err)
+	streams := func(string) (*agentsvc.CrashStream, bool) { return nil, false }
+	_, err = New(Options{Streams: streams})
+	require.ErrorContains(t, err, "registry is required")
+	_, err = New(Options{Registry: reg})
+	require.ErrorContains(t, err, "crash stream lookup is required")
+	_, err = New(Options{Registry: reg, Streams: streams, Window: -1})
+	require.ErrorContains(t, err, "must not be negative")
+	c, err := New(Options{Registry: reg, Streams: streams})
+	require.NoError(t, err)
+	require.Equal(t, DefaultWindow, c.window)
+	require.Equal(t, DefaultMaxRecords, c.maxRecords)
+	require.Equal(t, DefaultMaxAge, c.maxAge)
+}
