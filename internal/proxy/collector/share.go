@@ -1,0 +1,71 @@
+package collector
+
+import (
+	"sync"
+	"weak"
+
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/proxy/series"
+)
+
+// sharer enriches each distinct reply once. Identical concurrent requests
+// to an agent share one command (agentsvc coalesces them), so their
+// callers receive the very same reply; the first one enriches it and the
+// others wait for and reuse its Batch, which is only read afterwards. An
+// entry lives while a collection that uses it runs: nothing is kept after
+// the last one ends. Replies are keyed by weak pointers, so that a decoded
+// reply (several times the size of its Batch) is garbage as soon as it is
+// enriched. It is safe for concurrent use.
+type sharer struct {
+	mu    sync.Mutex // guards calls and every call's refs
+	calls map[weak.Pointer[fodcv1.StreamMetricsRequest]]*enrichCall
+}
+
+type enrichCall struct {
+	done  chan struct{}
+	batch series.Batch // written before done is closed
+	refs  int          // collections holding the entry
+}
+
+func newSharer() *sharer {
+	return &sharer{calls: make(map[weak.Pointer[fodcv1.StreamMetricsRequest]]*enrichCall)}
+}
+
+// batch returns enrich's result for reply, running enrich only if no
+// running collection has enriched the same reply. The caller must call
+// release once its collection is over.
+func (s *sharer) batch(reply *fodcv1.StreamMetricsRequest, enrich func() series.Batch) (b series.Batch, release func()) {
+	key := weak.Make(reply)
+	s.mu.Lock()
+	c, ok := s.calls[key]
+	if !ok {
+		c = &enrichCall{done: make(chan struct{})}
+		s.calls[key] = c
+	}
+	c.refs++
+	s.mu.Unlock()
+	release = func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if c.refs--; c.refs == 0 {
+			delete(s.calls, key)
+		}
+	}
+	if ok {
+		<-c.done
+		return c.batch, release
+	}
+	defer close(c.done)
+	c.batch = enrich()
+	return c.batch, release
+}
+
+// holders returns how many collections hold reply's entry (for tests).
+func (s *sharer) holders(reply *fodcv1.StreamMetricsRequest) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c, ok := s.calls[weak.Make(reply)]; ok {
+		return c.refs
+	}
+	return 0
+}
