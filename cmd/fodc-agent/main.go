@@ -52,7 +52,7 @@ func runMain(args []string, stderr io.Writer) int {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	a, err := agent.New(cfg, logger, reg, reg)
+	a, err := agent.New(cfg, logger, reg, reg, agent.WithAgentParams(agent.FlagParams(fs)))
 	if err != nil {
 		logger.Error("Agent could not start", "err", err)
 		return 1

@@ -1,8 +1,10 @@
 // Package agent is the composition root of the FODC agent: the sidecar
 // beside one BanyanDB node that scrapes the node's Prometheus endpoints into
 // a memory-bounded flight recorder, serves its own /metrics, and answers the
-// FODC proxy through the uplink. It builds every component from a Config
-// and exposes the long-running parts as run.Group actors.
+// FODC proxy through the uplink, including reports of the node's
+// configuration on the proxy's request (nodeconfig). It builds every
+// component from a Config and exposes the long-running parts as run.Group
+// actors.
 package agent
 
 import (
@@ -40,6 +42,7 @@ type Agent struct {
 
 	scraper *scrape.Scraper
 	ids     *identitySource
+	nodeCfg *nodeConfigSource
 	disc    *discoverer // nil without --node-grpc-addr
 
 	httpLis net.Listener // nil when --http-listen-addr is empty
@@ -57,6 +60,7 @@ type options struct {
 	uplinkDial []grpc.DialOption
 	discDial   []grpc.DialOption
 	after      func(time.Duration) <-chan time.Time
+	params     map[string][]string
 }
 
 // WithHTTPClient scrapes the targets with c instead of a client of the
@@ -78,6 +82,13 @@ func WithDiscoveryDialOptions(opts ...grpc.DialOption) Option {
 // (time.After); tests use it to observe the backoff without waiting.
 func WithReconnectWait(after func(time.Duration) <-chan time.Time) Option {
 	return func(o *options) { o.after = after }
+}
+
+// WithAgentParams sets the agent's own flags as reported to the proxy in the
+// node configuration (see FlagParams); the default is cfg.Params(). Secrets
+// among them are redacted before they leave the agent.
+func WithAgentParams(params map[string][]string) Option {
+	return func(o *options) { o.params = params }
 }
 
 // New validates cfg, builds every component and opens the HTTP listener
@@ -126,10 +137,16 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 			dial:     o.discDial,
 		}
 	}
+	params := o.params
+	if params == nil {
+		params = cfg.Params()
+	}
+	a.nodeCfg = newNodeConfigSource(&cfg, params, logger.With("component", "nodeconfig"))
 	a.Uplink, err = uplink.New(uplink.Options{
 		ProxyAddr:            cfg.ProxyAddr,
 		Identity:             a.ids.Get,
 		Source:               rec,
+		NodeConfig:           a.nodeCfg.Get,
 		HeartbeatInterval:    cfg.HeartbeatInterval,
 		ReconnectInterval:    cfg.ReconnectInterval,
 		ReconnectMaxInterval: cfg.ReconnectMaxInterval,
@@ -200,9 +217,11 @@ func (a *Agent) AddActors(g *run.Group) {
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return a.disc.Run(ctx) }, func(error) { cancel() })
 	}
-	{ // Proxy client; with discovery it waits for the first answer.
+	{ // Proxy client; with discovery it waits for the first answer. Its
+		// configuration reports are collected beside it.
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
+			defer a.nodeCfg.close(a.cfg.ShutdownGrace)
 			select {
 			case <-ctx.Done():
 				return nil

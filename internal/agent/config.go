@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/fodc-go/fodc/internal/agent/nodeconfig"
 	"github.com/fodc-go/fodc/internal/agent/scrape"
 	"github.com/fodc-go/fodc/internal/agent/uplink"
 	"github.com/fodc-go/fodc/internal/roles"
@@ -50,6 +52,19 @@ type Config struct {
 	NodeGRPCAddr      string
 	DiscoveryInterval time.Duration
 	ShutdownGrace     time.Duration
+	// NodePprofAddr is the node's pprof listener, host:port; the node's
+	// command line is read from its /debug/pprof/cmdline.
+	NodePprofAddr string
+	// NodePID is the node's process id; when /proc/<pid> is visible its
+	// command line, BYDB_* environment and runtime facts are read there.
+	NodePID int
+	// NodeCmdline overrides the node's command line: shell-like, program
+	// name first.
+	NodeCmdline string
+	// NodeCgroupRoot is the cgroup v2 mount the node's limits are read from.
+	NodeCgroupRoot string
+	// NodeConfigTimeout bounds one collection of the node's configuration.
+	NodeConfigTimeout time.Duration
 }
 
 // defaultPollPort is the upstream agent's default --poll-metrics-ports,
@@ -75,6 +90,8 @@ func DefaultConfig() Config {
 		HTTPListenAddr:       ":17902",
 		DiscoveryInterval:    30 * time.Second,
 		ShutdownGrace:        5 * time.Second,
+		NodeCgroupRoot:       nodeconfig.DefaultCgroupRoot,
+		NodeConfigTimeout:    3 * time.Second,
 	}
 }
 
@@ -102,6 +119,11 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.NodeGRPCAddr, "node-grpc-addr", c.NodeGRPCAddr, "gRPC address of the local BanyanDB node; when set, its role, labels and addresses are discovered with NodeQueryService.GetCurrentNode. Explicit flags win.")
 	fs.DurationVar(&c.DiscoveryInterval, "node-discovery-interval", c.DiscoveryInterval, "Interval between discoveries with --node-grpc-addr.")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "Time allowed for a graceful stop.")
+	fs.StringVar(&c.NodePprofAddr, "node-pprof-addr", c.NodePprofAddr, "Address of the node's pprof listener (host:port); the node's startup parameters are read from http://<addr>/debug/pprof/cmdline.")
+	fs.IntVar(&c.NodePID, "node-pid", c.NodePID, "Process id of the node; when /proc/<pid> is visible (a shared process namespace), its command line, BYDB_* environment and runtime facts are read there. 0 disables.")
+	fs.StringVar(&c.NodeCmdline, "node-cmdline", c.NodeCmdline, "The node's command line, shell-like with the program name first (e.g. \"banyand data --grpc-port=17912\"); overrides --node-pprof-addr and --node-pid as the source of the startup parameters.")
+	fs.StringVar(&c.NodeCgroupRoot, "node-cgroup-root", c.NodeCgroupRoot, "Mount point of cgroup v2, where the node's CPU and memory limits are read (with --node-pid).")
+	fs.DurationVar(&c.NodeConfigTimeout, "node-config-timeout", c.NodeConfigTimeout, "Time allowed for one collection of the node's configuration; what is read by then is reported. Keep it below the proxy's collection timeout.")
 }
 
 // Validate reports every invalid setting at once, naming the flags.
@@ -149,6 +171,7 @@ func (c *Config) Validate() error {
 		{"--scrape-timeout", c.ScrapeTimeout},
 		{"--node-discovery-interval", c.DiscoveryInterval},
 		{"--shutdown-grace", c.ShutdownGrace},
+		{"--node-config-timeout", c.NodeConfigTimeout},
 	} {
 		if d.v <= 0 {
 			add("%s (%s) must be positive", d.flag, d.v)
@@ -174,7 +197,47 @@ func (c *Config) Validate() error {
 			add("--node-grpc-addr %q must be host:port: %w", c.NodeGRPCAddr, err)
 		}
 	}
+	if c.NodePprofAddr != "" {
+		if _, err := c.pprofURL(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.NodePID < 0 {
+		add("--node-pid (%d) must not be negative", c.NodePID)
+	}
+	if c.NodeCmdline != "" {
+		// The line may hold secrets: name the problem, never the line.
+		argv, err := nodeconfig.SplitShell(c.NodeCmdline)
+		switch {
+		case err != nil:
+			add("--node-cmdline: %w", err)
+		case len(argv) == 0:
+			add("--node-cmdline has no words")
+		case strings.HasPrefix(argv[0], "-"):
+			add("--node-cmdline must start with the program name, not a flag")
+		}
+	}
+	if c.NodeCgroupRoot == "" || !filepath.IsAbs(c.NodeCgroupRoot) {
+		add("--node-cgroup-root %q must be an absolute path", c.NodeCgroupRoot)
+	}
 	return errors.Join(errs...)
+}
+
+// pprofURL returns the node's /debug/pprof/cmdline URL from
+// --node-pprof-addr; an empty host is the loopback address.
+func (c *Config) pprofURL() (string, error) {
+	host, port, err := net.SplitHostPort(c.NodePprofAddr)
+	if err != nil {
+		return "", fmt.Errorf("--node-pprof-addr %q must be host:port: %w", c.NodePprofAddr, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return "", fmt.Errorf("--node-pprof-addr %q: port must be in 1..65535", c.NodePprofAddr)
+	}
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), Path: "/debug/pprof/cmdline"}
+	return u.String(), nil
 }
 
 // targets returns the scrape targets in flag order, named by

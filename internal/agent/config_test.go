@@ -77,6 +77,14 @@ func TestValidateReportsEveryBadFlag(t *testing.T) {
 			"--scrape-max-body-bytes", "--scrape-sample-limit", "--recorder-memory-bytes", "--node-grpc-addr",
 		}},
 		{"container names must match targets", []string{"--node-role", "meta", "--container-names", "a,b"}, []string{"--container-names has 2 names for 1 scrape targets"}},
+		{"node configuration flags", []string{
+			"--node-role", "meta", "--node-pprof-addr", "localhost", "--node-pid", "-1", "--node-cmdline", "--grpc-port=1 'x",
+			"--node-cgroup-root", "sys/fs/cgroup", "--node-config-timeout", "0s",
+		}, []string{"--node-pprof-addr", "--node-pid (-1)", "--node-cmdline: command line syntax: unterminated single quote", "--node-cgroup-root", "--node-config-timeout"}},
+		{"pprof port out of range", []string{"--node-role", "meta", "--node-pprof-addr", "127.0.0.1:70000"}, []string{"--node-pprof-addr \"127.0.0.1:70000\": port must be in 1..65535"}},
+		{"cmdline must start with the program", []string{"--node-role", "meta", "--node-cmdline", "--grpc-port=1"}, []string{"--node-cmdline must start with the program name"}},
+		{"cmdline without words", []string{"--node-role", "meta", "--node-cmdline", "  "}, []string{"--node-cmdline has no words"}},
+		{"node configuration sources are fine", []string{"--node-role", "meta", "--node-pprof-addr", ":6060", "--node-pid", "1", "--node-cmdline", "banyand data --k=v"}, nil},
 		{"duplicate secondary", []string{"--node-role", "meta", "--secondary-address", "a=h:1", "--secondary-address", "a=h:2"}, []string{`names "a" twice`}},
 	}
 	for _, tc := range tests {
@@ -94,4 +102,47 @@ func TestValidateReportsEveryBadFlag(t *testing.T) {
 			require.Len(t, strings.Split(err.Error(), "\n"), len(tc.want), err.Error())
 		})
 	}
+}
+
+// The syntax error of --node-cmdline never quotes the line, which may hold
+// secrets.
+func TestValidateDoesNotQuoteTheCommandLine(t *testing.T) {
+	cfg := parse(t, "--node-role", "meta", "--node-cmdline", `banyand --etcd-password="hunter2`)
+	err := cfg.Validate()
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "hunter2")
+}
+
+func TestPprofURL(t *testing.T) {
+	for addr, want := range map[string]string{
+		":6060":          "http://127.0.0.1:6060/debug/pprof/cmdline",
+		"10.0.0.5:6060":  "http://10.0.0.5:6060/debug/pprof/cmdline",
+		"[::1]:6060":     "http://[::1]:6060/debug/pprof/cmdline",
+		"localhost:2122": "http://localhost:2122/debug/pprof/cmdline",
+	} {
+		cfg := Config{NodePprofAddr: addr}
+		got, err := cfg.pprofURL()
+		require.NoError(t, err, addr)
+		require.Equal(t, want, got)
+	}
+}
+
+// The agent's own flags are reported with their current values, slice
+// flags one value per element, and --node-cmdline with its secrets
+// redacted word by word.
+func TestAgentParams(t *testing.T) {
+	cfg := parse(t, "--node-role", "datanode-hot", "--scrape-target", "http://a/metrics", "--scrape-target", "http://b/metrics",
+		"--node-cmdline", `banyand data --etcd-password hunter2 --auth-token=abc --etcd-endpoints=http://u:pw@etcd:2379 --path='/a b'`)
+	params := cfg.Params()
+	require.Equal(t, []string{"datanode-hot"}, params["node-role"])
+	require.Equal(t, []string{"http://a/metrics", "http://b/metrics"}, params["scrape-target"])
+	require.Equal(t, []string{"3s"}, params["node-config-timeout"])
+	require.Equal(t, []string{"/sys/fs/cgroup"}, params["node-cgroup-root"])
+	require.NotContains(t, params, "help")
+
+	red := redactAgentParams(params)
+	require.Equal(t, []string{`banyand data --etcd-password '<redacted>' '--auth-token=<redacted>' '--etcd-endpoints=http://<redacted>@etcd:2379' '--path=/a b'`}, red["node-cmdline"])
+	require.Contains(t, params["node-cmdline"][0], "hunter2", "the input is not changed")
+	red = redactAgentParams(map[string][]string{"node-cmdline": {`banyand --password "unterminated`}})
+	require.Equal(t, []string{"<redacted>"}, red["node-cmdline"])
 }

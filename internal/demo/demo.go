@@ -3,6 +3,13 @@
 // each scraping its own synthetic BanyanDB-like endpoint (internal/demo/synth)
 // every two seconds, so that every endpoint of the proxy shows real data at
 // once and /metrics-windows fills with history.
+//
+// Each synthetic node also serves a realistic BanyanDB command line at
+// /debug/pprof/cmdline, which its agent reports as the node's
+// configuration. One hot data node runs with a deliberately different
+// --measure-flush-timeout, so that /cluster/config/consistency has a real
+// difference to show; every other difference between the nodes is per-pod
+// (hosts, ports, paths) and left out by the proxy's default ignore list.
 package demo
 
 import (
@@ -14,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/oklog/run"
@@ -48,12 +56,21 @@ type member struct {
 	// follow it. Nothing listens there: the addresses only show up in
 	// /cluster.
 	port int
+	// flags override the node's command line (synth.ArgsOptions).
+	flags []string
 }
+
+// MisconfiguredPod runs with MisconfiguredFlag set differently from the
+// other hot data node: the difference the consistency report shows.
+const (
+	MisconfiguredPod  = "demo-data-hot-1"
+	MisconfiguredFlag = "measure-flush-timeout"
+)
 
 var members = []member{
 	{pod: "demo-liaison-0", role: "liaison", container: "liaison", port: 17912},
 	{pod: "demo-data-hot-0", role: "datanode-hot", container: "data", port: 18912},
-	{pod: "demo-data-hot-1", role: "datanode-hot", container: "data", port: 19912},
+	{pod: MisconfiguredPod, role: "datanode-hot", container: "data", port: 19912, flags: []string{"--" + MisconfiguredFlag + "=5s"}},
 	{pod: "demo-data-warm-0", role: "datanode-warm", container: "data", port: 20912},
 }
 
@@ -93,39 +110,58 @@ func Run(ctx context.Context, opts Options) error {
 	var g, proxyActors run.Group
 	p.AddActors(&proxyActors)
 
-	synthLis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return errors.Join(fmt.Errorf("listen for the synthetic endpoints: %w", err), runNow(&proxyActors))
+	// Every node has its own synthetic endpoint, like a pod: its metrics
+	// and its pprof command line.
+	var lis []net.Listener
+	closeAll := func() {
+		for _, l := range lis {
+			_ = l.Close()
+		}
 	}
 	nodes := make([]synth.Node, len(members))
 	for i, m := range members {
 		role, err := roles.Parse(m.role)
 		if err != nil {
+			closeAll()
 			return errors.Join(err, runNow(&proxyActors))
 		}
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			closeAll()
+			return errors.Join(fmt.Errorf("listen for the synthetic endpoint of %s: %w", m.pod, err), runNow(&proxyActors))
+		}
+		lis = append(lis, l)
 		nodes[i] = synth.Node{Pod: m.pod, Role: role, Seed: uint64(i + 1)}
+		nodes[i].Args = synth.BanyandArgs(nodes[i], synth.ArgsOptions{
+			Host:      podHost(m.pod),
+			GRPCPort:  m.port,
+			PprofAddr: l.Addr().String(),
+			Overrides: m.flags,
+		})
 	}
 	agents := make([]*agent.Agent, 0, len(members))
-	for _, m := range members {
-		a, err := agent.New(agentConfig(m, p.GRPCAddr(), "http://"+synthLis.Addr().String()+synth.Path(m.pod), interval),
+	for i, m := range members {
+		a, err := agent.New(agentConfig(m, p.GRPCAddr(), lis[i].Addr().String(), interval),
 			logger.With("pod_name", m.pod), prometheus.NewRegistry(), nil)
 		if err != nil {
 			for _, prev := range agents {
 				_ = prev.Close()
 			}
-			_ = synthLis.Close()
+			closeAll()
 			return errors.Join(fmt.Errorf("agent %s: %w", m.pod, err), runNow(&proxyActors))
 		}
 		a.AddActors(&g)
 		agents = append(agents, a)
 	}
-	synthSrv := &http.Server{Handler: synth.Handler(nodes, nil), ReadHeaderTimeout: 5 * time.Second}
-	g.Add(func() error {
-		if err := synthSrv.Serve(synthLis); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	}, func(error) { _ = synthSrv.Close() })
+	for i, l := range lis {
+		srv := &http.Server{Handler: synth.NodeHandler(nodes[i], nil), ReadHeaderTimeout: 5 * time.Second}
+		g.Add(func() error {
+			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		}, func(error) { _ = srv.Close() })
+	}
 	p.AddActors(&g)
 	started := time.Now().UTC().Truncate(time.Second)
 
@@ -149,23 +185,41 @@ each scraping a synthetic BanyanDB endpoint every %s.
                 curl -s '%s/metrics-windows?pod_name=demo-data-warm-0&start_time=%s'
                 curl -s %s/cluster
                 curl -s %s/health
+                curl -s %s/cluster/config
+                curl -s %s/cluster/config/consistency
+
+%s runs with a different --%s than the other hot data node;
+the consistency report names it.
 
 Press Ctrl-C to stop.
-`, len(agents), interval, p.GRPCAddr(), base, base, base, started.Format(time.RFC3339), base, base)
+`, len(agents), interval, p.GRPCAddr(), base, base, base, started.Format(time.RFC3339), base, base, base, base,
+		MisconfiguredPod, MisconfiguredFlag)
 	if opts.Ready != nil {
 		opts.Ready(p.HTTPAddr())
 	}
 	return <-done
 }
 
-// agentConfig configures the agent of m.
-func agentConfig(m member, proxyAddr, target string, interval time.Duration) agent.Config {
+// podHost returns the DNS name a StatefulSet pod gets from its headless
+// service: demo-data-hot-0.demo-data-hot.default.svc.cluster.local.
+func podHost(pod string) string {
+	set := pod
+	if i := strings.LastIndexByte(pod, '-'); i > 0 {
+		set = pod[:i]
+	}
+	return pod + "." + set + ".default.svc.cluster.local"
+}
+
+// agentConfig configures the agent of m, whose synthetic node serves at
+// nodeAddr.
+func agentConfig(m member, proxyAddr, nodeAddr string, interval time.Duration) agent.Config {
 	c := agent.DefaultConfig()
 	c.ProxyAddr = proxyAddr
 	c.NodeRole = m.role
 	c.PodName = m.pod
 	c.ContainerNames = []string{m.container}
-	c.ScrapeTargets = []string{target}
+	c.ScrapeTargets = []string{"http://" + nodeAddr + synth.Path(m.pod)}
+	c.NodePprofAddr = nodeAddr
 	c.ScrapeInterval = interval
 	c.ScrapeTimeout = interval
 	c.HeartbeatInterval = 2 * time.Second
@@ -184,7 +238,7 @@ func agentConfig(m member, proxyAddr, target string, interval time.Duration) age
 }
 
 // waitReady waits until every agent has scraped once and registered, and
-// the proxy holds each one's metrics stream.
+// the proxy holds each one's metrics, topology and configuration streams.
 func waitReady(ctx context.Context, p *proxy.Proxy, agents []*agent.Agent) error {
 	for _, a := range agents {
 		if err := a.WaitReady(ctx); err != nil {
@@ -197,7 +251,8 @@ func waitReady(ctx context.Context, p *proxy.Proxy, agents []*agent.Agent) error
 		all := true
 		for _, a := range agents {
 			id := a.Uplink.Status().AgentID
-			if id == "" || !p.Service.HasStream(id, agentsvc.KindMetrics) || !p.Service.HasStream(id, agentsvc.KindTopology) {
+			if id == "" || !p.Service.HasStream(id, agentsvc.KindMetrics) || !p.Service.HasStream(id, agentsvc.KindTopology) ||
+				!p.Service.HasStream(id, agentsvc.KindNodeConfig) {
 				all = false
 				break
 			}

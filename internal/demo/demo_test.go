@@ -96,6 +96,67 @@ func TestDemoServesEveryEndpoint(t *testing.T) {
 		return len(series[0].Data) >= 3
 	}, 20*time.Second, 50*time.Millisecond)
 
+	t.Run("configuration", func(t *testing.T) {
+		for _, path := range []string{"/cluster/config", "/cluster/config/consistency"} {
+			require.Contains(t, out.String(), "curl -s "+base+path+"\n", "the instructions print %s", path)
+		}
+		var cfgs struct {
+			Configurations []struct {
+				PodName       string         `json:"pod_name"`
+				Supported     bool           `json:"supported"`
+				Source        string         `json:"source"`
+				StartupParams map[string]any `json:"startup_params"`
+				Errors        []string       `json:"collection_errors"`
+			} `json:"configurations"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(get(t, base+"/cluster/config")), &cfgs))
+		require.Len(t, cfgs.Configurations, 4)
+		for _, c := range cfgs.Configurations {
+			require.True(t, c.Supported, c.PodName)
+			require.Empty(t, c.Errors, c.PodName)
+			require.Contains(t, c.Source, "pprof:http://127.0.0.1:", c.PodName)
+			require.Equal(t, "<redacted>", c.StartupParams["etcd-password"], c.PodName)
+		}
+
+		var report struct {
+			Groups []struct {
+				Role        string   `json:"role"`
+				Nodes       []string `json:"nodes"`
+				Differences []struct {
+					Param  string `json:"param"`
+					Values []struct {
+						Value string   `json:"value"`
+						Nodes []string `json:"nodes"`
+					} `json:"values"`
+				} `json:"differences"`
+			} `json:"groups"`
+			Unsupported []string `json:"unsupported"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(get(t, base+"/cluster/config/consistency")), &report))
+		require.Empty(t, report.Unsupported)
+		groups := map[string]int{}
+		for i, g := range report.Groups {
+			groups[g.Role] = i
+		}
+		require.Len(t, groups, 3)
+		for role, i := range groups {
+			g := report.Groups[i]
+			if role != "datanode-hot" {
+				require.Empty(t, g.Differences, role)
+				continue
+			}
+			require.Equal(t, []string{"demo-data-hot-0", MisconfiguredPod}, g.Nodes)
+			require.Len(t, g.Differences, 1, "only the deliberate difference; per-pod hosts, ports and paths are ignored: %+v", g.Differences)
+			d := g.Differences[0]
+			require.Equal(t, MisconfiguredFlag, d.Param)
+			require.Len(t, d.Values, 2)
+			require.Equal(t, "1s", d.Values[0].Value)
+			require.Equal(t, []string{"demo-data-hot-0"}, d.Values[0].Nodes)
+			require.Equal(t, "5s", d.Values[1].Value)
+			require.Equal(t, []string{MisconfiguredPod}, d.Values[1].Nodes)
+		}
+	})
+
 	cancel()
 	require.NoError(t, <-done)
 }

@@ -10,6 +10,8 @@ const (
 	StreamRegister = "register"
 	StreamMetrics  = "metrics"
 	StreamTopology = "topology"
+	// StreamNodeConfig is the ExtStreamNodeConfig extension stream.
+	StreamNodeConfig = "node_config"
 )
 
 type metrics struct {
@@ -54,7 +56,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Streams switched off for a connection because the proxy does not implement them.",
 		}, []string{"stream"}),
 	}
-	for _, s := range []string{StreamMetrics, StreamTopology} {
+	for _, s := range []string{StreamMetrics, StreamTopology, StreamNodeConfig} {
 		m.commands.WithLabelValues(s)
 		m.replyErrors.WithLabelValues(s)
 		m.streamsDisabled.WithLabelValues(s)

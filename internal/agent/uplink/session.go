@@ -51,6 +51,10 @@ type session struct {
 	// connection goes; teardown cancels it last.
 	streamCtx    context.Context
 	cancelStream context.CancelFunc
+	// answerCtx is handed to the answer functions that do I/O of their
+	// own (Options.NodeConfig); teardown cancels it first.
+	answerCtx     context.Context
+	cancelAnswers context.CancelFunc
 
 	sendWG sync.WaitGroup // the sender goroutines
 	recvWG sync.WaitGroup // the receiver goroutines
@@ -81,15 +85,18 @@ func (c *Client) runSession(ctx context.Context) (healthy bool, err error) {
 		return false, fmt.Errorf("create client connection to %s: %w", c.opts.ProxyAddr, err)
 	}
 	streamCtx, cancel := context.WithCancel(context.Background())
+	answerCtx, cancelAnswers := context.WithCancel(ctx)
 	s := &session{
-		c:            c,
-		conn:         conn,
-		streamCtx:    streamCtx,
-		cancelStream: cancel,
-		firstResp:    make(chan *fodcv1.RegisterAgentResponse, 1),
-		hbStart:      make(chan time.Duration, 1),
-		closing:      make(chan struct{}),
-		failed:       make(chan struct{}),
+		c:             c,
+		conn:          conn,
+		streamCtx:     streamCtx,
+		cancelStream:  cancel,
+		answerCtx:     answerCtx,
+		cancelAnswers: cancelAnswers,
+		firstResp:     make(chan *fodcv1.RegisterAgentResponse, 1),
+		hbStart:       make(chan time.Duration, 1),
+		closing:       make(chan struct{}),
+		failed:        make(chan struct{}),
 	}
 	defer s.teardown()
 	client := fodcv1.NewFODCServiceClient(conn)
@@ -150,6 +157,15 @@ func (c *Client) runSession(ctx context.Context) (healthy bool, err error) {
 		return false, fmt.Errorf("open topology stream: %w", err)
 	}
 	serve(s, StreamTopology, ts, c.answerTopology)
+	if c.opts.NodeConfig != nil {
+		cs, err := client.ExtStreamNodeConfig(mdCtx)
+		if err != nil {
+			return false, fmt.Errorf("open node configuration stream: %w", err)
+		}
+		serve(s, StreamNodeConfig, cs, func(cmd *fodcv1.ExtNodeConfigResponse) (*fodcv1.ExtNodeConfigRequest, bool) {
+			return c.answerNodeConfig(s.answerCtx, cmd)
+		})
+	}
 
 	select {
 	case <-ctx.Done():
@@ -189,6 +205,21 @@ func (c *Client) answerTopology(cmd *fodcv1.StreamClusterTopologyResponse) (*fod
 	}, true
 }
 
+// answerNodeConfig reports the node's configuration for
+// request_config=true and ignores false. A nil report from
+// Options.NodeConfig becomes an empty one: the proxy expects exactly one
+// reply per command.
+func (c *Client) answerNodeConfig(ctx context.Context, cmd *fodcv1.ExtNodeConfigResponse) (*fodcv1.ExtNodeConfigRequest, bool) {
+	if !cmd.GetRequestConfig() {
+		return nil, false
+	}
+	r := c.opts.NodeConfig(ctx)
+	if r == nil {
+		r = &fodcv1.ExtNodeConfigRequest{CollectedAt: timestamppb.New(c.opts.Now())}
+	}
+	return r, true
+}
+
 // fail records the first error of a stream and wakes runSession. Errors
 // after teardown has started are its result and are ignored.
 func (s *session) fail(stream string, err error) {
@@ -215,6 +246,7 @@ func (s *session) teardown() {
 	s.closed = true
 	s.mu.Unlock()
 	close(s.closing)
+	s.cancelAnswers()
 
 	sendersDone := make(chan struct{})
 	receiversDone := make(chan struct{})

@@ -4,16 +4,17 @@
 // One Client runs one connection at a time. A session creates a gRPC
 // ClientConn, opens RegisterAgent, sends the registration and waits for
 // the reply (success and a non-empty agent_id), adopts the proxy's
-// heartbeat interval, and opens StreamMetrics and StreamClusterTopology
-// with the gRPC metadata agent_id. Every stream has a receiver goroutine
-// and a sender goroutine, the only caller of Send and CloseSend on that
+// heartbeat interval, and opens StreamMetrics, StreamClusterTopology and,
+// when Options.NodeConfig is set, ExtStreamNodeConfig (an extension of this
+// project) with the gRPC metadata agent_id. Every stream has a receiver
+// goroutine and a sender goroutine, the only caller of Send and CloseSend on that
 // stream; commands are answered exactly once each, in order. Heartbeats
 // are the registration request re-sent, with the current identity, on the
 // registration stream.
 //
 // A stream the proxy does not implement (codes.Unimplemented on its first
-// Recv, e.g. topology against an old proxy) is switched off for that
-// connection. Any other stream error, or the end of the registration
+// Recv, e.g. topology against an old proxy, or the configuration extension
+// against an upstream proxy) is switched off for that connection. Any other stream error, or the end of the registration
 // stream, ends the session: every stream is half-closed, the connection
 // closed, and the Client connects again. A session that stayed healthy is
 // followed by a prompt retry; failed attempts wait a capped exponential
@@ -68,6 +69,14 @@ type Options struct {
 	Identity func() Identity
 	// Source answers metrics commands. Required.
 	Source Source
+	// NodeConfig, when set, answers configuration commands on the
+	// ExtStreamNodeConfig extension stream with a fresh report of the
+	// node's configuration; nil leaves that stream unopened. It is called
+	// from one goroutine per session, once per command, and must return
+	// promptly: ctx ends when the session is torn down, and a slow report
+	// delays the next one. A nil report is sent as an empty one, so that
+	// every command still gets exactly one reply.
+	NodeConfig func(ctx context.Context) *fodcv1.ExtNodeConfigRequest
 	// HeartbeatInterval is used until the proxy returns one.
 	HeartbeatInterval time.Duration
 	// ReconnectInterval is the first wait after a failed attempt; waits

@@ -9,6 +9,10 @@
 // every node exposes system, Go runtime and process metrics (including a
 // summary). The exposition is rendered by client_golang, so it is valid
 // Prometheus text (or OpenMetrics on request).
+//
+// NodeHandler serves one node on its own listener, the way a BanyanDB pod
+// does: its metrics and, like the node's pprof listener, its command line at
+// /debug/pprof/cmdline (see BanyandArgs).
 package synth
 
 import (
@@ -33,6 +37,10 @@ type Node struct {
 	Role roles.Role
 	// Seed varies rates and offsets between nodes.
 	Seed uint64
+	// Args is the node's command line after the program name (see
+	// BanyandArgs). NodeHandler serves it behind Program at CmdlinePath;
+	// nil serves no command line, like a node without a pprof listener.
+	Args []string
 }
 
 // Groups are the BanyanDB groups the metrics are labelled with.
@@ -56,11 +64,36 @@ func Handler(nodes []Node, now func() time.Time) http.Handler {
 	start := now()
 	mux := http.NewServeMux()
 	for _, n := range nodes {
-		reg := prometheus.NewPedanticRegistry()
-		reg.MustRegister(newCollector(n, start, now))
-		mux.Handle(Path(n.Pod), promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+		mux.Handle(Path(n.Pod), metricsHandler(n, start, now))
 	}
 	return mux
+}
+
+// NodeHandler serves one node: its metrics at Path(n.Pod) and, when n.Args
+// is set, its NUL-separated argv (Program, then n.Args) at CmdlinePath, as
+// net/http/pprof serves a process's os.Args. now is the clock (nil:
+// time.Now). It is safe for concurrent use.
+func NodeHandler(n Node, now func() time.Time) http.Handler {
+	if now == nil {
+		now = time.Now
+	}
+	mux := http.NewServeMux()
+	mux.Handle(Path(n.Pod), metricsHandler(n, now(), now))
+	if n.Args != nil {
+		body := []byte(strings.Join(append([]string{Program}, n.Args...), "\x00"))
+		mux.HandleFunc(CmdlinePath, func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("X-Content-Type-Options", "nosniff")
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_, _ = w.Write(body)
+		})
+	}
+	return mux
+}
+
+func metricsHandler(n Node, start time.Time, now func() time.Time) http.Handler {
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(newCollector(n, start, now))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true})
 }
 
 // collector computes one node's metrics at collection time. It is

@@ -92,3 +92,52 @@ func TestCountersGrowGaugesMoveHistogramsFill(t *testing.T) {
 	again, _ := values(t, h, "hot-0")
 	require.Equal(t, hot2, again)
 }
+
+// A node's own handler serves its metrics and, like a pprof listener, its
+// NUL-separated argv; without Args there is no command line.
+func TestNodeHandlerServesTheCommandLine(t *testing.T) {
+	n := Node{Pod: "hot-0", Role: roles.Role{Kind: roles.KindData, Tier: "hot"}, Seed: 1}
+	n.Args = BanyandArgs(n, ArgsOptions{Host: "hot-0.hot", GRPCPort: 17912, PprofAddr: ":6060", Overrides: []string{"--measure-flush-timeout=5s", "--extra"}})
+	h := NodeHandler(n, nil)
+
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, CmdlinePath, nil))
+	require.Equal(t, http.StatusOK, rec.Code)
+	require.Equal(t, "text/plain; charset=utf-8", rec.Header().Get("Content-Type"))
+	argv := strings.Split(rec.Body.String(), "\x00")
+	require.Equal(t, []string{Program, "data"}, argv[:2])
+	require.Contains(t, argv, "--measure-flush-timeout=5s", "an override replaces the flag")
+	require.NotContains(t, argv, "--measure-flush-timeout=1s")
+	require.Equal(t, "--extra", argv[len(argv)-1], "an override without a flag to replace is appended")
+	for _, want := range []string{"--grpc-port=17912", "--node-host=hot-0.hot", "--pprof-listener-addr=:6060", "--measure-root-path=/data/hot-0/measure", "--node-labels=type=hot"} {
+		require.Contains(t, argv, want)
+	}
+
+	vals, _ := values(t, h, "hot-0")
+	require.Contains(t, vals, "banyandb_system_cpu_num")
+
+	rec = httptest.NewRecorder()
+	NodeHandler(Node{Pod: "x", Role: roles.Role{Kind: roles.KindLiaison}}, nil).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, CmdlinePath, nil))
+	require.Equal(t, http.StatusNotFound, rec.Code)
+}
+
+func TestBanyandArgsByRole(t *testing.T) {
+	for _, tc := range []struct {
+		role      roles.Role
+		sub, only string
+	}{
+		{roles.Role{Kind: roles.KindLiaison}, "liaison", "--http-port=17913"},
+		{roles.Role{Kind: roles.KindData, Tier: "warm"}, "data", "--node-labels=type=warm"},
+		{roles.Role{Kind: roles.KindData}, "data", "--stream-root-path=/data/p/stream"},
+		{roles.Role{}, "standalone", "--etcd-username=banyandb"},
+	} {
+		args := BanyandArgs(Node{Pod: "p", Role: tc.role}, ArgsOptions{GRPCPort: 17912})
+		require.Equal(t, tc.sub, args[0])
+		require.Contains(t, args, tc.only)
+		if tc.role.Kind == roles.KindData && tc.role.Tier == "" {
+			for _, a := range args {
+				require.NotContains(t, a, "--node-labels", "no tier, no tier label")
+			}
+		}
+	}
+}

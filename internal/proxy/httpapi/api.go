@@ -5,6 +5,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/cluster"
@@ -70,6 +72,7 @@ type API struct {
 
 	requests      *prometheus.CounterVec
 	duration      *prometheus.HistogramVec
+	flight        singleflight.Group // shares identical /metrics answers
 	dropped       *prometheus.CounterVec
 	droppedLabels prometheus.Counter
 }
@@ -220,16 +223,60 @@ func (a *API) countRemoved(st render.Stats) {
 	}
 }
 
+// metricsAnswer is one rendered /metrics answer. Identical requests that
+// arrive while it is being produced share it: one round of agent commands,
+// one enrichment and one rendering for all of them.
+type metricsAnswer struct {
+	body               []byte
+	selected, answered int
+}
+
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
-	f, err := parseFilter(r.URL.Query())
+	q := r.URL.Query()
+	f, err := parseFilter(q)
 	if err != nil {
 		respondErr(w, err)
 		return
 	}
-	results := a.collect(w, r, f, agentsvc.Window{})
-	batches := make([]series.Batch, 0, len(results)+2)
+	b := budget(r, a.opts.CollectTimeout)
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(b + a.opts.WriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		a.logger.Debug("Could not extend write deadline", "err", err)
+	}
+	// The answer is produced on its own deadline, so that a caller that
+	// goes away does not cut it short for the others.
+	ch := a.flight.DoChan("metrics?"+q.Encode(), func() (any, error) { return a.renderMetrics(f, b), nil })
+	wait := time.NewTimer(b + a.opts.WriteTimeout)
+	defer wait.Stop()
+	var ans *metricsAnswer
+	select {
+	case res := <-ch:
+		ans = res.Val.(*metricsAnswer)
+	case <-wait.C:
+		writeError(w, http.StatusServiceUnavailable, "the shared collection this request joined did not finish within its budget")
+		return
+	case <-r.Context().Done():
+		return
+	}
+	w.Header().Set("Content-Type", render.TextContentType)
+	w.Header().Set("X-Fodc-Agents-Selected", strconv.Itoa(ans.selected))
+	w.Header().Set("X-Fodc-Agents-Answered", strconv.Itoa(ans.answered))
+	if _, err := w.Write(ans.body); err != nil {
+		a.logger.Debug("Writing /metrics answer", "err", err)
+	}
+}
+
+// renderMetrics collects the latest values within budget b and renders
+// them with the per-agent status series and, when unfiltered, the proxy's
+// own series.
+func (a *API) renderMetrics(f registry.Filter, b time.Duration) *metricsAnswer {
+	ctx, cancel := context.WithTimeout(context.Background(), b)
+	defer cancel()
+	results := a.opts.Collector.Collect(ctx, f, agentsvc.Window{})
+	ans := &metricsAnswer{selected: len(results)}
+	batches := make([]series.Batch, 0, len(results)+4)
 	for i := range results {
 		if results[i].Up() {
+			ans.answered++
 			batches = append(batches, results[i].Batch)
 		}
 	}
@@ -245,13 +292,14 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		}
 		batches = append(batches, gatheredBatch(mfs))
 	}
-	w.Header().Set("Content-Type", render.TextContentType)
-	st, err := render.WriteText(w, batches) // buffers its own writes
-
+	var buf bytes.Buffer
+	st, err := render.WriteText(&buf, batches)
 	a.countRemoved(st)
-	if err != nil {
-		a.logger.Debug("Writing /metrics answer", "err", err)
+	if err != nil { // a bytes.Buffer does not fail; keep what was written
+		a.logger.Warn("Rendering /metrics answer", "err", err)
 	}
+	ans.body = buf.Bytes()
+	return ans
 }
 
 func (a *API) metricsWindows(w http.ResponseWriter, r *http.Request) {

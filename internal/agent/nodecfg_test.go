@@ -1,0 +1,209 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/agent/nodeconfig"
+	"github.com/fodc-go/fodc/internal/proxy"
+	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
+)
+
+// secrets appear in the node's command lines and environments below; none
+// may reach the proxy.
+var secrets = []string{"hunter2", "tok-abc123", "url-pw", "env-s3cret", "query-key"}
+
+// secretArgv is a node command line that carries every kind of secret:
+// both flag forms, a URL's userinfo and a secret-named pair in a value.
+var secretArgv = []string{
+	"banyand", "data", "--etcd-password", "hunter2", "--auth-token=tok-abc123",
+	"--etcd-endpoints=http://root:url-pw@etcd:2379", "--opts=a=1,api_key=query-key",
+	"--measure-flush-timeout=1s", "--grpc-port", "17912",
+}
+
+// requestConfig starts an agent with cfg against p and returns what the
+// proxy receives for one configuration command.
+func requestConfig(t *testing.T, p *proxy.Proxy, cfg Config) *fodcv1.ExtNodeConfigRequest {
+	t.Helper()
+	metrics := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "up 1\n")
+	}))
+	t.Cleanup(metrics.Close)
+	cfg.ScrapeTargets = []string{metrics.URL}
+	cfg.NodeRole = "datanode-hot"
+	a := startAgent(t, cfg)
+	id := a.Uplink.Status().AgentID
+	require.Eventually(t, func() bool { return p.Service.HasStream(id, agentsvc.KindNodeConfig) }, wait, 5*time.Millisecond)
+	cs, ok := p.Service.NodeConfig(id)
+	require.True(t, ok)
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	r, err := cs.Request(ctx)
+	require.NoError(t, err)
+	return r
+}
+
+// requireNoSecret fails when any secret appears anywhere in r.
+func requireNoSecret(t *testing.T, r *fodcv1.ExtNodeConfigRequest) {
+	t.Helper()
+	b, err := protojson.Marshal(r)
+	require.NoError(t, err)
+	for _, s := range secrets {
+		require.NotContains(t, string(b), s)
+	}
+}
+
+func values(m map[string]*fodcv1.ExtParamValues, k string) []string { return m[k].GetValues() }
+
+// Secrets on a node's command line, in its environment and in the agent's
+// own --node-cmdline never leave the agent, whichever source is read;
+// what is not secret arrives intact.
+func TestSecretsNeverLeaveTheAgent(t *testing.T) {
+	red := []string{nodeconfig.Redacted}
+	requireRedactedArgv := func(t *testing.T, r *fodcv1.ExtNodeConfigRequest) {
+		t.Helper()
+		sp := r.GetStartupParams()
+		require.Equal(t, red, values(sp, "etcd-password"))
+		require.Equal(t, red, values(sp, "auth-token"))
+		require.Equal(t, []string{"http://<redacted>@etcd:2379"}, values(sp, "etcd-endpoints"))
+		require.Equal(t, []string{"a=1,api_key=<redacted>"}, values(sp, "opts"))
+		require.Equal(t, []string{"1s"}, values(sp, "measure-flush-timeout"))
+		require.Equal(t, []string{"17912"}, values(sp, "grpc-port"))
+		require.Equal(t, []string{"data"}, r.GetArgs())
+		require.Equal(t, "banyand", r.GetRuntimeConfig()[nodeconfig.KeyProgram])
+	}
+
+	t.Run("pprof", func(t *testing.T) {
+		p := startProxy(t)
+		node := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/debug/pprof/cmdline" {
+				http.NotFound(w, r)
+				return
+			}
+			_, _ = io.WriteString(w, strings.Join(secretArgv, "\x00"))
+		}))
+		defer node.Close()
+		cfg := testConfig(p.GRPCAddr())
+		cfg.NodePprofAddr = strings.TrimPrefix(node.URL, "http://")
+		r := requestConfig(t, p, cfg)
+		requireNoSecret(t, r)
+		requireRedactedArgv(t, r)
+		require.Equal(t, nodeconfig.SourcePprofPrefix+node.URL+"/debug/pprof/cmdline", r.GetSource())
+		require.Empty(t, r.GetErrors())
+		require.Equal(t, []string{cfg.NodePprofAddr}, values(r.GetAgentParams(), "node-pprof-addr"))
+	})
+
+	t.Run("proc", func(t *testing.T) {
+		if _, err := os.Stat("/bin/sh"); err != nil {
+			t.Skip("no /bin/sh to run a stand-in node")
+		}
+		// A real process whose /proc/<pid>/cmdline and environ hold the
+		// secrets: sh waiting on stdin, with the node's argv as its $0 and
+		// positional parameters.
+		cmd := exec.Command("/bin/sh", append([]string{"-c", "read line"}, secretArgv...)...)
+		cmd.Env = []string{"BYDB_ETCD_PASSWORD=env-s3cret", "BYDB_MEASURE_FLUSH_TIMEOUT=1s", "BYDB_DSN=postgres://u:url-pw@db/x", "OTHER=x"}
+		stdin, err := cmd.StdinPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() {
+			_ = stdin.Close()
+			_ = cmd.Wait()
+		})
+		p := startProxy(t)
+		cfg := testConfig(p.GRPCAddr())
+		cfg.NodePID = cmd.Process.Pid
+		r := requestConfig(t, p, cfg)
+		requireNoSecret(t, r)
+		require.Equal(t, nodeconfig.SourceProcPrefix+strconv.Itoa(cmd.Process.Pid), r.GetSource())
+		require.Equal(t, []string{"read line"}, values(r.GetStartupParams(), "c"))
+		require.Equal(t, red, values(r.GetStartupParams(), "etcd-password"))
+		require.Equal(t, []string{"1s"}, values(r.GetStartupParams(), "measure-flush-timeout"))
+		require.Equal(t, map[string]string{
+			"BYDB_ETCD_PASSWORD": nodeconfig.Redacted, "BYDB_MEASURE_FLUSH_TIMEOUT": "1s", "BYDB_DSN": "postgres://<redacted>@db/x",
+		}, r.GetEnvironment())
+		require.NotEmpty(t, r.GetRuntimeConfig()[nodeconfig.KeyStartedAt])
+	})
+
+	t.Run("override", func(t *testing.T) {
+		p := startProxy(t)
+		cfg := testConfig(p.GRPCAddr())
+		cfg.NodeCmdline = nodeconfig.QuoteShell(secretArgv)
+		r := requestConfig(t, p, cfg)
+		requireNoSecret(t, r)
+		requireRedactedArgv(t, r)
+		require.Equal(t, nodeconfig.SourceOverride, r.GetSource())
+		got := values(r.GetAgentParams(), "node-cmdline")
+		require.Len(t, got, 1)
+		require.Contains(t, got[0], "--etcd-password '<redacted>'", "the agent's own flag is redacted too")
+		require.Contains(t, got[0], "--measure-flush-timeout=1s")
+	})
+}
+
+// A collection blocked in a read (a FIFO that nobody writes stands in for a
+// /proc file of a process stuck in the kernel) is not waited for beyond the
+// timeout: callers get the agent's parameters and an error, share the one
+// blocked collection instead of starting more, and once the read returns
+// the next caller gets a full report.
+func TestBlockedReadIsBoundedByTheTimeout(t *testing.T) {
+	root := t.TempDir()
+	const pid = 4242
+	dir := filepath.Join(root, strconv.Itoa(pid))
+	require.NoError(t, os.Mkdir(dir, 0o755))
+	fifo := filepath.Join(dir, "cmdline")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+
+	cfg := DefaultConfig()
+	cfg.NodePID = pid
+	cfg.NodeConfigTimeout = 50 * time.Millisecond
+	s := newNodeConfigSource(&cfg, map[string][]string{"pod-name": {"p"}, "auth-token": {"tok-abc123"}}, slog.New(slog.DiscardHandler))
+	s.opts.ProcRoot = root
+
+	for range 2 {
+		r := s.Get(context.Background())
+		require.Equal(t, []string{"collection of the node's configuration did not finish within 50ms"}, r.GetErrors())
+		require.Equal(t, []string{"p"}, values(r.GetAgentParams(), "pod-name"))
+		require.Equal(t, []string{nodeconfig.Redacted}, values(r.GetAgentParams(), "auth-token"))
+		require.Empty(t, r.GetStartupParams())
+		requireNoSecret(t, r)
+	}
+	s.mu.Lock()
+	blocked := s.running
+	s.mu.Unlock()
+	require.NotNil(t, blocked, "the blocked collection is still running and shared")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := s.Get(ctx)
+	require.Len(t, r.GetErrors(), 1)
+	require.Contains(t, r.GetErrors()[0], "abandoned: context canceled")
+
+	// Unblock the read: the reader is waiting, so this open does not block.
+	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = w.WriteString("banyand\x00data\x00--k=v\x00")
+	require.NoError(t, err)
+	require.NoError(t, w.Close())
+	<-blocked.done
+
+	require.NoError(t, os.Remove(fifo))
+	require.NoError(t, os.WriteFile(fifo, []byte("banyand\x00data\x00--k=v2\x00"), 0o600))
+	s.timeout = wait
+	r = s.Get(context.Background())
+	require.Equal(t, []string{"v2"}, values(r.GetStartupParams(), "k"), "a fresh collection, not the blocked one's result")
+	s.close(wait)
+}
