@@ -24,10 +24,32 @@ func (c *Collector) Config(ctx context.Context) (ConfigSnapshot, error) {
 	c.mu.Lock()
 	last := c.lastConfig
 	c.mu.Unlock()
-	if last != nil && c.now().Sub(last.CollectedAt) < c.opts.ConfigCacheTTL {
+	if last != nil && c.now().Sub(last.CollectedAt) < c.opts.ConfigCacheTTL && c.stillCurrent(last) {
 		return *last, nil
 	}
 	return shared(ctx, c, "config", c.collectConfig)
+}
+
+// stillCurrent reports whether a snapshot covers exactly the registered
+// agents and no agent it lists as unsupported has opened the stream since
+// (an agent that just reconnected may not have opened it yet).
+func (c *Collector) stillCurrent(snap *ConfigSnapshot) bool {
+	agents := c.opts.Registry.List(registry.Filter{})
+	if len(agents) != len(snap.Nodes) {
+		return false
+	}
+	for i, a := range agents {
+		n := snap.Nodes[i] // both are in registry order
+		if n.AgentID != a.ID {
+			return false
+		}
+		if !n.Supported {
+			if _, ok := c.opts.Streams.NodeConfig(a.ID); ok {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // ConfigDifferences returns the number of differing parameters per role
