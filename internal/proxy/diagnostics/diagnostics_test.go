@@ -21,6 +21,7 @@ import (
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/roles"
+	"github.com/fodc-go/fodc/internal/testutil/proxytest"
 )
 
 var base = time.Date(2026, 11, 26, 20, 0, 0, 0, time.UTC)
@@ -190,7 +191,7 @@ func TestRecordsOfGonePodsArePruned(t *testing.T) {
 		}})
 	require.Eventually(t, func() bool { return len(e.c.Collect(context.Background(), registry.Filter{})) == 3 }, wait, time.Millisecond)
 
-	gone.stop()
+	gone.Stop()
 	require.Eventually(t, func() bool { _, total := e.reg.Counts(); return total == 1 }, wait, time.Millisecond)
 	got := e.c.Collect(context.Background(), registry.Filter{})
 	require.Len(t, got, 1)
@@ -347,7 +348,7 @@ func TestCacheBounds(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := &fakeClock{now: base}
+			clk := proxytest.NewClock(base)
 			reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10, Now: clk.Now})
 			require.NoError(t, err)
 			prom := prometheus.NewRegistry()

@@ -23,6 +23,7 @@ import (
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/roles"
+	"github.com/fodc-go/fodc/internal/testutil/proxytest"
 )
 
 var base = time.Date(2026, 11, 26, 20, 0, 0, 0, time.UTC)
@@ -262,7 +263,7 @@ func TestDownloadCancelledHalfway(t *testing.T) {
 // Two agents of one pod: the online one is used, and among equals the most
 // recently registered one; never a random pick (W5).
 func TestDownloadPicksOnlineThenNewestAgent(t *testing.T) {
-	clk := &fakeClock{now: base}
+	clk := proxytest.NewClock(base)
 	e := newEnv(t, Options{Now: clk.Now})
 	agentFor := func(container string) agentsim.Config {
 		return agentsim.Config{Register: register("data-0", "ROLE_DATA", container),
@@ -487,7 +488,7 @@ func TestEntriesFollowThePod(t *testing.T) {
 		require.Equal(t, id2, en.AgentID)
 	}
 
-	a.stop()
+	a.Stop()
 	require.Eventually(t, func() bool { _, total := e.reg.Counts(); return total == 1 }, wait, time.Millisecond)
 	got, err = e.c.List(context.Background(), registry.Filter{})
 	require.NoError(t, err)
