@@ -222,7 +222,10 @@ func headNodeLabels(v Version, labels map[string]string) map[string]string {
 
 // streams returns the names of the non-registration streams to open, in the
 // upstream order (PROTOCOL.md §2.2).
-func (a *Agent) streams() []string {
+// Streams returns the names of the streams the agent opens after
+// registering, in opening order (the Stream* constants, which are also the
+// proxy's stream kinds).
+func (a *Agent) Streams() []string {
 	out := []string{StreamMetrics, StreamTopology}
 	switch a.cfg.Version {
 	case VersionHEAD:

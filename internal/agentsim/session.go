@@ -104,7 +104,7 @@ func (a *Agent) runSession(ctx context.Context) (established bool, err error) {
 	a.logger.Info("Agent registered", "agent_id", id, "heartbeat_interval", interval)
 
 	mdCtx := metadata.AppendToOutgoingContext(streamCtx, "agent_id", id)
-	for _, name := range a.streams() {
+	for _, name := range a.Streams() {
 		if err := s.open(mdCtx, client, name); err != nil {
 			return false, fmt.Errorf("open %s stream: %w", name, err)
 		}

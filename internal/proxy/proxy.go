@@ -155,8 +155,11 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		// half-open connection is noticed within time+timeout (W4).
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.GRPCKeepaliveTime, Timeout: cfg.GRPCKeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// Metrics replies reach the collector undecoded, to be decoded
+		// straight into series (enrich.DecodeBatch).
+		agentsvc.ServerCodec(),
 	)
-	fodcv1.RegisterFODCServiceServer(grpcSrv, svc)
+	agentsvc.Register(grpcSrv, svc)
 
 	grpcLis, err := net.Listen("tcp", cfg.GRPCListenAddr)
 	if err != nil {

@@ -57,14 +57,22 @@ func startProxy(t testing.TB, mutate func(*proxy.Config)) (*proxy.Proxy, *promet
 }
 
 // connect starts a simulated upstream agent against an in-process proxy
-// and waits until the proxy has its metrics stream.
+// and waits until the proxy has every stream the agent opens.
 func connect(t testing.TB, p *proxy.Proxy, cfg agentsim.Config) *agentsim.Agent {
 	t.Helper()
 	cfg.ProxyAddr = p.GRPCAddr()
 	a := startAgent(t, cfg)
 	require.Eventually(t, func() bool {
 		id := a.AgentID()
-		return id != "" && p.Service.HasStream(id, "metrics")
+		if id == "" {
+			return false
+		}
+		for _, kind := range a.Streams() {
+			if !p.Service.HasStream(id, kind) {
+				return false
+			}
+		}
+		return true
 	}, wait, time.Millisecond)
 	return a
 }

@@ -49,13 +49,15 @@ func (w Window) command() *fodcv1.StreamMetricsResponse {
 // MetricsStream sends metrics commands to one agent and matches its
 // replies to them. It is safe for concurrent use.
 type MetricsStream struct {
-	ordered[fodcv1.StreamMetricsResponse, fodcv1.StreamMetricsRequest]
+	ordered[fodcv1.StreamMetricsResponse, RawMetrics]
 }
 
 // Request asks the agent for the latest values or a window and waits for
 // its answer until ctx ends. Identical concurrent requests share one
 // command. An agent that has too many unanswered commands is disconnected
-// as slow: the request fails and so does every other pending one.
-func (m *MetricsStream) Request(ctx context.Context, w Window) (*fodcv1.StreamMetricsRequest, error) {
+// as slow: the request fails and so does every other pending one. The
+// reply is a StreamMetricsRequest still encoded; coalesced callers get the
+// same *RawMetrics and must only read it.
+func (m *MetricsStream) Request(ctx context.Context, w Window) (*RawMetrics, error) {
 	return m.do(ctx, w.key(), w.command())
 }

@@ -400,12 +400,13 @@ func serveOrdered[Cmd, Wire, Reply any](s *Service, kind string, st serverStream
 		})
 }
 
-// StreamMetrics carries metrics commands and the agent's replies.
-func (s *Service) StreamMetrics(stream fodcv1.FODCService_StreamMetricsServer) error {
+// StreamMetricsRaw carries metrics commands and the agent's replies,
+// which it passes on undecoded (see Register).
+func (s *Service) StreamMetricsRaw(stream MetricsServer) error {
 	return serveOrdered(s, KindMetrics, stream,
-		func(o ordered[fodcv1.StreamMetricsResponse, fodcv1.StreamMetricsRequest]) any {
+		func(o ordered[fodcv1.StreamMetricsResponse, RawMetrics]) any {
 			return &MetricsStream{o}
-		}, same[fodcv1.StreamMetricsRequest])
+		}, same[RawMetrics])
 }
 
 // same is the assemble function of streams with one message per reply.

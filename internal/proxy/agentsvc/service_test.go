@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
@@ -33,6 +35,13 @@ type harness struct {
 
 func newHarness(t *testing.T, opts Options) *harness {
 	t.Helper()
+	return newHarnessWith(t, opts, true)
+}
+
+// newHarnessWith serves the service registered with Register and
+// ServerCodec, or else with the generated registration.
+func newHarnessWith(t *testing.T, opts Options, raw bool) *harness {
+	t.Helper()
 	prom := prometheus.NewRegistry()
 	reg, err := registry.New(registry.Options{HeartbeatTimeout: 30 * time.Second, CleanupTimeout: 5 * time.Minute, MaxAgents: 100})
 	require.NoError(t, err)
@@ -41,8 +50,14 @@ func newHarness(t *testing.T, opts Options) *harness {
 	svc, err := New(opts)
 	require.NoError(t, err)
 	lis := bufconn.Listen(1 << 20)
-	srv := grpc.NewServer()
-	fodcv1.RegisterFODCServiceServer(srv, svc)
+	var srv *grpc.Server
+	if raw {
+		srv = grpc.NewServer(ServerCodec())
+		Register(srv, svc)
+	} else {
+		srv = grpc.NewServer()
+		fodcv1.RegisterFODCServiceServer(srv, svc)
+	}
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(lis) }()
 	conn, err := grpc.NewClient("passthrough:///bufnet",
@@ -193,26 +208,54 @@ func answer(st fodcv1.FODCService_StreamMetricsClient, hang <-chan struct{}) {
 }
 
 func TestMetricsRequestsMatchTheirReplies(t *testing.T) {
+	for _, raw := range []bool{true, false} {
+		t.Run(map[bool]string{true: "Register", false: "generated registration"}[raw], func(t *testing.T) {
+			h := newHarnessWith(t, Options{}, raw)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			_, id := h.register(t, ctx, "data-0")
+			st, err := h.client.StreamMetrics(withID(ctx, id))
+			require.NoError(t, err)
+			done := make(chan struct{})
+			go func() { defer close(done); answer(st, nil) }()
+			var ms *MetricsStream
+			require.Eventually(t, func() bool { var ok bool; ms, ok = h.svc.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
+
+			start := time.Unix(1700000000, 0)
+			reply, err := ms.Request(ctx, Window{Start: start, End: start.Add(time.Minute)})
+			require.NoError(t, err)
+			want, err := proto.Marshal(&fodcv1.StreamMetricsRequest{
+				Timestamp: timestamppb.New(start),
+				Metrics:   []*fodcv1.Metric{{Name: "x", Value: 1}},
+			})
+			require.NoError(t, err)
+			require.Equal(t, want, reply.Bytes, "the reply's wire bytes")
+			reply, err = ms.Request(ctx, Window{})
+			require.NoError(t, err)
+			require.Nil(t, decodeReply(t, reply).GetTimestamp(), "a latest command gets the latest reply")
+			cancel()
+			<-done
+		})
+	}
+}
+
+// TestRawCodecLeavesOtherMessagesAlone checks that the other streams of a
+// server built with ServerCodec still decode their messages.
+func TestRawCodecLeavesOtherMessagesAlone(t *testing.T) {
 	h := newHarness(t, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, id := h.register(t, ctx, "data-0")
-	st, err := h.client.StreamMetrics(withID(ctx, id))
-	require.NoError(t, err)
-	done := make(chan struct{})
-	go func() { defer close(done); answer(st, nil) }()
-	var ms *MetricsStream
-	require.Eventually(t, func() bool { var ok bool; ms, ok = h.svc.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
+	agent, ok := h.reg.Get(id)
+	require.True(t, ok)
+	require.Equal(t, "data-0", agent.PodName, "the registration message was decoded")
+}
 
-	start := time.Unix(1700000000, 0)
-	reply, err := ms.Request(ctx, Window{Start: start, End: start.Add(time.Minute)})
-	require.NoError(t, err)
-	require.Equal(t, start.Unix(), reply.GetTimestamp().GetSeconds())
-	reply, err = ms.Request(ctx, Window{})
-	require.NoError(t, err)
-	require.Nil(t, reply.GetTimestamp(), "a latest command gets the latest reply")
-	cancel()
-	<-done
+func decodeReply(t *testing.T, r *RawMetrics) *fodcv1.StreamMetricsRequest {
+	t.Helper()
+	var m fodcv1.StreamMetricsRequest
+	require.NoError(t, proto.Unmarshal(r.Bytes, &m))
+	return &m
 }
 
 func TestHungAgentIsDisconnectedWhenQueueFills(t *testing.T) {
@@ -265,12 +308,12 @@ func TestLateReplyIsDiscarded(t *testing.T) {
 	require.ErrorIs(t, <-got, context.Canceled)
 	// The agent answers the window late, then a latest request arrives.
 	require.NoError(t, st.Send(&fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{{Name: "window_reply"}}}))
-	latest := make(chan *fodcv1.StreamMetricsRequest, 1)
+	latest := make(chan *RawMetrics, 1)
 	go func() { r, _ := ms.Request(ctx, Window{}); latest <- r }()
 	_, err = st.Recv() // the latest command
 	require.NoError(t, err)
 	require.NoError(t, st.Send(&fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{{Name: "latest_reply"}}}))
-	require.Equal(t, "latest_reply", (<-latest).GetMetrics()[0].GetName())
+	require.Equal(t, "latest_reply", decodeReply(t, <-latest).GetMetrics()[0].GetName())
 	require.Equal(t, 1.0, testutil.ToFloat64(h.svc.metrics.repliesDiscarded.WithLabelValues(KindMetrics, "abandoned")))
 }
 

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
-	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/enrich"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
@@ -29,8 +28,9 @@ var (
 )
 
 // Requester asks one agent for metrics; *agentsvc.MetricsStream is one.
+// The reply is an encoded StreamMetricsRequest that the caller only reads.
 type Requester interface {
-	Request(ctx context.Context, w agentsvc.Window) (*fodcv1.StreamMetricsRequest, error)
+	Request(ctx context.Context, w agentsvc.Window) (*agentsvc.RawMetrics, error)
 }
 
 // Options configures a Collector.
@@ -57,9 +57,10 @@ type Collector struct {
 }
 
 type metrics struct {
-	rounds   *prometheus.CounterVec
-	duration *prometheus.HistogramVec
-	requests *prometheus.CounterVec
+	rounds       *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	requests     *prometheus.CounterVec
+	decodeErrors prometheus.Counter
 }
 
 // New returns a Collector.
@@ -99,6 +100,10 @@ func New(opts Options) (*Collector, error) {
 				Name: "fodc_proxy_agent_requests_total",
 				Help: "Per-agent metrics requests, by kind and result.",
 			}, []string{"kind", "result"}),
+			decodeErrors: f.NewCounter(prometheus.CounterOpts{
+				Name: "fodc_proxy_agent_reply_decode_errors_total",
+				Help: "Agent metrics replies that could not be decoded; each leaves its agent out of the collections waiting for it.",
+			}),
 		},
 	}, nil
 }
@@ -179,11 +184,23 @@ func (c *Collector) collectOne(ctx context.Context, r *Result, w agentsvc.Window
 		c.logger.Debug("Agent did not answer metrics request", "agent_id", a.ID, "pod_name", a.PodName, "err", err)
 		return
 	}
-	c.metrics.requests.WithLabelValues(kind, "ok").Inc()
-	// Coalesced callers got the same reply: enrich it once for all of them.
-	r.Batch, r.release = c.shared.batch(reply, func() series.Batch {
-		return enrich.Batch(NodeInfo(a), reply, received, !w.IsLatest())
+	// Coalesced callers got the same reply: decode and enrich it once for
+	// all of them.
+	r.Batch, r.release, err = c.shared.batch(reply, func() (series.Batch, error) {
+		b, err := enrich.DecodeBatch(NodeInfo(a), reply.Bytes, received, !w.IsLatest())
+		if err != nil {
+			c.metrics.decodeErrors.Inc()
+			c.logger.Warn("Undecodable metrics reply", "agent_id", a.ID, "pod_name", a.PodName, "bytes", len(reply.Bytes), "err", err)
+		}
+		return b, err
 	})
+	if err != nil {
+		r.Batch = series.Batch{}
+		r.Err = fmt.Errorf("undecodable reply: %w", err)
+		c.metrics.requests.WithLabelValues(kind, "decode_error").Inc()
+		return
+	}
+	c.metrics.requests.WithLabelValues(kind, "ok").Inc()
 }
 
 // NodeInfo is the identity of a registered agent as enrichment needs it.

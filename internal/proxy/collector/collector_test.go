@@ -2,13 +2,17 @@ package collector
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
@@ -29,20 +33,29 @@ type barrierRequester struct {
 	mu      sync.Mutex
 	waiting int
 	release chan struct{}
-	reply   *fodcv1.StreamMetricsRequest
+	reply   *agentsvc.RawMetrics
 	round   int
+	// garbage makes every reply undecodable.
+	garbage bool
 }
 
-func (b *barrierRequester) Request(ctx context.Context, _ agentsvc.Window) (*fodcv1.StreamMetricsRequest, error) {
+func (b *barrierRequester) Request(ctx context.Context, _ agentsvc.Window) (*agentsvc.RawMetrics, error) {
 	b.calls.Add(1)
 	b.mu.Lock()
 	if b.release == nil {
 		b.release = make(chan struct{})
 		b.round++
-		b.reply = &fodcv1.StreamMetricsRequest{Timestamp: timestamppb.New(time.Unix(1_700_000_000, 0)), Metrics: []*fodcv1.Metric{
+		raw, err := proto.Marshal(&fodcv1.StreamMetricsRequest{Timestamp: timestamppb.New(time.Unix(1_700_000_000, 0)), Metrics: []*fodcv1.Metric{
 			{Name: "up", Labels: map[string]string{"pod_name": "p"}, Value: float64(b.round), Type: fodcv1.MetricType_METRIC_TYPE_GAUGE},
 			{Name: "a_total", Labels: map[string]string{"x": "1"}, Value: 2, Type: fodcv1.MetricType_METRIC_TYPE_COUNTER},
-		}}
+		}})
+		if err != nil {
+			panic(err)
+		}
+		if b.garbage {
+			raw = raw[:len(raw)-1]
+		}
+		b.reply = &agentsvc.RawMetrics{Bytes: raw}
 	}
 	release, reply := b.release, b.reply
 	b.waiting++
@@ -112,22 +125,86 @@ func TestCollectSharesEnrichmentOfCoalescedReplies(t *testing.T) {
 	}
 }
 
-func TestSharerEnrichesOnce(t *testing.T) {
+func TestCollectUndecodableReplyIsAgentDown(t *testing.T) {
+	req := &barrierRequester{n: 2, garbage: true}
+	prom := prometheus.NewRegistry()
+	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10})
+	require.NoError(t, err)
+	_, err = reg.Register(registry.Identity{RoleName: "ROLE_DATA", PodName: "p"})
+	require.NoError(t, err)
+	c, err := New(Options{Registry: reg, Registerer: prom, Streams: func(string) (Requester, bool) { return req, true }})
+	require.NoError(t, err)
+	results := make([][]Result, 2)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() { results[i] = c.Collect(t.Context(), registry.Filter{}, agentsvc.Window{}) })
+	}
+	wg.Wait()
+	for _, rs := range results {
+		require.Len(t, rs, 1)
+		require.False(t, rs[0].Up())
+		require.ErrorContains(t, rs[0].Err, "undecodable reply")
+		require.Empty(t, rs[0].Batch.Series)
+	}
+	// Both collections got the same reply; they share its decoding only
+	// while both run (see TestSharerSharesErrors).
+	require.InDelta(t, 1.5, testutil.ToFloat64(c.metrics.decodeErrors), 0.5)
+	require.Equal(t, 2.0, testutil.ToFloat64(c.metrics.requests.WithLabelValues("latest", "decode_error")))
+	require.Zero(t, testutil.ToFloat64(c.metrics.requests.WithLabelValues("latest", "ok")))
+	require.Empty(t, c.shared.calls)
+}
+
+func TestSharerSharesErrors(t *testing.T) {
 	s := newSharer()
-	reply := &fodcv1.StreamMetricsRequest{}
+	reply := &agentsvc.RawMetrics{}
 	proceed := make(chan struct{})
 	var enriched atomic.Int64
-	enrich := func() series.Batch {
+	enrich := func() (series.Batch, error) {
 		enriched.Add(1)
 		<-proceed
-		return series.Batch{Series: []series.Series{{Name: "x"}}}
+		return series.Batch{}, errors.New("bad bytes")
+	}
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range errs {
+		wg.Go(func() {
+			var release func()
+			_, release, errs[i] = s.batch(reply, enrich)
+			release()
+		})
+	}
+	require.Eventually(t, func() bool { return s.holders(reply) == len(errs) }, 30*time.Second, time.Millisecond)
+	close(proceed)
+	wg.Wait()
+	require.EqualValues(t, 1, enriched.Load())
+	for _, err := range errs {
+		require.EqualError(t, err, "bad bytes")
+	}
+	require.Zero(t, s.holders(reply))
+}
+
+func TestSharerEnrichesOnce(t *testing.T) {
+	s := newSharer()
+	reply := &agentsvc.RawMetrics{}
+	proceed := make(chan struct{})
+	var enriched atomic.Int64
+	enrich := func() (series.Batch, error) {
+		enriched.Add(1)
+		<-proceed
+		return series.Batch{Series: []series.Series{{Name: "x"}}}, nil
 	}
 	const callers = 3
 	batches := make([]series.Batch, callers)
 	releases := make([]func(), callers)
 	var wg sync.WaitGroup
 	for i := range callers {
-		wg.Go(func() { batches[i], releases[i] = s.batch(reply, enrich) })
+		wg.Go(func() {
+			var err error
+			batches[i], releases[i], err = s.batch(reply, enrich)
+			if err != nil {
+				panic(err)
+			}
+		})
 	}
 	require.Eventually(t, func() bool { return s.holders(reply) == callers }, 30*time.Second, time.Millisecond)
 	close(proceed)
@@ -140,12 +217,19 @@ func TestSharerEnrichesOnce(t *testing.T) {
 	// The entry lives until the last holder releases it.
 	releases[0]()
 	releases[1]()
-	late, lateRelease := s.batch(reply, func() series.Batch { t.Fatal("enriched again while held"); return series.Batch{} })
+	late, lateRelease, err := s.batch(reply, func() (series.Batch, error) {
+		t.Error("enriched again while held")
+		return series.Batch{}, nil
+	})
+	require.NoError(t, err)
 	require.Same(t, &batches[0].Series[0], &late.Series[0])
 	lateRelease()
 	releases[2]()
 	require.Zero(t, s.holders(reply))
-	again, againRelease := s.batch(reply, func() series.Batch { return series.Batch{Series: []series.Series{{Name: "y"}}} })
+	again, againRelease, err := s.batch(reply, func() (series.Batch, error) {
+		return series.Batch{Series: []series.Series{{Name: "y"}}}, nil
+	})
+	require.NoError(t, err)
 	defer againRelease()
 	require.Equal(t, "y", again.Series[0].Name)
 }

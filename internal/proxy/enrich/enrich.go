@@ -3,8 +3,11 @@
 // the sample lacks it, a timestamp on every point and, for window replies,
 // the samples of each series grouped into one ascending run of points.
 //
-// Batch is called once per agent reply on the scrape hot path. It allocates
-// a fixed handful of slices per reply (not per sample) and no maps.
+// DecodeBatch is called once per agent reply on the scrape hot path: it
+// reads the reply's wire bytes straight into series, never building the
+// protobuf message. Batch does the same for a decoded message. Both
+// allocate a fixed handful of slices per reply (not per sample) and no
+// maps, and their results are identical.
 package enrich
 
 import (
@@ -80,6 +83,9 @@ func Batch(info NodeInfo, reply *fodcv1.StreamMetricsRequest, receivedAt time.Ti
 			labels: buf[start:len(buf):len(buf)],
 			ms:     ms,
 			idx:    int32(i),
+			value:  m.GetValue(),
+			help:   m.GetDescription(),
+			typ:    m.GetType(),
 		}
 	}
 	// An upper bound of the string bytes the series keep, to size the
@@ -91,12 +97,17 @@ func Batch(info NodeInfo, reply *fodcv1.StreamMetricsRequest, receivedAt time.Ti
 	for _, m := range metrics {
 		upper += len(m.GetName()) + len(m.GetDescription())
 	}
-	if window {
-		out.Series = group(keys, metrics, upper)
-	} else {
-		out.Series = latest(keys, metrics, upper)
-	}
+	out.Series = build(keys, window, newSharer(upper, false))
 	return out
+}
+
+// build sorts keys and turns them into series, one per key or, with
+// window, one per distinct name and label set.
+func build(keys []key, window bool, sh *sharer) []series.Series {
+	if window {
+		return group(keys, sh)
+	}
+	return latest(keys, sh)
 }
 
 // key is one Metric prepared for sorting.
@@ -105,6 +116,9 @@ type key struct {
 	labels series.Labels
 	ms     int64
 	idx    int32 // position in the reply
+	typ    fodcv1.MetricType
+	value  float64
+	help   string // the description as sent, not yet repaired
 }
 
 func compareKeys(a, b key) int {
@@ -121,18 +135,16 @@ func compareKeys(a, b key) int {
 }
 
 // latest builds one single-point series per metric.
-func latest(keys []key, metrics []*fodcv1.Metric, upper int) []series.Series {
+func latest(keys []key, sh *sharer) []series.Series {
 	slices.SortFunc(keys, compareKeys)
 	out := make([]series.Series, len(keys))
 	points := make([]series.Point, len(keys))
-	sh := newSharer(upper)
 	for i, k := range keys {
-		m := metrics[k.idx]
-		points[i] = series.Point{TimestampMs: k.ms, Value: m.GetValue()}
+		points[i] = series.Point{TimestampMs: k.ms, Value: k.value}
 		out[i] = series.Series{
 			Name:   sh.name(k.name),
-			Help:   sh.help(validUTF8(m.GetDescription())),
-			Type:   m.GetType(),
+			Help:   sh.help(validUTF8(k.help)),
+			Type:   k.typ,
 			Labels: sh.labels(k.labels),
 			Points: points[i : i+1 : i+1],
 		}
@@ -158,6 +170,10 @@ type sharer struct {
 	prev               series.Labels
 	block              *strings.Builder
 	blockSize          int
+	// clone makes copy copy long strings too, for inputs whose memory
+	// the batch must not keep (DecodeBatch's strings alias the wire
+	// bytes).
+	clone bool
 }
 
 // Strings are copied into blocks of blockSize bytes; longer ones keep
@@ -167,15 +183,21 @@ const (
 	maxBlockCopy = 1 << 10
 )
 
-func newSharer(upper int) *sharer {
-	return &sharer{blockSize: min(upper, blockSize)}
+func newSharer(upper int, clone bool) *sharer {
+	return &sharer{blockSize: min(upper, blockSize), clone: clone}
 }
 
 // copy returns s in the current block. A Builder only ever appends, and
 // it never reallocates here because a block is never grown past its first
 // Grow, so strings taken from it stay valid.
 func (sh *sharer) copy(s string) string {
-	if len(s) == 0 || len(s) > maxBlockCopy {
+	if len(s) == 0 {
+		return s
+	}
+	if len(s) > maxBlockCopy {
+		if sh.clone {
+			return strings.Clone(s)
+		}
 		return s
 	}
 	if sh.block == nil || sh.block.Cap()-sh.block.Len() < len(s) {
@@ -222,7 +244,7 @@ func (sh *sharer) labels(ls series.Labels) series.Labels {
 }
 
 // group merges metrics with equal name and labels into one series each.
-func group(keys []key, metrics []*fodcv1.Metric, upper int) []series.Series {
+func group(keys []key, sh *sharer) []series.Series {
 	slices.SortFunc(keys, compareKeys)
 	n, nl := 0, 0
 	for i := range keys {
@@ -236,7 +258,6 @@ func group(keys []key, metrics []*fodcv1.Metric, upper int) []series.Series {
 	// Compact the label sets of the kept series so that the per-sample
 	// copies can be collected.
 	labels := make(series.Labels, 0, nl)
-	sh := newSharer(upper)
 	for i := 0; i < len(keys); {
 		j := i + 1
 		for j < len(keys) && sameSeries(keys[i], keys[j]) {
@@ -247,14 +268,13 @@ func group(keys []key, metrics []*fodcv1.Metric, upper int) []series.Series {
 		typ, typIdx := fodcv1.MetricType_METRIC_TYPE_UNSPECIFIED, int32(-1)
 		for r := i; r < j; r++ {
 			k := keys[r]
-			m := metrics[k.idx]
-			if d := m.GetDescription(); d != "" && (helpIdx < 0 || k.idx < helpIdx) {
+			if d := k.help; d != "" && (helpIdx < 0 || k.idx < helpIdx) {
 				help, helpIdx = d, k.idx
 			}
-			if t := m.GetType(); t != fodcv1.MetricType_METRIC_TYPE_UNSPECIFIED && (typIdx < 0 || k.idx < typIdx) {
+			if t := k.typ; t != fodcv1.MetricType_METRIC_TYPE_UNSPECIFIED && (typIdx < 0 || k.idx < typIdx) {
 				typ, typIdx = t, k.idx
 			}
-			p := series.Point{TimestampMs: k.ms, Value: m.GetValue()}
+			p := series.Point{TimestampMs: k.ms, Value: k.value}
 			// Keys with equal times are ordered by reply position: the
 			// later one replaces the earlier.
 			if len(points) > start && points[len(points)-1].TimestampMs == k.ms {

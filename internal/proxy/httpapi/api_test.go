@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
@@ -35,7 +36,7 @@ type fakeAgent struct {
 	reply    func(w agentsvc.Window) *fodcv1.StreamMetricsRequest
 }
 
-func (f *fakeAgent) Request(ctx context.Context, w agentsvc.Window) (*fodcv1.StreamMetricsRequest, error) {
+func (f *fakeAgent) Request(ctx context.Context, w agentsvc.Window) (*agentsvc.RawMetrics, error) {
 	f.mu.Lock()
 	f.windows = append(f.windows, w)
 	if d, ok := ctx.Deadline(); ok {
@@ -47,7 +48,11 @@ func (f *fakeAgent) Request(ctx context.Context, w agentsvc.Window) (*fodcv1.Str
 		<-ctx.Done()
 		return nil, ctx.Err()
 	}
-	return f.reply(w), nil
+	raw, err := proto.Marshal(f.reply(w))
+	if err != nil {
+		return nil, err
+	}
+	return &agentsvc.RawMetrics{Bytes: raw}, nil
 }
 
 type env struct {

@@ -57,7 +57,8 @@ func benchReply(tb testing.TB, sessionName string, reply, n, agent int) ([]byte,
 }
 
 // BenchmarkPipeline is the /metrics hot path for one or more agents:
-// proto-unmarshal each reply, enrich it, render everything as text.
+// decode each reply from its wire bytes straight into enriched series
+// (enrich.DecodeBatch, as the collector does), render everything as text.
 // Compare with BenchmarkFloor.
 func BenchmarkPipeline(b *testing.B) {
 	for _, bc := range pipelineCases {
@@ -69,11 +70,10 @@ func BenchmarkPipeline(b *testing.B) {
 			b.SetBytes(size)
 			for b.Loop() {
 				for a := range batches {
-					var req fodcv1.StreamMetricsRequest
-					if err := proto.Unmarshal(raws[a], &req); err != nil {
+					var err error
+					if batches[a], err = enrich.DecodeBatch(infos[a], raws[a], now, false); err != nil {
 						b.Fatal(err)
 					}
-					batches[a] = enrich.Batch(infos[a], &req, now, false)
 				}
 				if _, err := WriteText(io.Discard, batches); err != nil {
 					b.Fatal(err)

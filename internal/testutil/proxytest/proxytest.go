@@ -14,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 
-	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agentsim"
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
@@ -50,8 +49,8 @@ func Start(t *testing.T, now func() time.Time, svc agentsvc.Options) *Env {
 	require.NoError(t, err)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := grpc.NewServer()
-	fodcv1.RegisterFODCServiceServer(srv, s)
+	srv := grpc.NewServer(agentsvc.ServerCodec())
+	agentsvc.Register(srv, s)
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(lis) }()
 	t.Cleanup(func() {

@@ -1,0 +1,95 @@
+package agentsvc
+
+import (
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	protocodec "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
+
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+)
+
+// RawMetrics is one metrics reply of an agent as it came off the wire: a
+// StreamMetricsRequest in protobuf encoding, not yet decoded (see
+// enrich.DecodeBatch). Bytes are owned by the RawMetrics and only read
+// once received.
+type RawMetrics struct {
+	Bytes []byte
+}
+
+// MetricsServer is the server side of a StreamMetrics stream that receives
+// the agent's replies undecoded.
+type MetricsServer = grpc.BidiStreamingServer[RawMetrics, fodcv1.StreamMetricsResponse]
+
+// codec is the standard protobuf codec, except that a *RawMetrics
+// receives a copy of the message bytes instead of being decoded.
+type codec struct {
+	encoding.CodecV2
+}
+
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if r, ok := v.(*RawMetrics); ok {
+		// gRPC frees data when Unmarshal returns.
+		r.Bytes = data.Materialize()
+		return nil
+	}
+	return c.CodecV2.Unmarshal(data, v)
+}
+
+// ServerCodec returns the gRPC server option that a server registered with
+// Register needs: the standard protobuf codec (so every other message and
+// every client stays as it is) that leaves metrics replies undecoded. It
+// only affects the server it is given to.
+func ServerCodec() grpc.ServerOption {
+	return grpc.ForceServerCodecV2(codec{encoding.GetCodecV2(protocodec.Name)})
+}
+
+// Register registers s as banyandb.fodc.v1.FODCService on srv, which must
+// have been built with ServerCodec. The service and method names are the
+// generated ones, so agents see no difference; only StreamMetrics is served
+// by a handler of its own that receives RawMetrics.
+func Register(srv *grpc.Server, s *Service) {
+	desc := fodcv1.FODCService_ServiceDesc
+	desc.Streams = append([]grpc.StreamDesc(nil), desc.Streams...)
+	found := false
+	for i := range desc.Streams {
+		if desc.Streams[i].StreamName == "StreamMetrics" {
+			desc.Streams[i].Handler = streamMetricsHandler
+			found = true
+		}
+	}
+	if !found {
+		panic("agentsvc: FODCService has no StreamMetrics method")
+	}
+	srv.RegisterService(&desc, s)
+}
+
+func streamMetricsHandler(srv any, stream grpc.ServerStream) error {
+	return srv.(*Service).StreamMetricsRaw(&grpc.GenericServerStream[RawMetrics, fodcv1.StreamMetricsResponse]{ServerStream: stream})
+}
+
+// StreamMetrics serves a StreamMetrics stream registered through the
+// generated fodcv1.RegisterFODCServiceServer, which decodes every reply:
+// each one is encoded again and served as by StreamMetricsRaw. Register
+// avoids that round trip.
+func (s *Service) StreamMetrics(stream fodcv1.FODCService_StreamMetricsServer) error {
+	return s.StreamMetricsRaw(reencoder{stream})
+}
+
+// reencoder turns a decoding StreamMetrics stream into a MetricsServer.
+type reencoder struct {
+	fodcv1.FODCService_StreamMetricsServer
+}
+
+func (r reencoder) Recv() (*RawMetrics, error) {
+	m, err := r.FODCService_StreamMetricsServer.Recv()
+	if err != nil {
+		return nil, err
+	}
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return &RawMetrics{Bytes: b}, nil
+}

@@ -1,0 +1,372 @@
+package enrich
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
+	"unsafe"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/proxy/series"
+)
+
+// Field numbers of the messages DecodeBatch reads (PROTOCOL.md §4.1).
+const (
+	replyMetrics   protowire.Number = 1 // StreamMetricsRequest.metrics
+	replyTimestamp protowire.Number = 2 // StreamMetricsRequest.timestamp
+
+	metricName        protowire.Number = 1
+	metricLabels      protowire.Number = 2
+	metricValue       protowire.Number = 3
+	metricDescription protowire.Number = 4
+	metricTimestamp   protowire.Number = 5
+	metricType        protowire.Number = 6
+
+	entryKey   protowire.Number = 1 // map entry
+	entryValue protowire.Number = 2
+
+	tsSeconds protowire.Number = 1 // google.protobuf.Timestamp
+	tsNanos   protowire.Number = 2
+)
+
+// Errors DecodeBatch wraps.
+var (
+	errMalformed   = errors.New("malformed protobuf")
+	errInvalidUTF8 = errors.New("string field is not valid UTF-8")
+)
+
+// DecodeBatch is Batch for a StreamMetricsRequest still in its wire
+// encoding: it reads raw once, without building the message or a map per
+// label set, and returns what Batch(info, m, receivedAt, window) returns
+// for the message m that proto.Unmarshal makes of raw. It fails where
+// proto.Unmarshal fails: truncated or malformed wire data, field numbers
+// out of range, unbalanced groups and string fields that are not valid
+// UTF-8. Unknown fields, and known ones of an unexpected wire type, are
+// skipped as proto.Unmarshal skips them; repeated occurrences of a
+// singular field behave alike too (the last scalar wins, messages merge,
+// and the last entry of a duplicate label key wins).
+//
+// The result keeps no memory of raw, which the caller may reuse as soon
+// as DecodeBatch returns. It is safe to call concurrently.
+func DecodeBatch(info NodeInfo, raw []byte, receivedAt time.Time, window bool) (series.Batch, error) {
+	out := series.Batch{Node: info.Node}
+	count, replyTs, err := scanReply(raw)
+	if err != nil {
+		return series.Batch{Node: info.Node}, err
+	}
+	if count == 0 {
+		return out, nil
+	}
+	d := decoder{
+		extra:     nodeLabels(info),
+		defaultMs: receivedAt.UnixMilli(),
+		keys:      make([]key, 0, count),
+		starts:    make([]int32, 0, count+1),
+		// Never nil, like Batch's: a metric without labels gets an
+		// empty, not a nil, label set.
+		buf: make(series.Labels, 0, 16),
+	}
+	if replyTs.set {
+		d.defaultMs = replyTs.millis()
+	}
+	for b := raw; len(b) > 0; {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return series.Batch{Node: info.Node}, errMalformed
+		}
+		b = b[n:]
+		if num == replyMetrics && typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return series.Batch{Node: info.Node}, errMalformed
+			}
+			if err := d.metric(v); err != nil {
+				return series.Batch{Node: info.Node}, fmt.Errorf("metric %d: %w", len(d.keys), err)
+			}
+			if len(d.keys) == 1 {
+				// Replies are uniform: size the label storage after the
+				// first metric, but never beyond what raw can hold (an
+				// entry takes at least two bytes).
+				d.buf = slices.Grow(d.buf, min((count-1)*len(d.buf), count*len(d.extra)+len(raw)/2))
+			}
+			b = b[n:]
+			continue
+		}
+		n = protowire.ConsumeFieldValue(num, typ, b)
+		if n < 0 {
+			return series.Batch{Node: info.Node}, errMalformed
+		}
+		b = b[n:]
+	}
+	d.starts = append(d.starts, int32(len(d.buf)))
+	buf := d.buf
+	// A latest batch keeps buf as its label storage: drop the slack
+	// that growing it left.
+	if !window && cap(buf)-len(buf) > len(buf)/8 {
+		buf = slices.Clone(buf)
+	}
+	upper := d.strBytes
+	for i := range d.keys {
+		lo, hi := d.starts[i], d.starts[i+1]
+		d.keys[i].labels = buf[lo:hi:hi]
+		for _, l := range d.keys[i].labels {
+			upper += len(l.Name) + len(l.Value)
+		}
+	}
+	out.Series = build(d.keys, window, newSharer(upper, true))
+	return out, nil
+}
+
+// timestamp is a google.protobuf.Timestamp being decoded.
+type timestamp struct {
+	set     bool
+	seconds int64
+	nanos   int32
+}
+
+func (t timestamp) millis() int64 { return t.seconds*1000 + int64(t.nanos)/1e6 }
+
+// merge decodes b into t. Fields already in t and absent from b stay, as
+// when a message field occurs twice.
+func (t *timestamp) merge(b []byte) error {
+	t.set = true
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return errMalformed
+		}
+		b = b[n:]
+		switch {
+		case num == tsSeconds && typ == protowire.VarintType:
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			t.seconds = int64(v)
+		case num == tsNanos && typ == protowire.VarintType:
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			t.nanos = int32(v)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return errMalformed
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// scanReply checks the top level of a reply, counts its metrics and
+// decodes its timestamp, which may come after the metrics.
+func scanReply(b []byte) (count int, ts timestamp, err error) {
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return 0, ts, errMalformed
+		}
+		b = b[n:]
+		switch {
+		case num == replyMetrics && typ == protowire.BytesType:
+			_, n = protowire.ConsumeBytes(b)
+			count++
+		case num == replyTimestamp && typ == protowire.BytesType:
+			var v []byte
+			v, n = protowire.ConsumeBytes(b)
+			if n >= 0 {
+				if err := ts.merge(v); err != nil {
+					return 0, ts, fmt.Errorf("reply timestamp: %w", err)
+				}
+			}
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return 0, ts, errMalformed
+		}
+		b = b[n:]
+	}
+	return count, ts, nil
+}
+
+// consumeTag reads a field's tag and, like proto.Unmarshal for a message
+// (not a group), refuses field numbers out of range and end-group tags.
+func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
+	v, n := protowire.ConsumeVarint(b)
+	if n < 0 {
+		return 0, 0, n
+	}
+	num, typ := v>>3, protowire.Type(v&7)
+	if num < uint64(protowire.MinValidNumber) || num > uint64(protowire.MaxValidNumber) || typ == protowire.EndGroupType {
+		return 0, 0, -1
+	}
+	return protowire.Number(num), typ, n
+}
+
+// decoder accumulates the metrics of one reply.
+type decoder struct {
+	extra     series.Labels
+	defaultMs int64
+	keys      []key
+	buf       series.Labels // every metric's labels, back to back
+	starts    []int32       // where each key's labels start in buf
+	strBytes  int           // bytes of names and descriptions
+}
+
+// metric decodes one Metric message and appends its key and labels.
+func (d *decoder) metric(b []byte) error {
+	k := key{idx: int32(len(d.keys))}
+	var ts timestamp
+	start := len(d.buf)
+	if start > math.MaxInt32 {
+		return errors.New("too many labels")
+	}
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return errMalformed
+		}
+		b = b[n:]
+		var err error
+		switch {
+		case num == metricName && typ == protowire.BytesType:
+			k.name, n, err = consumeString(b)
+		case num == metricLabels && typ == protowire.BytesType:
+			var v []byte
+			v, n = protowire.ConsumeBytes(b)
+			if n >= 0 {
+				var l series.Label
+				l, err = mapEntry(v)
+				d.buf = append(d.buf, l)
+			}
+		case num == metricValue && typ == protowire.Fixed64Type:
+			var v uint64
+			v, n = protowire.ConsumeFixed64(b)
+			k.value = math.Float64frombits(v)
+		case num == metricDescription && typ == protowire.BytesType:
+			k.help, n, err = consumeString(b)
+		case num == metricTimestamp && typ == protowire.BytesType:
+			var v []byte
+			v, n = protowire.ConsumeBytes(b)
+			if n >= 0 {
+				err = ts.merge(v)
+			}
+		case num == metricType && typ == protowire.VarintType:
+			var v uint64
+			v, n = protowire.ConsumeVarint(b)
+			k.typ = fodcv1.MetricType(int32(v))
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if err != nil {
+			return err
+		}
+		if n < 0 {
+			return errMalformed
+		}
+		b = b[n:]
+	}
+	k.ms = d.defaultMs
+	if ts.set {
+		k.ms = ts.millis()
+	}
+	d.buf = finishLabels(d.buf, start, d.extra)
+	d.strBytes += len(k.name) + len(k.help)
+	d.starts = append(d.starts, int32(start))
+	d.keys = append(d.keys, k)
+	return nil
+}
+
+// mapEntry decodes one entry of the labels map; a missing key or value
+// is empty.
+func mapEntry(b []byte) (series.Label, error) {
+	var l series.Label
+	for len(b) > 0 {
+		num, typ, n := consumeTag(b)
+		if n < 0 {
+			return l, errMalformed
+		}
+		b = b[n:]
+		var err error
+		switch {
+		case num == entryKey && typ == protowire.BytesType:
+			l.Name, n, err = consumeString(b)
+		case num == entryValue && typ == protowire.BytesType:
+			l.Value, n, err = consumeString(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if err != nil {
+			return l, err
+		}
+		if n < 0 {
+			return l, errMalformed
+		}
+		b = b[n:]
+	}
+	return l, nil
+}
+
+// consumeString reads a length-delimited string field. The string
+// aliases b: it must be copied (see sharer.clone) before it outlives the
+// wire bytes.
+func consumeString(b []byte) (string, int, error) {
+	v, n := protowire.ConsumeBytes(b)
+	if n < 0 {
+		return "", n, nil
+	}
+	if !utf8.Valid(v) {
+		return "", n, errInvalidUTF8
+	}
+	if len(v) == 0 {
+		return "", n, nil
+	}
+	return unsafe.String(&v[0], len(v)), n, nil
+}
+
+// finishLabels turns the raw map entries buf[start:] of one metric into
+// its label set as appendLabels makes it from the decoded map: the last
+// entry of each key, without empty keys or values, plus the node labels
+// it lacks, sorted. The strings are valid UTF-8 already.
+func finishLabels(buf series.Labels, start int, extra series.Labels) series.Labels {
+	ls := buf[start:]
+	// A stable sort by name keeps the entries of one key in wire order.
+	if len(ls) <= 16 {
+		for i := 1; i < len(ls); i++ {
+			for j := i; j > 0 && ls[j].Name < ls[j-1].Name; j-- {
+				ls[j], ls[j-1] = ls[j-1], ls[j]
+			}
+		}
+	} else {
+		slices.SortStableFunc(ls, func(a, b series.Label) int { return strings.Compare(a.Name, b.Name) })
+	}
+	n := 0
+	for i, l := range ls {
+		if i+1 < len(ls) && ls[i+1].Name == l.Name {
+			continue // a later entry replaces this one
+		}
+		if l.Name == "" || l.Value == "" {
+			continue
+		}
+		ls[n] = l
+		n++
+	}
+	own := ls[:n]
+	buf = buf[:start+n]
+	for _, e := range extra {
+		if _, found := slices.BinarySearchFunc(own, e.Name, func(l series.Label, name string) int {
+			return strings.Compare(l.Name, name)
+		}); !found {
+			buf = append(buf, e)
+		}
+	}
+	// own and extra are each sorted and names are unique: insertion
+	// moves each node label past the own labels after it.
+	sortLabels(buf[start:])
+	return buf
+}
