@@ -332,29 +332,16 @@ func serve[Req, Resp any](s *Service, kind string, st serverStream[Req, Resp],
 	defer s.metrics.streamsOpen.WithLabelValues(kind).Dec()
 	s.logger.Debug("Agent stream opened", "agent_id", agentID, "stream", kind)
 
-	var sendWG sync.WaitGroup
-	sendErr := make(chan error, 1)
 	recvErr := make(chan error, 1)
-	sendWG.Go(func() { sendErr <- ss.sendLoop(st) })
 	// The receiver cannot be waited for: Recv unblocks only once this
 	// handler has returned.
 	go func() { recvErr <- recvLoop(st, handle) }()
-
-	select {
-	case err = <-recvErr:
-	case err = <-sendErr:
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-ss.closed:
-		err = ss.cause()
-	case <-removed:
-		err = s.removedStatus(agentID)
-	case <-s.draining:
-		err = errDraining
-	}
+	// This goroutine is the stream's only sender: it sends queued commands
+	// until something ends the session, so an idle stream costs two
+	// goroutines (this one and the receiver).
+	err = sendUntilDone(st, ss, recvErr, removed, s.draining, func() error { return s.removedStatus(agentID) })
 	ss.closeWith(err)
 	detach(ss.cause())
-	sendWG.Wait() // no Send after the handler returns
 	if errors.Is(ss.cause(), errSlow) || errors.Is(ss.cause(), errStuck) {
 		s.metrics.slowDisconnects.WithLabelValues(kind).Inc()
 		s.logger.Warn("Disconnected slow agent stream", "agent_id", agentID, "stream", kind)

@@ -86,16 +86,30 @@ func (ss *session[Resp]) cause() error {
 	}
 }
 
-// sendLoop is the only caller of Send on the stream.
-func (ss *session[Resp]) sendLoop(st interface{ Send(*Resp) error }) error {
+// sendUntilDone sends the session's queued commands on st until the
+// receiver ends, the stream's context ends, the session is closed, the agent
+// leaves the registry, or the proxy drains, and returns why. The goroutine
+// that runs it is the only caller of Send on st.
+func sendUntilDone[Req, Resp any](st serverStream[Req, Resp], ss *session[Resp],
+	recvErr <-chan error, removed, draining <-chan struct{}, removedStatus func() error,
+) error {
+	ctx := st.Context()
 	for {
 		select {
 		case m := <-ss.out:
 			if err := st.Send(m); err != nil {
 				return err
 			}
+		case err := <-recvErr:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
 		case <-ss.closed:
-			return nil
+			return ss.cause()
+		case <-removed:
+			return removedStatus()
+		case <-draining:
+			return errDraining
 		}
 	}
 }
