@@ -197,7 +197,7 @@ func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) e
 		return toStatus(errDraining)
 	default:
 	}
-	first, err := stream.Recv()
+	first, err := s.firstRegistration(stream)
 	if err != nil {
 		return toStatus(err)
 	}
@@ -257,6 +257,34 @@ func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) e
 		s.logger.Info("Agent disconnected", "agent_id", agent.ID, "pod_name", agent.PodName, "err", err)
 	}
 	return s.finish(KindRegister, err)
+}
+
+// registrationWait bounds how long a new registration stream may stay
+// silent: agents send their registration right after opening the stream.
+const registrationWait = 30 * time.Second
+
+// firstRegistration waits for the registration message, but not past
+// registrationWait or a drain, so that a silent client holds nothing.
+func (s *Service) firstRegistration(stream fodcv1.FODCService_RegisterAgentServer) (*fodcv1.RegisterAgentRequest, error) {
+	type result struct {
+		m   *fodcv1.RegisterAgentRequest
+		err error
+	}
+	got := make(chan result, 1)
+	go func() { // ends when Recv returns, at the latest when the handler does
+		m, err := stream.Recv()
+		got <- result{m, err}
+	}()
+	t := time.NewTimer(registrationWait)
+	defer t.Stop()
+	select {
+	case r := <-got:
+		return r.m, r.err
+	case <-t.C:
+		return nil, status.Errorf(codes.DeadlineExceeded, "no registration message within %s of opening the stream", registrationWait)
+	case <-s.draining:
+		return nil, errDraining
+	}
 }
 
 // finish counts and translates the error that ended a stream.

@@ -404,3 +404,16 @@ func TestStuckStreamIsClosed(t *testing.T) {
 	require.Equal(t, codes.ResourceExhausted, status.Code(err))
 	require.Contains(t, status.Convert(err).Message(), "unanswered")
 }
+
+// A registration stream that never sends its registration holds nothing:
+// a drain ends it at once.
+func TestSilentRegistrationStreamEndsOnDrain(t *testing.T) {
+	h := newHarness(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := h.client.RegisterAgent(ctx)
+	require.NoError(t, err)
+	h.svc.Drain()
+	_, err = st.Recv()
+	require.Equal(t, codes.Unavailable, status.Code(err))
+}
