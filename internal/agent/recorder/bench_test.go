@@ -3,6 +3,8 @@ package recorder
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -21,6 +23,16 @@ type workload struct {
 	ts   []int64         // scrape time of each scrape
 	vals [][]float64     // vals[scrape][sample], in family order
 }
+
+// jitterMs is how far scrape times stray from the 10 s grid, ± (default 3;
+// FODC_RECORDER_JITTER_MS changes it: the agent's own scrapes start on a
+// ticker, within a millisecond of the grid).
+var jitterMs = func() int {
+	if n, err := strconv.Atoi(os.Getenv("FODC_RECORDER_JITTER_MS")); err == nil && n >= 0 {
+		return n
+	}
+	return 3
+}()
 
 func newWorkload(scrapes int, seed uint64) *workload {
 	rng := rand.New(rand.NewPCG(seed, 42))
@@ -142,7 +154,7 @@ func newWorkload(scrapes int, seed uint64) *workload {
 	t := int64(1_795_723_720_000)
 	prev := init
 	for i := range scrapes {
-		w.ts = append(w.ts, t+int64(i)*10_000+int64(rng.IntN(7)-3))
+		w.ts = append(w.ts, t+int64(i)*10_000+int64(rng.IntN(2*jitterMs+1)-jitterMs))
 		cur := make([]float64, len(gens))
 		for j, g := range gens {
 			if i == 0 {
@@ -187,10 +199,16 @@ func TestWorkloadShape(t *testing.T) {
 	require.Equal(t, w.ts[1], w.fams[0].Samples[0].TimestampMs)
 }
 
+// BenchmarkAppend ingests two hours of scrapes (FODC_RECORDER_SCRAPES
+// changes how many) and reports what the recorder holds per sample, all
+// overheads included (bytes/sample) and encoded chunks alone.
 func BenchmarkAppend(b *testing.B) {
-	const scrapes = 720 // two hours at 10 s
+	scrapes := 720 // two hours at 10 s
+	if n, err := strconv.Atoi(os.Getenv("FODC_RECORDER_SCRAPES")); err == nil && n > 0 {
+		scrapes = n
+	}
 	w := newWorkload(scrapes, 1)
-	for _, chunkSamples := range []int{DefaultChunkSamples, 240} {
+	for _, chunkSamples := range []int{120, DefaultChunkSamples, 480} {
 		b.Run(fmt.Sprintf("chunk=%d", chunkSamples), func(b *testing.B) {
 			var st Stats
 			var encoded int64

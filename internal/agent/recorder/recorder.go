@@ -35,7 +35,7 @@ import (
 )
 
 // DefaultChunkSamples is used when Options.ChunkSamples is zero.
-const DefaultChunkSamples = 120
+const DefaultChunkSamples = 240
 
 // maxChunkSamples bounds Options.ChunkSamples.
 const maxChunkSamples = 1 << 16
