@@ -73,6 +73,7 @@ type API struct {
 	requests      *prometheus.CounterVec
 	duration      *prometheus.HistogramVec
 	flight        singleflight.Group // shares identical /metrics answers
+	joined        func()             // test hook: a /metrics request started or joined a flight
 	dropped       *prometheus.CounterVec
 	droppedLabels prometheus.Counter
 }
@@ -245,6 +246,9 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	// The answer is produced on its own deadline, so that a caller that
 	// goes away does not cut it short for the others.
 	ch := a.flight.DoChan("metrics?"+q.Encode(), func() (any, error) { return a.renderMetrics(f, b), nil })
+	if a.joined != nil {
+		a.joined()
+	}
 	wait := time.NewTimer(b + a.opts.WriteTimeout)
 	defer wait.Stop()
 	var ans *metricsAnswer

@@ -31,6 +31,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 type fakeAgent struct {
 	mu       sync.Mutex
 	hang     bool
+	release  chan struct{} // when set, requests wait for it to close
 	windows  []agentsvc.Window
 	deadline time.Duration
 	reply    func(w agentsvc.Window) *fodcv1.StreamMetricsRequest
@@ -42,8 +43,15 @@ func (f *fakeAgent) Request(ctx context.Context, w agentsvc.Window) (*agentsvc.R
 	if d, ok := ctx.Deadline(); ok {
 		f.deadline = time.Until(d)
 	}
-	hang := f.hang
+	hang, release := f.hang, f.release
 	f.mu.Unlock()
+	if release != nil {
+		select {
+		case <-release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	if hang {
 		<-ctx.Done()
 		return nil, ctx.Err()
@@ -56,6 +64,7 @@ func (f *fakeAgent) Request(ctx context.Context, w agentsvc.Window) (*agentsvc.R
 }
 
 type env struct {
+	api    *API
 	reg    *registry.Registry
 	agents map[string]*fakeAgent // by agent id
 	srv    *httptest.Server
@@ -84,6 +93,7 @@ func newEnv(t *testing.T) *env {
 	require.NoError(t, err)
 	api, err := New(Options{Registry: reg, Collector: coll, Gatherer: own, Registerer: own, CollectTimeout: 5 * time.Second, Now: clock})
 	require.NoError(t, err)
+	e.api = api
 	e.srv = httptest.NewServer(api.Handler())
 	t.Cleanup(e.srv.Close)
 	return e
@@ -356,3 +366,47 @@ func TestBudget(t *testing.T) {
 }
 
 func timestamp(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
+
+// Identical concurrent /metrics requests share one collection and one
+// rendered answer; a request with other filters gets its own.
+func TestConcurrentIdenticalScrapesShareOneCollection(t *testing.T) {
+	e := newEnv(t)
+	release := make(chan struct{})
+	fa := &fakeAgent{release: release, reply: func(agentsvc.Window) *fodcv1.StreamMetricsRequest {
+		return &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{gauge("shared", 1, nil)}}
+	}}
+	e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0"}, fa)
+	requests := func() int { fa.mu.Lock(); defer fa.mu.Unlock(); return len(fa.windows) }
+	var joinedMu sync.Mutex
+	joined := 0
+	e.api.joined = func() { joinedMu.Lock(); joined++; joinedMu.Unlock() }
+
+	bodies := make(chan string, 3)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			code, _, body := e.get(t, "/metrics?role=datanode")
+			require.Equal(t, http.StatusOK, code)
+			bodies <- body
+		})
+	}
+	// The agent holds its answer until all three requests have started or
+	// joined the collection.
+	require.Eventually(t, func() bool { joinedMu.Lock(); defer joinedMu.Unlock(); return joined == 3 }, 10*time.Second, time.Millisecond)
+	close(release)
+	wg.Wait()
+	close(bodies)
+	first := ""
+	for b := range bodies {
+		if first == "" {
+			first = b
+		}
+		require.Equal(t, first, b, "every caller gets the same answer")
+	}
+	require.Contains(t, first, "\nshared{")
+	require.Equal(t, 1, requests(), "one collection for three identical scrapes")
+
+	code, _, _ := e.get(t, "/metrics?role=ROLE_DATA")
+	require.Equal(t, http.StatusOK, code)
+	require.Equal(t, 2, requests(), "other filters make another collection")
+}
