@@ -2,7 +2,6 @@ package agentsim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/registration"
 )
 
 // session is one connection of the agent: a ClientConn, its registration and
@@ -87,16 +87,9 @@ func (a *Agent) runSession(ctx context.Context) (established bool, err error) {
 		}
 	case resp = <-s.firstResp:
 	}
-	if !resp.GetSuccess() {
-		return false, fmt.Errorf("registration failed: %s", resp.GetMessage())
-	}
-	id := resp.GetAgentId()
-	if id == "" {
-		return false, errors.New("registration response missing agent ID")
-	}
-	interval := a.cfg.HeartbeatInterval
-	if sec := resp.GetHeartbeatIntervalSeconds(); sec > 0 {
-		interval = time.Duration(sec) * time.Second
+	id, interval, err := registration.Accept(resp, a.cfg.HeartbeatInterval)
+	if err != nil {
+		return false, err
 	}
 	s.hbStart <- interval
 	a.setRegistered(id, interval)

@@ -2,7 +2,6 @@ package uplink
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 
 	databasev1 "github.com/fodc-go/fodc/api/proto/banyandb/database/v1"
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/registration"
 )
 
 const (
@@ -125,16 +125,9 @@ func (c *Client) runSession(ctx context.Context) (healthy bool, err error) {
 		}
 	case resp = <-s.firstResp:
 	}
-	if !resp.GetSuccess() {
-		return false, fmt.Errorf("registration failed: %s", resp.GetMessage())
-	}
-	agentID := resp.GetAgentId()
-	if agentID == "" {
-		return false, errors.New("registration response missing agent ID")
-	}
-	interval := c.opts.HeartbeatInterval
-	if sec := resp.GetHeartbeatIntervalSeconds(); sec > 0 {
-		interval = time.Duration(sec) * time.Second
+	agentID, interval, err := registration.Accept(resp, c.opts.HeartbeatInterval)
+	if err != nil {
+		return false, err
 	}
 	s.hbStart <- interval
 	registeredAt := c.opts.Now()
