@@ -1,0 +1,125 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
+	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/render"
+	"github.com/fodc-go/fodc/internal/proxy/series"
+)
+
+// metricsAnswer is one rendered /metrics answer. Identical requests that
+// arrive while it is being produced share it: one round of agent commands,
+// one enrichment and one rendering for all of them.
+type metricsAnswer struct {
+	body               []byte
+	selected, answered int
+}
+
+func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f, err := parseFilter(q)
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
+	b := budget(r, a.opts.CollectTimeout)
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Now().Add(b + a.opts.WriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		a.logger.Debug("Could not extend write deadline", "err", err)
+	}
+	// The answer is produced on its own deadline, so that a caller that
+	// goes away does not cut it short for the others.
+	ch := a.flight.DoChan("metrics?"+q.Encode(), func() (any, error) { return a.renderMetrics(f, b), nil })
+	if a.joined != nil {
+		a.joined()
+	}
+	wait := time.NewTimer(b + a.opts.WriteTimeout)
+	defer wait.Stop()
+	var ans *metricsAnswer
+	select {
+	case res := <-ch:
+		ans = res.Val.(*metricsAnswer)
+	case <-wait.C:
+		writeError(w, http.StatusServiceUnavailable, "the shared collection this request joined did not finish within its budget")
+		return
+	case <-r.Context().Done():
+		return
+	}
+	w.Header().Set("Content-Type", render.TextContentType)
+	w.Header().Set("X-Fodc-Agents-Selected", strconv.Itoa(ans.selected))
+	w.Header().Set("X-Fodc-Agents-Answered", strconv.Itoa(ans.answered))
+	if _, err := w.Write(ans.body); err != nil {
+		a.logger.Debug("Writing /metrics answer", "err", err)
+	}
+}
+
+// renderMetrics collects the latest values within budget b and renders
+// them with the per-agent status series and, when unfiltered, the proxy's
+// own series.
+func (a *API) renderMetrics(f registry.Filter, b time.Duration) *metricsAnswer {
+	ctx, cancel := context.WithTimeout(context.Background(), b)
+	defer cancel()
+	results := a.opts.Collector.Collect(ctx, f, agentsvc.Window{})
+	ans := &metricsAnswer{selected: len(results)}
+	batches := make([]series.Batch, 0, len(results)+4)
+	for i := range results {
+		if results[i].Up() {
+			ans.answered++
+			batches = append(batches, results[i].Batch)
+		}
+	}
+	batches = append(batches, agentStatusBatch(results))
+	if !isFiltered(f) && a.opts.Cluster != nil {
+		batches = append(batches, consistencyBatch(a.opts.Cluster.ConsistencyStatuses()))
+		batches = append(batches, configDifferencesBatch(a.opts.Cluster.ConfigDifferences()))
+	}
+	if !isFiltered(f) && a.opts.Gatherer != nil {
+		mfs, err := a.opts.Gatherer.Gather()
+		if err != nil {
+			a.logger.Warn("Gathering own metrics", "err", err)
+		}
+		batches = append(batches, gatheredBatch(mfs))
+	}
+	var buf bytes.Buffer
+	st, err := render.WriteText(&buf, batches)
+	a.countRemoved(st)
+	if err != nil { // a bytes.Buffer does not fail; keep what was written
+		a.logger.Warn("Rendering /metrics answer", "err", err)
+	}
+	ans.body = buf.Bytes()
+	return ans
+}
+
+func (a *API) metricsWindows(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f, err := parseFilter(q)
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
+	win, err := parseWindow(q)
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
+	results := a.collect(w, r, f, win)
+	batches := make([]series.Batch, 0, len(results))
+	for i := range results {
+		if results[i].Up() {
+			batches = append(batches, results[i].Batch)
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	st, err := render.WriteWindows(w, batches) // buffers its own writes
+
+	a.countRemoved(st)
+	if err != nil {
+		a.logger.Debug("Writing /metrics-windows answer", "err", err)
+	}
+}
