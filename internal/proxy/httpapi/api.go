@@ -1,7 +1,10 @@
 // Package httpapi is the proxy's HTTP interface: Prometheus /metrics, the
-// JSON endpoints (/metrics-windows, /cluster, /health) and the proxy's own
-// probes. Handlers validate their input, ask the collector, and hand the
-// result to the renderers; they hold no state of their own.
+// JSON endpoints (/metrics-windows, /cluster and its topology, lifecycle
+// and configuration views, /diagnostics, /pressure-profiles, /health) and
+// the proxy's own probes. Handlers validate their input, ask the
+// collectors, and hand the result to the renderers; the only state they
+// keep is the /metrics answers being shared by identical requests in
+// flight.
 package httpapi
 
 import (
