@@ -9,7 +9,7 @@ PROTO_DIR       := api/proto
 PROTO_FILES     := $(shell find $(PROTO_DIR) -name '*.proto' | sort)
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build test test-short lint vet fmt proto check-generated bench demo tools clean
+.PHONY: all build test test-short lint vet fmt proto check-generated bench bench-load demo tools clean
 
 all: build
 
@@ -50,6 +50,11 @@ check-generated: proto
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=6 ./internal/... | tee bench.txt
+
+## bench-load: the 1 M-series scrape of docs/performance.md against the proxy binary.
+bench-load: build
+	bin/fodc-bench --spawn-proxy bin/fodc-proxy --agents 100 --series 10000 \
+		--scrapers 1 --scrapes 5 --warmup 1 --scrape-timeout 10s
 
 demo:
 	$(GO) run ./cmd/fodc-demo
