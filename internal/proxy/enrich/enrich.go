@@ -51,6 +51,11 @@ type NodeInfo struct {
 // The result's Series are sorted by name, then label set. Batch never
 // modifies reply, and the result keeps none of its memory alive except
 // strings longer than 1 KiB: a reply can be released right away.
+//
+// The proxy itself decodes replies from the wire with DecodeBatch, which
+// must produce exactly what Batch produces for the unmarshalled message;
+// Batch is the path for already-decoded messages and the reference the
+// tests hold DecodeBatch to.
 func Batch(info NodeInfo, reply *fodcv1.StreamMetricsRequest, receivedAt time.Time, window bool) series.Batch {
 	out := series.Batch{Node: info.Node}
 	metrics := reply.GetMetrics()
@@ -372,6 +377,18 @@ func compareLabels(a, b series.Labels) int {
 	return cmp.Compare(len(a), len(b))
 }
 
+// NodeAddress is the value of the node_address label: "ip:port", just the
+// IP when the port is unknown, "" when the address is.
+func NodeAddress(n series.Node) string {
+	switch {
+	case n.IP == "":
+		return ""
+	case n.Port > 0:
+		return net.JoinHostPort(n.IP, strconv.Itoa(n.Port))
+	}
+	return n.IP
+}
+
 // nodeLabels returns the sorted labels the node contributes to samples
 // that do not have them.
 func nodeLabels(info NodeInfo) series.Labels {
@@ -385,13 +402,7 @@ func nodeLabels(info NodeInfo) series.Labels {
 	// shadow the registered role.
 	add("node_role", info.Node.Role)
 	add("pod_name", info.Node.PodName)
-	if info.Node.IP != "" {
-		addr := info.Node.IP
-		if info.Node.Port > 0 {
-			addr = net.JoinHostPort(info.Node.IP, strconv.Itoa(info.Node.Port))
-		}
-		add("node_address", addr)
-	}
+	add("node_address", NodeAddress(info.Node))
 	// Sorted keys make the outcome independent of map order when two
 	// registered keys collide after UTF-8 repair.
 	names := make([]string, 0, len(info.Labels))

@@ -9,6 +9,7 @@ import (
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/proxy/collector"
+	"github.com/fodc-go/fodc/internal/proxy/enrich"
 	"github.com/fodc-go/fodc/internal/proxy/series"
 )
 
@@ -29,8 +30,8 @@ func agentStatusBatch(results []collector.Result) series.Batch {
 	for i := range results {
 		r := &results[i]
 		labels := series.Labels{{Name: "agent_id", Value: r.Agent.ID}}
-		if r.Agent.Primary.IP != "" {
-			labels = append(labels, series.Label{Name: "node_address", Value: r.Agent.Primary.String()})
+		if addr := enrich.NodeAddress(collector.NodeInfo(r.Agent).Node); addr != "" {
+			labels = append(labels, series.Label{Name: "node_address", Value: addr})
 		}
 		labels = append(labels, series.Label{Name: "node_role", Value: r.Agent.Role.WireName()})
 		if r.Agent.PodName != "" {
