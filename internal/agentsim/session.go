@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
-	"github.com/fodc-go/fodc/internal/registration"
+	"github.com/fodc-go/fodc/internal/protocol"
 )
 
 // session is one connection of the agent: a ClientConn, its registration and
@@ -87,7 +87,7 @@ func (a *Agent) runSession(ctx context.Context) (established bool, err error) {
 		}
 	case resp = <-s.firstResp:
 	}
-	id, interval, err := registration.Accept(resp, a.cfg.HeartbeatInterval)
+	id, interval, err := protocol.AcceptRegistration(resp, a.cfg.HeartbeatInterval)
 	if err != nil {
 		return false, err
 	}

@@ -17,7 +17,7 @@ import (
 
 	databasev1 "github.com/fodc-go/fodc/api/proto/banyandb/database/v1"
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
-	"github.com/fodc-go/fodc/internal/registration"
+	"github.com/fodc-go/fodc/internal/protocol"
 )
 
 const (
@@ -125,7 +125,7 @@ func (c *Client) runSession(ctx context.Context) (healthy bool, err error) {
 		}
 	case resp = <-s.firstResp:
 	}
-	agentID, interval, err := registration.Accept(resp, c.opts.HeartbeatInterval)
+	agentID, interval, err := protocol.AcceptRegistration(resp, c.opts.HeartbeatInterval)
 	if err != nil {
 		return false, err
 	}

@@ -1,4 +1,4 @@
-package registration
+package protocol
 
 import (
 	"testing"
@@ -9,7 +9,7 @@ import (
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 )
 
-func TestAccept(t *testing.T) {
+func TestAcceptRegistration(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		resp     *fodcv1.RegisterAgentResponse
@@ -25,7 +25,7 @@ func TestAccept(t *testing.T) {
 		{"nil", nil, "", 0, "registration failed: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			id, interval, err := Accept(tc.resp, 7*time.Second)
+			id, interval, err := AcceptRegistration(tc.resp, 7*time.Second)
 			if tc.err != "" {
 				require.EqualError(t, err, tc.err)
 				return

@@ -1,8 +1,4 @@
-// Package registration holds the agent side's rules for a
-// RegisterAgentResponse (PROTOCOL.md §2.3, §2.5), shared by our agent and
-// by the simulated upstream agent so that both accept exactly what an
-// upstream agent accepts.
-package registration
+package protocol
 
 import (
 	"errors"
@@ -15,10 +11,13 @@ import (
 // ErrMissingAgentID is returned for a successful response without an id.
 var ErrMissingAgentID = errors.New("registration response missing agent ID")
 
-// Accept checks a registration response: it must report success and carry
+// AcceptRegistration is the agent side's rule for a RegisterAgentResponse
+// (PROTOCOL.md §2.3, §2.5), shared by our agent and by the simulated
+// upstream agent so that both accept exactly what an upstream agent accepts.
+// It checks a registration response: it must report success and carry
 // an agent id. The heartbeat interval is the proxy's when it sent one
 // (> 0 seconds), else fallback.
-func Accept(resp *fodcv1.RegisterAgentResponse, fallback time.Duration) (agentID string, interval time.Duration, err error) {
+func AcceptRegistration(resp *fodcv1.RegisterAgentResponse, fallback time.Duration) (agentID string, interval time.Duration, err error) {
 	if !resp.GetSuccess() {
 		return "", 0, fmt.Errorf("registration failed: %s", resp.GetMessage())
 	}
