@@ -22,6 +22,7 @@ import (
 	"github.com/fodc-go/fodc/internal/demo/synth"
 	"github.com/fodc-go/fodc/internal/proxy"
 	"github.com/fodc-go/fodc/internal/roles"
+	"github.com/fodc-go/fodc/internal/testutil/testproxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -30,17 +31,7 @@ const wait = 20 * time.Second
 
 func startProxy(t *testing.T) *proxy.Proxy {
 	t.Helper()
-	cfg := proxy.DefaultConfig()
-	cfg.GRPCListenAddr = "127.0.0.1:0"
-	cfg.HTTPListenAddr = "127.0.0.1:0"
-	cfg.HeartbeatInterval = time.Second
-	cfg.AgentHeartbeatTimeout = 10 * time.Second
-	p, err := proxy.New(cfg, nil, prometheus.NewRegistry(), prometheus.NewRegistry())
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
+	p, _ := testproxy.Start(t, nil)
 	return p
 }
 
@@ -95,7 +86,7 @@ func TestAgentScrapesAndServesThroughProxy(t *testing.T) {
 	cfg.ContainerNames = []string{"data"}
 	a := startAgent(t, cfg)
 	id := a.Uplink.Status().AgentID
-	require.Eventually(t, func() bool { return p.Service.HasStream(id, "metrics") }, wait, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return p.Streams.Has(id, "metrics") }, wait, 5*time.Millisecond)
 
 	text := get(t, "http://"+p.HTTPAddr()+"/metrics")
 	require.Contains(t, text, `banyandb_measure_total_written{container_name="data",group="sw_metric",`)

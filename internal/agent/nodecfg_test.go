@@ -20,8 +20,8 @@ import (
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agent/nodeconfig"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy"
-	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 )
 
 // secrets appear in the node's command lines and environments below; none
@@ -48,8 +48,8 @@ func requestConfig(t *testing.T, p *proxy.Proxy, cfg Config) *fodcv1.ExtNodeConf
 	cfg.NodeRole = "datanode-hot"
 	a := startAgent(t, cfg)
 	id := a.Uplink.Status().AgentID
-	require.Eventually(t, func() bool { return p.Service.HasStream(id, agentsvc.KindNodeConfig) }, wait, 5*time.Millisecond)
-	cs, ok := p.Service.NodeConfig(id)
+	require.Eventually(t, func() bool { return p.Streams.Has(id, protocol.KindNodeConfig) }, wait, 5*time.Millisecond)
+	cs, ok := p.Streams.NodeConfig(id)
 	require.True(t, ok)
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()

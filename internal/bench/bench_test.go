@@ -1,40 +1,30 @@
 package bench
 
 import (
-	"context"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/proxy"
+	"github.com/fodc-go/fodc/internal/testutil/testproxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // startProxy runs an in-process proxy on loopback ports until the test
-// ends.
+// ends, with the default heartbeat settings.
 func startProxy(t testing.TB) *proxy.Proxy {
 	t.Helper()
-	cfg := proxy.DefaultConfig()
-	cfg.GRPCListenAddr = "127.0.0.1:0"
-	cfg.HTTPListenAddr = "127.0.0.1:0"
-	reg := prometheus.NewRegistry()
-	p, err := proxy.New(cfg, nil, reg, reg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
+	p, _ := testproxy.Start(t, func(c *proxy.Config) {
+		d := proxy.DefaultConfig()
+		c.HeartbeatInterval, c.AgentHeartbeatTimeout = d.HeartbeatInterval, d.AgentHeartbeatTimeout
 	})
 	return p
 }

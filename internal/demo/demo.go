@@ -30,8 +30,8 @@ import (
 
 	"github.com/fodc-go/fodc/internal/agent"
 	"github.com/fodc-go/fodc/internal/demo/synth"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy"
-	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/roles"
 )
 
@@ -251,8 +251,8 @@ func waitReady(ctx context.Context, p *proxy.Proxy, agents []*agent.Agent) error
 		all := true
 		for _, a := range agents {
 			id := a.Uplink.Status().AgentID
-			if id == "" || !p.Service.HasStream(id, agentsvc.KindMetrics) || !p.Service.HasStream(id, agentsvc.KindTopology) ||
-				!p.Service.HasStream(id, agentsvc.KindNodeConfig) {
+			if id == "" || !p.Streams.Has(id, protocol.KindMetrics) || !p.Streams.Has(id, protocol.KindTopology) ||
+				!p.Streams.Has(id, protocol.KindNodeConfig) {
 				all = false
 				break
 			}

@@ -1,6 +1,6 @@
 // Package proxy is the composition root of the FODC proxy daemon: it builds
-// the registry, the agent-facing gRPC service, the collector and the HTTP
-// API from a Config, and exposes their long-running parts as run.Group
+// the registry, the stream table, the agent-facing gRPC service, the
+// scraper, the cluster views and the HTTP API from a Config, and exposes their long-running parts as run.Group
 // actors.
 package proxy
 
@@ -18,15 +18,54 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
-	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/cluster"
-	"github.com/fodc-go/fodc/internal/proxy/collector"
 	"github.com/fodc-go/fodc/internal/proxy/configreport"
 	"github.com/fodc-go/fodc/internal/proxy/diagnostics"
 	"github.com/fodc-go/fodc/internal/proxy/httpapi"
 	"github.com/fodc-go/fodc/internal/proxy/pressure"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/scrape"
+	"github.com/fodc-go/fodc/internal/proxy/streams"
+)
+
+// Fixed settings that are not flags. Each has a reason to be what it is.
+const (
+	// maxConcurrentStreams bounds the streams of one gRPC connection. An
+	// agent opens at most eight (seven upstream kinds and the extension);
+	// leave room for the overlap of a reconnect.
+	maxConcurrentStreams = 64
+	// keepaliveMinTime is the most frequent client ping the server
+	// tolerates. Upstream agents configure no keepalive; ours pings at
+	// most every five minutes against upstream proxies' enforcement, so
+	// 5s only stops misbehaving clients.
+	keepaliveMinTime = 5 * time.Second
+	// streamSendQueueLen bounds the commands queued for one stream's
+	// sender; streamMaxPending the commands outstanding on one stream.
+	streamSendQueueLen = 64
+	streamMaxPending   = 32
+	// registrationWait bounds how long a new registration stream may stay
+	// silent: agents send their registration right after opening it.
+	registrationWait = 30 * time.Second
+	// failedAgentWait is how long an agent whose last lifecycle collection
+	// failed is waited for in the next round (W12).
+	failedAgentWait = time.Second
+	// lifecycleReuse serves a lifecycle result this young to new callers.
+	lifecycleReuse = 5 * time.Second
+	// configTimeout bounds a configuration collection.
+	configTimeout = 5 * time.Second
+	// maxCrashRecords and crashRecordMaxAge bound the crash-record cache.
+	maxCrashRecords   = 1000
+	crashRecordMaxAge = 24 * time.Hour
+	// pressureListTimeout bounds one agent's pressure-profile list round;
+	// maxProfilesPerPod the records kept for one pod.
+	pressureListTimeout = 10 * time.Second
+	maxProfilesPerPod   = 1000
+	// maxRequestBodyBytes bounds an HTTP request body (the API takes none
+	// larger than a query string).
+	maxRequestBodyBytes = 1 << 20
+	// httpIdleTimeout closes idle keep-alive HTTP connections.
+	httpIdleTimeout = 2 * time.Minute
 )
 
 // Proxy is a wired, listening, not yet running proxy.
@@ -34,6 +73,7 @@ type Proxy struct {
 	cfg      Config
 	logger   *slog.Logger
 	Registry *registry.Registry
+	Streams  *streams.Table
 	Service  *agentsvc.Service
 
 	grpcLis net.Listener
@@ -46,12 +86,16 @@ type Proxy struct {
 // that ":0" addresses are resolved before Run). It starts no goroutines.
 // reg receives the proxy's own metrics; gatherer, usually the same
 // registry, is exposed in /metrics.
+//
+// The components are built in the order data flows: the registry and the
+// table of open streams first, then the caches fed by the streams, the
+// gRPC service that fills both, and the views and API that read them.
 func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer prometheus.Gatherer) (*Proxy, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+	if logger == nil || reg == nil {
+		return nil, errors.New("proxy: logger and registerer are required")
 	}
 	agents, err := registry.New(registry.Options{
 		HeartbeatTimeout: cfg.AgentHeartbeatTimeout,
@@ -63,53 +107,41 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 	if err != nil {
 		return nil, err
 	}
-	// The crash collector and the service refer to each other: records
-	// arriving on the service's streams go to the collector.
-	var crashes *diagnostics.Collector
-	svc, err := agentsvc.New(agentsvc.Options{
-		Registry: agents,
-		OnCrashRecord: func(agentID string, rec *fodcv1.StreamCrashDiagnosticsRequest) {
-			crashes.OnRecord(agentID, rec)
-		},
-		HeartbeatInterval: cfg.HeartbeatInterval,
-		MaxCommandAge:     cfg.AgentReplyTimeout,
-		Logger:            logger,
-		Registerer:        reg,
+	table := streams.NewTable(streams.Limits{
+		SendQueueLen:  streamSendQueueLen,
+		MaxPending:    streamMaxPending,
+		MaxCommandAge: cfg.AgentReplyTimeout,
 	})
-	if err != nil {
-		return nil, err
-	}
-	crashes, err = diagnostics.New(diagnostics.Options{
+	crashes, err := diagnostics.New(diagnostics.Options{
 		Registry:   agents,
-		Streams:    svc.Crash,
+		Streams:    table,
 		Window:     cfg.DiagnosticsWindow,
-		Logger:     logger,
-		Registerer: reg,
-	})
+		MaxRecords: maxCrashRecords,
+		MaxAge:     crashRecordMaxAge,
+	}, logger, reg)
 	if err != nil {
 		return nil, err
 	}
 	profiles, err := pressure.New(pressure.Options{
-		Registry:   agents,
-		Streams:    svc.Pressure,
-		Logger:     logger,
-		Registerer: reg,
-	})
+		Registry:          agents,
+		Streams:           table,
+		ListTimeout:       pressureListTimeout,
+		MaxProfilesPerPod: maxProfilesPerPod,
+	}, logger, reg)
 	if err != nil {
 		return nil, err
 	}
-	coll, err := collector.New(collector.Options{
-		Registry: agents,
-		Streams: func(id string) (collector.Requester, bool) {
-			ms, ok := svc.Metrics(id)
-			if !ok {
-				return nil, false
-			}
-			return ms, true
-		},
-		Logger:     logger,
-		Registerer: reg,
-	})
+	svc, err := agentsvc.New(agentsvc.Options{
+		Registry:          agents,
+		Streams:           table,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		RegistrationWait:  registrationWait,
+		OnCrashRecord:     crashes.OnRecord,
+	}, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	scraper, err := scrape.New(agents, table, logger, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -117,46 +149,44 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 	if err != nil {
 		return nil, err
 	}
-	clusterColl, err := cluster.New(cluster.Options{
+	views, err := cluster.New(cluster.Options{
 		Registry:         agents,
-		Streams:          svc,
+		Streams:          table,
 		TopologyTimeout:  cfg.TopologyTimeout,
 		LifecycleTimeout: cfg.LifecycleTimeout,
+		FailedAgentWait:  failedAgentWait,
 		RegistryTimeout:  cfg.LifecycleTimeout,
+		LifecycleReuse:   lifecycleReuse,
+		ConfigTimeout:    configTimeout,
 		ConfigCacheTTL:   cfg.ConfigCacheTTL,
-		ConfigIgnore:     &ignore,
-		Logger:           logger,
-		Registerer:       reg,
-	})
+		ConfigIgnore:     ignore,
+	}, logger, reg)
 	if err != nil {
 		return nil, err
 	}
 	api, err := httpapi.New(httpapi.Options{
 		Registry:       agents,
-		Collector:      coll,
-		Cluster:        clusterColl,
+		Scraper:        scraper,
+		Cluster:        views,
 		Diagnostics:    crashes,
 		Pressure:       profiles,
 		Gatherer:       gatherer,
 		CollectTimeout: cfg.CollectTimeout,
 		WriteTimeout:   cfg.HTTPWriteTimeout,
-		Logger:         logger,
-		Registerer:     reg,
-	})
+	}, logger, reg)
 	if err != nil {
 		return nil, err
 	}
 
 	grpcSrv := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.GRPCMaxMsgSize),
-		// An agent opens at most seven streams; leave room for reconnect overlap.
-		grpc.MaxConcurrentStreams(64),
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		// Upstream agents configure no keepalive, so the server probes: a
 		// half-open connection is noticed within time+timeout (W4).
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.GRPCKeepaliveTime, Timeout: cfg.GRPCKeepaliveTimeout}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		// Metrics replies reach the collector undecoded, to be decoded
-		// straight into series (enrich.DecodeBatch).
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
+		// Metrics replies reach the scraper undecoded, to be decoded
+		// straight into series (decode.Batch).
 		agentsvc.ServerCodec(),
 	)
 	agentsvc.Register(grpcSrv, svc)
@@ -171,18 +201,19 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		return nil, fmt.Errorf("listen on --http-listen-addr %s: %w", cfg.HTTPListenAddr, err)
 	}
 	httpSrv := &http.Server{
-		Handler:           http.MaxBytesHandler(api.Handler(), 1<<20),
+		Handler:           http.MaxBytesHandler(api.Handler(), maxRequestBodyBytes),
 		ReadHeaderTimeout: cfg.HTTPReadTimeout,
 		ReadTimeout:       cfg.HTTPReadTimeout,
 		// Handlers that collect extend their own deadline by their budget.
 		WriteTimeout: cfg.HTTPWriteTimeout,
-		IdleTimeout:  2 * time.Minute,
+		IdleTimeout:  httpIdleTimeout,
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return &Proxy{
 		cfg:      cfg,
 		logger:   logger,
 		Registry: agents,
+		Streams:  table,
 		Service:  svc,
 		grpcLis:  grpcLis,
 		httpLis:  httpLis,

@@ -16,8 +16,8 @@ import (
 	"github.com/fodc-go/fodc/internal/agent"
 	"github.com/fodc-go/fodc/internal/agentsim"
 	"github.com/fodc-go/fodc/internal/demo/synth"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy"
-	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/roles"
 )
 
@@ -70,7 +70,7 @@ func startConfigAgent(t *testing.T, p *proxy.Proxy, n configNode) string {
 	defer wcancel()
 	require.NoError(t, a.WaitReady(wctx))
 	id := a.Uplink.Status().AgentID
-	require.Eventually(t, func() bool { return p.Service.HasStream(id, agentsvc.KindNodeConfig) }, wait, time.Millisecond)
+	require.Eventually(t, func() bool { return p.Streams.Has(id, protocol.KindNodeConfig) }, wait, time.Millisecond)
 	return id
 }
 

@@ -24,7 +24,9 @@ import (
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agentsim"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy"
+	"github.com/fodc-go/fodc/internal/testutil/testproxy"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -35,25 +37,7 @@ const wait = 30 * time.Second
 // startProxy runs an in-process proxy on loopback ports until the test ends.
 func startProxy(t testing.TB, mutate func(*proxy.Config)) (*proxy.Proxy, *prometheus.Registry) {
 	t.Helper()
-	cfg := proxy.DefaultConfig()
-	cfg.GRPCListenAddr = "127.0.0.1:0"
-	cfg.HTTPListenAddr = "127.0.0.1:0"
-	cfg.HeartbeatInterval = time.Second
-	cfg.AgentHeartbeatTimeout = 10 * time.Second
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	reg := prometheus.NewRegistry()
-	p, err := proxy.New(cfg, nil, reg, reg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	return p, reg
+	return testproxy.Start(t, mutate)
 }
 
 // connect starts a simulated upstream agent against an in-process proxy
@@ -68,7 +52,7 @@ func connect(t testing.TB, p *proxy.Proxy, cfg agentsim.Config) *agentsim.Agent 
 			return false
 		}
 		for _, kind := range a.Streams() {
-			if !p.Service.HasStream(id, kind) {
+			if !p.Streams.Has(id, protocol.Kind(kind)) {
 				return false
 			}
 		}

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
-	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/roles"
 )
 
@@ -42,8 +42,8 @@ func TestNodeConfigAnsweredInOrder(t *testing.T) {
 	defer cancel()
 	require.NoError(t, c.WaitRegistered(ctx, 1))
 	agentID := c.Status().AgentID
-	require.Eventually(t, func() bool { return p.Service.HasStream(agentID, agentsvc.KindNodeConfig) }, wait, 5*time.Millisecond)
-	cs, ok := p.Service.NodeConfig(agentID)
+	require.Eventually(t, func() bool { return p.Streams.Has(agentID, protocol.KindNodeConfig) }, wait, 5*time.Millisecond)
+	cs, ok := p.Streams.NodeConfig(agentID)
 	require.True(t, ok)
 
 	for want := int64(1); want <= 5; want++ {
@@ -80,8 +80,8 @@ func TestNodeConfigNilLeavesStreamUnopened(t *testing.T) {
 	// The configuration stream would be opened right after the topology
 	// stream. The proxy may attach streams in any order, so this check can
 	// miss a late stream but never fails a correct client.
-	require.Eventually(t, func() bool { return p.Service.HasStream(agentID, agentsvc.KindTopology) }, wait, 5*time.Millisecond)
-	_, ok := p.Service.NodeConfig(agentID)
+	require.Eventually(t, func() bool { return p.Streams.Has(agentID, protocol.KindTopology) }, wait, 5*time.Millisecond)
+	_, ok := p.Streams.NodeConfig(agentID)
 	require.False(t, ok)
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/fodc-go/fodc/internal/agent/scrape"
 	"github.com/fodc-go/fodc/internal/proxy"
 	"github.com/fodc-go/fodc/internal/roles"
+	"github.com/fodc-go/fodc/internal/testutil/testproxy"
 )
 
 // wait bounds every event-based wait; it is never expected to elapse.
@@ -26,20 +27,7 @@ const wait = 20 * time.Second
 // startProxy runs our proxy in process on loopback until the test ends.
 func startProxy(t *testing.T) *proxy.Proxy {
 	t.Helper()
-	cfg := proxy.DefaultConfig()
-	cfg.GRPCListenAddr = "127.0.0.1:0"
-	cfg.HTTPListenAddr = "127.0.0.1:0"
-	cfg.HeartbeatInterval = time.Second
-	cfg.AgentHeartbeatTimeout = 10 * time.Second
-	p, err := proxy.New(cfg, nil, prometheus.NewRegistry(), prometheus.NewRegistry())
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	p, _ := testproxy.Start(t, nil)
 	return p
 }
 
@@ -112,7 +100,7 @@ func TestAgainstOurProxy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), wait)
 	defer cancel()
 	require.NoError(t, c.WaitRegistered(ctx, 1))
-	require.Eventually(t, func() bool { return p.Service.HasStream(c.Status().AgentID, "metrics") }, wait, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return p.Streams.Has(c.Status().AgentID, "metrics") }, wait, 5*time.Millisecond)
 	base := "http://" + p.HTTPAddr()
 
 	t.Run("window", func(t *testing.T) {

@@ -8,28 +8,21 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/proxy/series"
 )
-
-// RawMetrics is one metrics reply of an agent as it came off the wire: a
-// StreamMetricsRequest in protobuf encoding, not yet decoded (see
-// enrich.DecodeBatch). Bytes are owned by the RawMetrics and only read
-// once received.
-type RawMetrics struct {
-	Bytes []byte
-}
 
 // MetricsServer is the server side of a StreamMetrics stream that receives
 // the agent's replies undecoded.
-type MetricsServer = grpc.BidiStreamingServer[RawMetrics, fodcv1.StreamMetricsResponse]
+type MetricsServer = grpc.BidiStreamingServer[series.RawMetrics, fodcv1.StreamMetricsResponse]
 
-// codec is the standard protobuf codec, except that a *RawMetrics
+// codec is the standard protobuf codec, except that a *series.RawMetrics
 // receives a copy of the message bytes instead of being decoded.
 type codec struct {
 	encoding.CodecV2
 }
 
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
-	if r, ok := v.(*RawMetrics); ok {
+	if r, ok := v.(*series.RawMetrics); ok {
 		// gRPC frees data when Unmarshal returns.
 		r.Bytes = data.Materialize()
 		return nil
@@ -48,7 +41,7 @@ func ServerCodec() grpc.ServerOption {
 // Register registers s as banyandb.fodc.v1.FODCService on srv, which must
 // have been built with ServerCodec. The service and method names are the
 // generated ones, so agents see no difference; only StreamMetrics is served
-// by a handler of its own that receives RawMetrics.
+// by a handler of its own that receives series.RawMetrics.
 func Register(srv *grpc.Server, s *Service) {
 	desc := fodcv1.FODCService_ServiceDesc
 	desc.Streams = append([]grpc.StreamDesc(nil), desc.Streams...)
@@ -66,7 +59,7 @@ func Register(srv *grpc.Server, s *Service) {
 }
 
 func streamMetricsHandler(srv any, stream grpc.ServerStream) error {
-	return srv.(*Service).StreamMetricsRaw(&grpc.GenericServerStream[RawMetrics, fodcv1.StreamMetricsResponse]{ServerStream: stream})
+	return srv.(*Service).StreamMetricsRaw(&grpc.GenericServerStream[series.RawMetrics, fodcv1.StreamMetricsResponse]{ServerStream: stream})
 }
 
 // StreamMetrics serves a StreamMetrics stream registered through the
@@ -82,7 +75,7 @@ type reencoder struct {
 	fodcv1.FODCService_StreamMetricsServer
 }
 
-func (r reencoder) Recv() (*RawMetrics, error) {
+func (r reencoder) Recv() (*series.RawMetrics, error) {
 	m, err := r.FODCService_StreamMetricsServer.Recv()
 	if err != nil {
 		return nil, err
@@ -91,5 +84,5 @@ func (r reencoder) Recv() (*RawMetrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &RawMetrics{Bytes: b}, nil
+	return &series.RawMetrics{Bytes: b}, nil
 }

@@ -1,7 +1,9 @@
 package agentsvc
 
 import (
+	"cmp"
 	"context"
+	"log/slog"
 	"errors"
 	"net"
 	"testing"
@@ -21,33 +23,48 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/series"
+	"github.com/fodc-go/fodc/internal/proxy/streams"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// testOpts are the knobs tests turn; newHarnessWith fills in the rest.
+type testOpts struct {
+	HeartbeatInterval  time.Duration
+	MaxPendingCommands int
+	MaxCommandAge      time.Duration
+}
+
 type harness struct {
 	svc    *Service
+	table  *streams.Table
 	reg    *registry.Registry
 	prom   *prometheus.Registry
 	client fodcv1.FODCServiceClient
 }
 
-func newHarness(t *testing.T, opts Options) *harness {
+func newHarness(t *testing.T, opts testOpts) *harness {
 	t.Helper()
 	return newHarnessWith(t, opts, true)
 }
 
 // newHarnessWith serves the service registered with Register and
 // ServerCodec, or else with the generated registration.
-func newHarnessWith(t *testing.T, opts Options, raw bool) *harness {
+func newHarnessWith(t *testing.T, opts testOpts, raw bool) *harness {
 	t.Helper()
 	prom := prometheus.NewRegistry()
 	reg, err := registry.New(registry.Options{HeartbeatTimeout: 30 * time.Second, CleanupTimeout: 5 * time.Minute, MaxAgents: 100})
 	require.NoError(t, err)
-	opts.Registry = reg
-	opts.Registerer = prom
-	svc, err := New(opts)
+	table := streams.NewTable(streams.Limits{SendQueueLen: 64, MaxPending: cmp.Or(opts.MaxPendingCommands, 32), MaxCommandAge: opts.MaxCommandAge})
+	svc, err := New(Options{
+		Registry:          reg,
+		Streams:           table,
+		HeartbeatInterval: cmp.Or(opts.HeartbeatInterval, 10*time.Second),
+		RegistrationWait:  30 * time.Second,
+	}, slog.New(slog.DiscardHandler), prom)
 	require.NoError(t, err)
 	lis := bufconn.Listen(1 << 20)
 	var srv *grpc.Server
@@ -70,7 +87,7 @@ func newHarnessWith(t *testing.T, opts Options, raw bool) *harness {
 		srv.Stop()
 		<-served
 	})
-	return &harness{svc: svc, reg: reg, prom: prom, client: fodcv1.NewFODCServiceClient(conn)}
+	return &harness{svc: svc, table: table, reg: reg, prom: prom, client: fodcv1.NewFODCServiceClient(conn)}
 }
 
 // register opens a registration stream and returns it with the agent id.
@@ -87,11 +104,11 @@ func (h *harness) register(t *testing.T, ctx context.Context, pod string) (fodcv
 }
 
 func withID(ctx context.Context, id string) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, MetadataAgentID, id)
+	return metadata.AppendToOutgoingContext(ctx, protocol.MetadataAgentID, id)
 }
 
 func TestRegisterAnswersOnceWithIntervalAndID(t *testing.T) {
-	h := newHarness(t, Options{HeartbeatInterval: 1500 * time.Millisecond})
+	h := newHarness(t, testOpts{HeartbeatInterval: 1500 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st, id := h.register(t, ctx, "data-0")
@@ -113,7 +130,7 @@ func TestRegisterAnswersOnceWithIntervalAndID(t *testing.T) {
 }
 
 func TestHeartbeatIntervalRoundsUp(t *testing.T) {
-	h := newHarness(t, Options{HeartbeatInterval: 1500 * time.Millisecond})
+	h := newHarness(t, testOpts{HeartbeatInterval: 1500 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st, err := h.client.RegisterAgent(ctx)
@@ -125,7 +142,7 @@ func TestHeartbeatIntervalRoundsUp(t *testing.T) {
 }
 
 func TestRegistrationRejected(t *testing.T) {
-	h := newHarness(t, Options{})
+	h := newHarness(t, testOpts{})
 	for _, tc := range []struct {
 		name string
 		req  *fodcv1.RegisterAgentRequest
@@ -151,7 +168,7 @@ func TestRegistrationRejected(t *testing.T) {
 }
 
 func TestStreamAttribution(t *testing.T) {
-	h := newHarness(t, Options{})
+	h := newHarness(t, testOpts{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, id := h.register(t, ctx, "data-0")
@@ -171,12 +188,12 @@ func TestStreamAttribution(t *testing.T) {
 	// A second live stream of the same kind is refused (W7).
 	first, err := h.client.StreamMetrics(withID(ctx, id))
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { _, ok := h.svc.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { _, ok := h.table.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
 	second, err := h.client.StreamMetrics(withID(ctx, id))
 	require.NoError(t, err)
 	_, err = second.Recv()
 	require.Equal(t, codes.AlreadyExists, status.Code(err))
-	_, ok := h.svc.Metrics(id)
+	_, ok := h.table.Metrics(id)
 	require.True(t, ok, "the first stream is still attached")
 	_ = first
 }
@@ -210,7 +227,7 @@ func answer(st fodcv1.FODCService_StreamMetricsClient, hang <-chan struct{}) {
 func TestMetricsRequestsMatchTheirReplies(t *testing.T) {
 	for _, raw := range []bool{true, false} {
 		t.Run(map[bool]string{true: "Register", false: "generated registration"}[raw], func(t *testing.T) {
-			h := newHarnessWith(t, Options{}, raw)
+			h := newHarnessWith(t, testOpts{}, raw)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			_, id := h.register(t, ctx, "data-0")
@@ -218,11 +235,11 @@ func TestMetricsRequestsMatchTheirReplies(t *testing.T) {
 			require.NoError(t, err)
 			done := make(chan struct{})
 			go func() { defer close(done); answer(st, nil) }()
-			var ms *MetricsStream
-			require.Eventually(t, func() bool { var ok bool; ms, ok = h.svc.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
+			var ms *streams.Metrics
+			require.Eventually(t, func() bool { var ok bool; ms, ok = h.table.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
 
 			start := time.Unix(1700000000, 0)
-			reply, err := ms.Request(ctx, Window{Start: start, End: start.Add(time.Minute)})
+			reply, err := ms.Request(ctx, series.Window{Start: start, End: start.Add(time.Minute)})
 			require.NoError(t, err)
 			want, err := proto.Marshal(&fodcv1.StreamMetricsRequest{
 				Timestamp: timestamppb.New(start),
@@ -230,7 +247,7 @@ func TestMetricsRequestsMatchTheirReplies(t *testing.T) {
 			})
 			require.NoError(t, err)
 			require.Equal(t, want, reply.Bytes, "the reply's wire bytes")
-			reply, err = ms.Request(ctx, Window{})
+			reply, err = ms.Request(ctx, series.Window{})
 			require.NoError(t, err)
 			require.Nil(t, decodeReply(t, reply).GetTimestamp(), "a latest command gets the latest reply")
 			cancel()
@@ -242,7 +259,7 @@ func TestMetricsRequestsMatchTheirReplies(t *testing.T) {
 // TestRawCodecLeavesOtherMessagesAlone checks that the other streams of a
 // server built with ServerCodec still decode their messages.
 func TestRawCodecLeavesOtherMessagesAlone(t *testing.T) {
-	h := newHarness(t, Options{})
+	h := newHarness(t, testOpts{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, id := h.register(t, ctx, "data-0")
@@ -251,7 +268,7 @@ func TestRawCodecLeavesOtherMessagesAlone(t *testing.T) {
 	require.Equal(t, "data-0", agent.PodName, "the registration message was decoded")
 }
 
-func decodeReply(t *testing.T, r *RawMetrics) *fodcv1.StreamMetricsRequest {
+func decodeReply(t *testing.T, r *series.RawMetrics) *fodcv1.StreamMetricsRequest {
 	t.Helper()
 	var m fodcv1.StreamMetricsRequest
 	require.NoError(t, proto.Unmarshal(r.Bytes, &m))
@@ -259,7 +276,7 @@ func decodeReply(t *testing.T, r *RawMetrics) *fodcv1.StreamMetricsRequest {
 }
 
 func TestHungAgentIsDisconnectedWhenQueueFills(t *testing.T) {
-	h := newHarness(t, Options{MaxPendingCommands: 2})
+	h := newHarness(t, testOpts{MaxPendingCommands: 2})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, id := h.register(t, ctx, "data-0")
@@ -268,63 +285,63 @@ func TestHungAgentIsDisconnectedWhenQueueFills(t *testing.T) {
 	hang := make(chan struct{}) // never closed: the agent never answers
 	done := make(chan struct{})
 	go func() { defer close(done); answer(st, hang) }()
-	var ms *MetricsStream
-	require.Eventually(t, func() bool { var ok bool; ms, ok = h.svc.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
+	var ms *streams.Metrics
+	require.Eventually(t, func() bool { var ok bool; ms, ok = h.table.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
 
 	for i := range 2 {
 		rctx, rcancel := context.WithTimeout(ctx, 20*time.Millisecond)
-		_, err := ms.Request(rctx, Window{Start: time.Unix(int64(i+1), 0)})
+		_, err := ms.Request(rctx, series.Window{Start: time.Unix(int64(i+1), 0)})
 		rcancel()
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 	}
-	_, err = ms.Request(ctx, Window{})
-	require.ErrorIs(t, err, errSlow)
+	_, err = ms.Request(ctx, series.Window{})
+	require.ErrorIs(t, err, streams.ErrSlow)
 	<-done // the agent's stream ended
 	_, err = st.Recv()
 	require.Equal(t, codes.ResourceExhausted, status.Code(err))
 	require.Eventually(t, func() bool {
-		return testutil.ToFloat64(h.svc.metrics.slowDisconnects.WithLabelValues(KindMetrics)) == 1
+		return testutil.ToFloat64(h.svc.metrics.slowDisconnects.WithLabelValues(protocol.KindMetrics.String())) == 1
 	}, 10*time.Second, time.Millisecond)
-	_, ok := h.svc.Metrics(id)
+	_, ok := h.table.Metrics(id)
 	require.False(t, ok, "a closed stream is forgotten at once (W17)")
 }
 
 func TestLateReplyIsDiscarded(t *testing.T) {
-	h := newHarness(t, Options{})
+	h := newHarness(t, testOpts{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, id := h.register(t, ctx, "data-0")
 	st, err := h.client.StreamMetrics(withID(ctx, id))
 	require.NoError(t, err)
-	var ms *MetricsStream
-	require.Eventually(t, func() bool { var ok bool; ms, ok = h.svc.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
+	var ms *streams.Metrics
+	require.Eventually(t, func() bool { var ok bool; ms, ok = h.table.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
 
 	rctx, rcancel := context.WithCancel(ctx)
 	got := make(chan error, 1)
-	go func() { _, err := ms.Request(rctx, Window{Start: time.Unix(5, 0)}); got <- err }()
+	go func() { _, err := ms.Request(rctx, series.Window{Start: time.Unix(5, 0)}); got <- err }()
 	_, err = st.Recv() // the window command
 	require.NoError(t, err)
 	rcancel()
 	require.ErrorIs(t, <-got, context.Canceled)
 	// The agent answers the window late, then a latest request arrives.
 	require.NoError(t, st.Send(&fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{{Name: "window_reply"}}}))
-	latest := make(chan *RawMetrics, 1)
-	go func() { r, _ := ms.Request(ctx, Window{}); latest <- r }()
+	latest := make(chan *series.RawMetrics, 1)
+	go func() { r, _ := ms.Request(ctx, series.Window{}); latest <- r }()
 	_, err = st.Recv() // the latest command
 	require.NoError(t, err)
 	require.NoError(t, st.Send(&fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{{Name: "latest_reply"}}}))
 	require.Equal(t, "latest_reply", decodeReply(t, <-latest).GetMetrics()[0].GetName())
-	require.Equal(t, 1.0, testutil.ToFloat64(h.svc.metrics.repliesDiscarded.WithLabelValues(KindMetrics, "abandoned")))
+	require.Equal(t, 1.0, testutil.ToFloat64(h.svc.metrics.repliesDiscarded.WithLabelValues(protocol.KindMetrics.String(), "abandoned")))
 }
 
 func TestSupersededAgentStreamsEnd(t *testing.T) {
-	h := newHarness(t, Options{})
+	h := newHarness(t, testOpts{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	oldReg, oldID := h.register(t, ctx, "data-0")
 	oldMetrics, err := h.client.StreamMetrics(withID(ctx, oldID))
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { _, ok := h.svc.Metrics(oldID); return ok }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { _, ok := h.table.Metrics(oldID); return ok }, 10*time.Second, time.Millisecond)
 
 	_, newID := h.register(t, ctx, "data-0")
 	require.NotEqual(t, oldID, newID)
@@ -338,7 +355,7 @@ func TestSupersededAgentStreamsEnd(t *testing.T) {
 }
 
 func TestDrainEndsEveryStreamUnavailable(t *testing.T) {
-	h := newHarness(t, Options{})
+	h := newHarness(t, testOpts{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	reg, id := h.register(t, ctx, "data-0")
@@ -363,8 +380,8 @@ func TestDrainEndsEveryStreamUnavailable(t *testing.T) {
 	opened = append(opened, func() error { _, err := sr.Recv(); return err })
 	opened = append(opened, func() error { _, err := reg.Recv(); return err })
 	require.Eventually(t, func() bool {
-		return testutil.ToFloat64(h.svc.metrics.streamsOpen.WithLabelValues(KindSchemaRegistry)) == 1 &&
-			testutil.ToFloat64(h.svc.metrics.streamsOpen.WithLabelValues(KindPressure)) == 1
+		return testutil.ToFloat64(h.svc.metrics.streamsOpen.WithLabelValues(protocol.KindSchemaRegistry.String())) == 1 &&
+			testutil.ToFloat64(h.svc.metrics.streamsOpen.WithLabelValues(protocol.KindPressure.String())) == 1
 	}, 10*time.Second, time.Millisecond)
 
 	h.svc.Drain()
@@ -377,24 +394,24 @@ func TestDrainEndsEveryStreamUnavailable(t *testing.T) {
 // forever; once it is older than MaxCommandAge the stream is closed so that
 // the agent re-registers instead of every reply going to the wrong caller.
 func TestStuckStreamIsClosed(t *testing.T) {
-	h := newHarness(t, Options{MaxCommandAge: 50 * time.Millisecond})
+	h := newHarness(t, testOpts{MaxCommandAge: 50 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, id := h.register(t, ctx, "data-0")
 	st, err := h.client.StreamMetrics(withID(ctx, id))
 	require.NoError(t, err)
-	var ms *MetricsStream
-	require.Eventually(t, func() bool { var ok bool; ms, ok = h.svc.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
+	var ms *streams.Metrics
+	require.Eventually(t, func() bool { var ok bool; ms, ok = h.table.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
 
 	rctx, rcancel := context.WithTimeout(ctx, 10*time.Millisecond)
-	_, err = ms.Request(rctx, Window{})
+	_, err = ms.Request(rctx, series.Window{})
 	rcancel()
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	require.Eventually(t, func() bool {
 		rctx, rcancel := context.WithTimeout(ctx, 10*time.Millisecond)
 		defer rcancel()
-		_, err := ms.Request(rctx, Window{Start: time.Unix(1, 0)})
-		return errors.Is(err, errStuck)
+		_, err := ms.Request(rctx, series.Window{Start: time.Unix(1, 0)})
+		return errors.Is(err, streams.ErrStuck)
 	}, 10*time.Second, 5*time.Millisecond)
 	for {
 		if _, err = st.Recv(); err != nil {
@@ -408,7 +425,7 @@ func TestStuckStreamIsClosed(t *testing.T) {
 // A registration stream that never sends its registration holds nothing:
 // a drain ends it at once.
 func TestSilentRegistrationStreamEndsOnDrain(t *testing.T) {
-	h := newHarness(t, Options{})
+	h := newHarness(t, testOpts{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st, err := h.client.RegisterAgent(ctx)

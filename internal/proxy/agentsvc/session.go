@@ -4,19 +4,15 @@ import (
 	"context"
 	"errors"
 	"io"
-	"sync"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/fodc-go/fodc/internal/proxy/streams"
 )
 
-// Errors that end a session; toStatus maps them to gRPC codes.
-var (
-	errSlow     = errors.New("agent is not keeping up with commands")
-	errStuck    = errors.New("agent left a command unanswered too long")
-	errDraining = errors.New("proxy is shutting down")
-	errClosed   = errors.New("stream closed")
-)
+// errDraining ends every session when the proxy shuts down.
+var errDraining = errors.New("proxy is shutting down")
 
 // serverStream is the part of grpc.BidiStreamingServer a session needs.
 type serverStream[Req, Resp any] interface {
@@ -25,78 +21,27 @@ type serverStream[Req, Resp any] interface {
 	Context() context.Context
 }
 
-// session is one open agent stream of any kind: a bounded outbound queue
-// drained by exactly one sender goroutine, and a close signal. Other
-// goroutines only ever enqueue, and never block doing so.
-type session[Resp any] struct {
-	agentID string
-	kind    string
-	out     chan *Resp
-	closed  chan struct{}
-
-	once sync.Once
-	err  error // why the session closed; written once, before closed is closed
-}
-
-func newSession[Resp any](agentID, kind string, queueLen int) *session[Resp] {
-	return &session[Resp]{
-		agentID: agentID,
-		kind:    kind,
-		out:     make(chan *Resp, queueLen),
-		closed:  make(chan struct{}),
-	}
-}
-
-// enqueue hands m to the sender without blocking. It fails with errSlow
-// when the queue is full and with the close cause once the session closed.
-func (ss *session[Resp]) enqueue(m *Resp) error {
-	select {
-	case <-ss.closed:
-		return ss.cause()
-	default:
-	}
-	select {
-	case ss.out <- m:
-		return nil
-	case <-ss.closed:
-		return ss.cause()
-	default:
-		return errSlow
-	}
-}
-
-// closeWith records the first cause and wakes everyone waiting on closed.
-func (ss *session[Resp]) closeWith(err error) {
-	ss.once.Do(func() {
-		if err == nil {
-			err = errClosed
-		}
-		ss.err = err
-		close(ss.closed)
-	})
-}
-
-// cause returns why the session closed; only valid after closed is closed.
-func (ss *session[Resp]) cause() error {
-	select {
-	case <-ss.closed:
-		return ss.err
-	default:
-		return nil
-	}
+// handle is the part of a streams handle (streams.Metrics, ...) that the
+// gRPC side of a stream drives.
+type handle[Cmd any] interface {
+	Outbox() <-chan *Cmd
+	Done() <-chan struct{}
+	Err() error
+	Close(cause error)
 }
 
 // sendUntilDone sends the session's queued commands on st until the
 // receiver ends, the stream's context ends, the session is closed, the agent
 // leaves the registry, or the proxy drains, and returns why. The goroutine
 // that runs it is the only caller of Send on st.
-func sendUntilDone[Req, Resp any](st serverStream[Req, Resp], ss *session[Resp],
+func sendUntilDone[Req, Resp any](st serverStream[Req, Resp], h handle[Resp],
 	recvErr <-chan error, removed, draining <-chan struct{}, removedStatus func() error,
 ) error {
 	ctx := st.Context()
+	out := h.Outbox()
 	for {
 		select {
-		case m := <-ss.out:
+		case m := <-out:
 			if err := st.Send(m); err != nil {
 				return err
 			}
@@ -104,8 +49,8 @@ func sendUntilDone[Req, Resp any](st serverStream[Req, Resp], ss *session[Resp],
 			return err
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-ss.closed:
-			return ss.cause()
+		case <-h.Done():
+			return h.Err()
 		case <-removed:
 			return removedStatus()
 		case <-draining:
@@ -135,10 +80,12 @@ func recvLoop[Req, Resp any](st serverStream[Req, Resp], handle func(*Req) error
 // sees. It is the only place that chooses codes for ended sessions.
 func toStatus(err error) error {
 	switch {
-	case err == nil, errors.Is(err, io.EOF), errors.Is(err, errClosed):
+	case err == nil, errors.Is(err, io.EOF), errors.Is(err, streams.ErrClosed):
 		return nil
-	case errors.Is(err, errSlow), errors.Is(err, errStuck):
+	case errors.Is(err, streams.ErrSlow), errors.Is(err, streams.ErrStuck):
 		return status.Error(codes.ResourceExhausted, err.Error())
+	case errors.Is(err, streams.ErrDuplicate):
+		return status.Error(codes.AlreadyExists, err.Error())
 	case errors.Is(err, errDraining):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -9,17 +9,19 @@ import (
 	"github.com/stretchr/testify/require"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/protocol"
+	"github.com/fodc-go/fodc/internal/proxy/streams"
 )
 
 func TestTopologyRequestReply(t *testing.T) {
-	h := newHarness(t, Options{})
+	h := newHarness(t, testOpts{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, id := h.register(t, ctx, "data-0")
 	st, err := h.client.StreamClusterTopology(withID(ctx, id))
 	require.NoError(t, err)
-	var ts *TopologyStream
-	require.Eventually(t, func() bool { var ok bool; ts, ok = h.svc.Topology(id); return ok }, 10*time.Second, time.Millisecond)
+	var ts *streams.Topology
+	require.Eventually(t, func() bool { var ok bool; ts, ok = h.table.Topology(id); return ok }, 10*time.Second, time.Millisecond)
 	go func() {
 		for {
 			cmd, err := st.Recv()
@@ -40,14 +42,14 @@ func TestTopologyRequestReply(t *testing.T) {
 // The chunks of an abandoned registry read are drained through its done
 // marker and never reach the next read (W11).
 func TestSchemaRegistryRoundsAreIsolated(t *testing.T) {
-	h := newHarness(t, Options{})
+	h := newHarness(t, testOpts{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, id := h.register(t, ctx, "liaison-0")
 	st, err := h.client.StreamSchemaRegistry(withID(ctx, id))
 	require.NoError(t, err)
-	var rs *SchemaRegistryStream
-	require.Eventually(t, func() bool { var ok bool; rs, ok = h.svc.SchemaRegistry(id); return ok }, 10*time.Second, time.Millisecond)
+	var rs *streams.SchemaRegistry
+	require.Eventually(t, func() bool { var ok bool; rs, ok = h.table.SchemaRegistry(id); return ok }, 10*time.Second, time.Millisecond)
 
 	rctx, rcancel := context.WithCancel(ctx)
 	first := make(chan error, 1)
@@ -57,7 +59,7 @@ func TestSchemaRegistryRoundsAreIsolated(t *testing.T) {
 	rcancel()
 	require.ErrorIs(t, <-first, context.Canceled)
 
-	second := make(chan *RegistryRound, 1)
+	second := make(chan *streams.RegistryRound, 1)
 	go func() { r, _ := rs.Read(ctx); second <- r }()
 	_, err = st.Recv() // second command
 	require.NoError(t, err)
@@ -75,62 +77,6 @@ func TestSchemaRegistryRoundsAreIsolated(t *testing.T) {
 		require.Equal(t, "new-a", c.GetGroup().GetGroup())
 	}
 	require.Eventually(t, func() bool {
-		return testutil.ToFloat64(h.svc.metrics.repliesDiscarded.WithLabelValues(KindSchemaRegistry, "abandoned")) == 1
+		return testutil.ToFloat64(h.svc.metrics.repliesDiscarded.WithLabelValues(protocol.KindSchemaRegistry.String(), "abandoned")) == 1
 	}, 10*time.Second, time.Millisecond)
-}
-
-// An agent whose lifecycle collection fails never answers; the proxy does
-// not pile up commands, and a report that arrives later goes to whoever
-// waits then.
-func TestLifecycleZeroOrOneReply(t *testing.T) {
-	h := newHarness(t, Options{})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	_, id := h.register(t, ctx, "data-0")
-	st, err := h.client.StreamLifecycle(withID(ctx, id))
-	require.NoError(t, err)
-	var ls *LifecycleStream
-	require.Eventually(t, func() bool { var ok bool; ls, ok = h.svc.Lifecycle(id); return ok }, 10*time.Second, time.Millisecond)
-	commands := make(chan struct{}, 10)
-	go func() {
-		for {
-			if _, err := st.Recv(); err != nil {
-				return
-			}
-			commands <- struct{}{}
-		}
-	}()
-
-	rctx, rcancel := context.WithTimeout(ctx, 20*time.Millisecond)
-	_, err = ls.Request(rctx, time.Hour)
-	rcancel()
-	require.ErrorIs(t, err, context.DeadlineExceeded)
-	<-commands
-	since, pending := ls.Pending()
-	require.True(t, pending)
-	require.False(t, since.IsZero())
-
-	// A second caller does not send another command while one is pending.
-	got := make(chan *fodcv1.StreamLifecycleRequest, 1)
-	go func() { r, _ := ls.Request(ctx, time.Hour); got <- r }()
-	require.Eventually(t, func() bool {
-		ls.mu.Lock()
-		defer ls.mu.Unlock()
-		return ls.waiting == 1
-	}, 10*time.Second, time.Millisecond)
-	require.NoError(t, st.Send(&fodcv1.StreamLifecycleRequest{PodName: "data-0"}))
-	require.Equal(t, "data-0", (<-got).GetPodName())
-	require.Empty(t, commands, "no second command was sent")
-	_, pending = ls.Pending()
-	require.False(t, pending)
-	last, at, ok := ls.Last()
-	require.True(t, ok)
-	require.False(t, at.IsZero())
-	require.Equal(t, "data-0", last.GetPodName())
-
-	// With a short resend interval a new command goes out.
-	go func() { r, _ := ls.Request(ctx, 0); got <- r }()
-	<-commands
-	require.NoError(t, st.Send(&fodcv1.StreamLifecycleRequest{PodName: "again"}))
-	require.Equal(t, "again", (<-got).GetPodName())
 }

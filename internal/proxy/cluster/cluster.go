@@ -1,8 +1,9 @@
-// Package cluster runs the proxy's cluster-wide collections: topology from
-// every agent, and lifecycle reports with the schema consistency verdict.
-// Concurrent callers share one collection in flight, a collection runs on
-// its own deadline (a caller that gives up does not cancel it for the
-// others), and agents that already failed are not waited for again.
+// Package cluster serves the proxy's cluster-wide views: topology from
+// every agent, lifecycle reports with the schema consistency verdict, and
+// node configuration with its consistency report. Concurrent callers share
+// one collection in flight (package flight), a collection runs on its own
+// deadline (a caller that gives up does not cancel it for the others), and
+// agents that already failed are not waited for again.
 package cluster
 
 import (
@@ -16,142 +17,109 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
-	"golang.org/x/sync/singleflight"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
-	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/configreport"
+	"github.com/fodc-go/fodc/internal/proxy/flight"
 	"github.com/fodc-go/fodc/internal/proxy/lifecycle"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/streams"
 	"github.com/fodc-go/fodc/internal/proxy/topology"
 	"github.com/fodc-go/fodc/internal/roles"
 )
 
-// Streams finds an agent's live streams; *agentsvc.Service is one.
-type Streams interface {
-	Topology(agentID string) (*agentsvc.TopologyStream, bool)
-	Lifecycle(agentID string) (*agentsvc.LifecycleStream, bool)
-	SchemaRegistry(agentID string) (*agentsvc.SchemaRegistryStream, bool)
-	NodeConfig(agentID string) (*agentsvc.NodeConfigStream, bool)
-}
-
-// Options configures a Collector.
+// Options configures Views. Every field is required; the defaults live in
+// the proxy's configuration.
 type Options struct {
 	Registry *registry.Registry
-	Streams  Streams
-	// TopologyTimeout bounds a topology collection (default 10s).
+	Streams  *streams.Table
+	// TopologyTimeout bounds a topology collection.
 	TopologyTimeout time.Duration
 	// LifecycleTimeout bounds the wait for each agent's lifecycle report
-	// (default 50s: agents allow 40s for their node's InspectAll).
+	// (agents allow 40s for their node's InspectAll).
 	LifecycleTimeout time.Duration
 	// FailedAgentWait is how long an agent whose previous lifecycle command
-	// is still unanswered after LifecycleTimeout is waited for (default 1s).
+	// is still unanswered after LifecycleTimeout is waited for.
 	FailedAgentWait time.Duration
-	// RegistryTimeout bounds each liaison's registry read (default 50s).
+	// RegistryTimeout bounds each liaison's registry read.
 	RegistryTimeout time.Duration
 	// LifecycleReuse serves the last lifecycle result to callers that come
-	// within this age of it (default 5s; 0 disables).
+	// within this age of it (0 disables).
 	LifecycleReuse time.Duration
-	// ConfigTimeout bounds a configuration collection (default 5s).
+	// ConfigTimeout bounds a configuration collection.
 	ConfigTimeout time.Duration
-	// ConfigCacheTTL reuses a configuration collection this young
-	// (default 15s).
+	// ConfigCacheTTL reuses a configuration collection this young.
 	ConfigCacheTTL time.Duration
 	// ConfigIgnore lists the per-node parameters left out of the
-	// consistency report (default configreport.DefaultIgnore()).
-	ConfigIgnore *configreport.Ignore
-	Now          func() time.Time
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer
+	// consistency report.
+	ConfigIgnore configreport.Ignore
 }
 
-// Collector runs topology and lifecycle collections. It is safe for
+// Validate reports every missing or out-of-range field at once.
+func (o Options) Validate() error {
+	var errs []error
+	if o.Registry == nil || o.Streams == nil {
+		errs = append(errs, errors.New("cluster: registry and stream table are required"))
+	}
+	if o.TopologyTimeout <= 0 || o.LifecycleTimeout <= 0 || o.FailedAgentWait <= 0 || o.RegistryTimeout <= 0 ||
+		o.ConfigTimeout <= 0 || o.ConfigCacheTTL <= 0 || o.LifecycleReuse < 0 {
+		errs = append(errs, errors.New("cluster: timeouts and the configuration cache TTL must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Views collects and serves the cluster-wide views. It is safe for
 // concurrent use.
-type Collector struct {
+type Views struct {
 	opts    Options
-	now     func() time.Time
 	logger  *slog.Logger
-	flight  singleflight.Group
 	checker *lifecycle.Checker
 
-	mu         sync.Mutex // guards last and lastConfig
-	last       *lifecycle.Result
+	topology   *flight.Group[struct{}, topology.Merged]
+	lifecycle  *flight.Group[struct{}, lifecycle.Result]
+	config     *flight.Group[struct{}, ConfigSnapshot]
+	mu         sync.Mutex // guards lastConfig
 	lastConfig *ConfigSnapshot
 
 	rounds *prometheus.CounterVec
 }
 
-// New returns a Collector.
-func New(opts Options) (*Collector, error) {
-	if opts.Registry == nil || opts.Streams == nil {
-		return nil, errors.New("cluster: registry and streams are required")
+// New returns Views whose metrics go to reg.
+func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Views, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
-	if opts.TopologyTimeout <= 0 {
-		opts.TopologyTimeout = 10 * time.Second
+	if logger == nil || reg == nil {
+		return nil, errors.New("cluster: logger and registerer are required")
 	}
-	if opts.LifecycleTimeout <= 0 {
-		opts.LifecycleTimeout = 50 * time.Second
+	rounds := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fodc_proxy_cluster_collections_total",
+		Help: "Cluster-wide collections run, by kind (topology, lifecycle or config).",
+	}, []string{"kind"})
+	if err := reg.Register(rounds); err != nil {
+		return nil, err
 	}
-	if opts.FailedAgentWait <= 0 {
-		opts.FailedAgentWait = time.Second
+	v := &Views{
+		opts:      opts,
+		logger:    logger.With("component", "cluster"),
+		checker:   lifecycle.NewChecker(),
+		topology:  flight.New(flight.Options[struct{}, topology.Merged]{}),
+		lifecycle: flight.New(flight.Options[struct{}, lifecycle.Result]{Fresh: opts.LifecycleReuse}),
+		rounds:    rounds,
 	}
-	if opts.RegistryTimeout <= 0 {
-		opts.RegistryTimeout = 50 * time.Second
-	}
-	if opts.ConfigTimeout <= 0 {
-		opts.ConfigTimeout = 5 * time.Second
-	}
-	if opts.ConfigCacheTTL <= 0 {
-		opts.ConfigCacheTTL = 15 * time.Second
-	}
-	if opts.ConfigIgnore == nil {
-		ig := configreport.DefaultIgnore()
-		opts.ConfigIgnore = &ig
-	}
-	now := opts.Now
-	if now == nil {
-		now = time.Now
-	}
-	logger := opts.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	reg := opts.Registerer
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
-	return &Collector{
-		opts:    opts,
-		now:     now,
-		logger:  logger.With("component", "cluster"),
-		checker: lifecycle.NewChecker(),
-		rounds: promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
-			Name: "fodc_proxy_cluster_collections_total",
-			Help: "Cluster-wide collections run, by kind (topology or lifecycle).",
-		}, []string{"kind"}),
-	}, nil
-}
-
-// shared runs fn once for all concurrent callers of key and waits for it
-// until ctx ends.
-func shared[T any](ctx context.Context, c *Collector, key string, fn func() T) (T, error) {
-	ch := c.flight.DoChan(key, func() (any, error) { return fn(), nil })
-	select {
-	case r := <-ch:
-		return r.Val.(T), nil
-	case <-ctx.Done():
-		var zero T
-		return zero, ctx.Err()
-	}
+	v.config = flight.New(flight.Options[struct{}, ConfigSnapshot]{
+		Fresh: opts.ConfigCacheTTL,
+		Valid: func(_ struct{}, snap ConfigSnapshot) bool { return v.stillCurrent(&snap) },
+	})
+	return v, nil
 }
 
 // Topology asks every agent for its topology and merges the answers.
-func (c *Collector) Topology(ctx context.Context) (topology.Merged, error) {
-	return shared(ctx, c, "topology", c.collectTopology)
+func (c *Views) Topology(ctx context.Context) (topology.Merged, error) {
+	return c.topology.Do(ctx, struct{}{}, func(context.Context) (topology.Merged, error) { return c.collectTopology(), nil })
 }
 
-func (c *Collector) collectTopology() topology.Merged {
+func (c *Views) collectTopology() topology.Merged {
 	c.rounds.WithLabelValues("topology").Inc()
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.TopologyTimeout)
 	defer cancel()
@@ -182,7 +150,7 @@ func (c *Collector) collectTopology() topology.Merged {
 
 // statusByPod attaches registry truth to topology nodes, preferring an
 // online entry when a pod has several.
-func (c *Collector) statusByPod(agents []registry.Agent) func(string) (topology.NodeStatus, bool) {
+func (c *Views) statusByPod(agents []registry.Agent) func(string) (topology.NodeStatus, bool) {
 	byPod := map[string][]topology.NodeStatus{}
 	for _, a := range agents {
 		byPod[a.PodName] = append(byPod[a.PodName], topology.NodeStatus{Status: string(a.Status), LastHeartbeat: a.LastHeartbeat})
@@ -192,24 +160,16 @@ func (c *Collector) statusByPod(agents []registry.Agent) func(string) (topology.
 
 // Lifecycle collects lifecycle reports, reads the schema registry through
 // a liaison and judges schema consistency per group.
-func (c *Collector) Lifecycle(ctx context.Context) (lifecycle.Result, error) {
-	if reuse := c.opts.LifecycleReuse; reuse > 0 {
-		c.mu.Lock()
-		last := c.last
-		c.mu.Unlock()
-		if last != nil && c.now().Sub(last.CollectedAt) < reuse {
-			return *last, nil
-		}
-	}
-	return shared(ctx, c, "lifecycle", c.collectLifecycle)
+func (c *Views) Lifecycle(ctx context.Context) (lifecycle.Result, error) {
+	return c.lifecycle.Do(ctx, struct{}{}, func(context.Context) (lifecycle.Result, error) { return c.collectLifecycle(), nil })
 }
 
 // ConsistencyStatuses returns the last verdict per group.
-func (c *Collector) ConsistencyStatuses() map[string]fodcv1.ConsistencyStatus {
+func (c *Views) ConsistencyStatuses() map[string]fodcv1.ConsistencyStatus {
 	return c.checker.Statuses()
 }
 
-func (c *Collector) collectLifecycle() lifecycle.Result {
+func (c *Views) collectLifecycle() lifecycle.Result {
 	c.rounds.WithLabelValues("lifecycle").Inc()
 	agents := c.opts.Registry.List(registry.Filter{})
 	summary := lifecycle.Summary{Total: len(agents)}
@@ -225,7 +185,7 @@ func (c *Collector) collectLifecycle() lifecycle.Result {
 		}
 		summary.Requested++
 		wait := c.opts.LifecycleTimeout
-		if since, pending := ls.Pending(); pending && c.now().Sub(since) > c.opts.LifecycleTimeout {
+		if since, pending := ls.Pending(); pending && time.Now().Sub(since) > c.opts.LifecycleTimeout {
 			// Its last collection failed and it sent nothing: do not hold
 			// every caller for the full timeout again (W12).
 			wait = c.opts.FailedAgentWait
@@ -259,17 +219,14 @@ func (c *Collector) collectLifecycle() lifecycle.Result {
 		Statuses:    lifecycle.PodStatuses(reports),
 		Summary:     summary,
 		Error:       lifecycle.ErrorText(summary),
-		CollectedAt: c.now(),
+		CollectedAt: time.Now(),
 	}
-	c.mu.Lock()
-	c.last = &res
-	c.mu.Unlock()
 	return res
 }
 
 // readRegistry asks liaison agents one after another, in pod name order,
 // until one reads the registry without a fatal error.
-func (c *Collector) readRegistry(agents []registry.Agent) lifecycle.Registry {
+func (c *Views) readRegistry(agents []registry.Agent) lifecycle.Registry {
 	liaisons := slices.Clone(agents)
 	liaisons = slices.DeleteFunc(liaisons, func(a registry.Agent) bool {
 		_, ok := c.opts.Streams.SchemaRegistry(a.ID)

@@ -1,28 +1,41 @@
 package cluster
 
 import (
+	"cmp"
 	"context"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agentsim"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/streams"
 	"github.com/fodc-go/fodc/internal/testutil/proxytest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newCollector(t *testing.T, e *proxytest.Env, opts Options) *Collector {
+// newViews builds Views over e with the proxy's default timeouts where
+// opts leaves them zero.
+func newViews(t *testing.T, e *proxytest.Env, opts Options) *Views {
 	t.Helper()
 	opts.Registry = e.Registry
-	opts.Streams = e.Service
-	c, err := New(opts)
+	opts.Streams = e.Streams
+	opts.TopologyTimeout = cmp.Or(opts.TopologyTimeout, 5*time.Second)
+	opts.LifecycleTimeout = cmp.Or(opts.LifecycleTimeout, 50*time.Second)
+	opts.FailedAgentWait = cmp.Or(opts.FailedAgentWait, time.Second)
+	opts.RegistryTimeout = cmp.Or(opts.RegistryTimeout, 50*time.Second)
+	opts.ConfigTimeout = cmp.Or(opts.ConfigTimeout, 5*time.Second)
+	opts.ConfigCacheTTL = cmp.Or(opts.ConfigCacheTTL, 15*time.Second)
+	c, err := New(opts, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	require.NoError(t, err)
 	return c
 }
@@ -33,10 +46,10 @@ func data(pod string) *fodcv1.RegisterAgentRequest {
 
 // Concurrent callers share one topology collection: the agent is asked once.
 func TestTopologyCallersShareOneCollection(t *testing.T) {
-	e := proxytest.Start(t, nil, agentsvc.Options{})
+	e := proxytest.Start(t, nil, agentsvc.Options{}, streams.Limits{})
 	a, _ := e.StartAgent(t, agentsim.Config{Register: data("data-0"),
-		ReplyDelay: func(string) time.Duration { return 200 * time.Millisecond }}, agentsvc.KindTopology)
-	c := newCollector(t, e, Options{})
+		ReplyDelay: func(string) time.Duration { return 200 * time.Millisecond }}, protocol.KindTopology)
+	c := newViews(t, e, Options{})
 	var wg sync.WaitGroup
 	for range 5 {
 		wg.Go(func() {
@@ -50,10 +63,10 @@ func TestTopologyCallersShareOneCollection(t *testing.T) {
 
 // A caller that gives up does not cancel the collection for the others.
 func TestTopologyCallerGivingUpDoesNotCancelOthers(t *testing.T) {
-	e := proxytest.Start(t, nil, agentsvc.Options{})
+	e := proxytest.Start(t, nil, agentsvc.Options{}, streams.Limits{})
 	e.StartAgent(t, agentsim.Config{Register: data("data-0"),
-		ReplyDelay: func(string) time.Duration { return 200 * time.Millisecond }}, agentsvc.KindTopology)
-	c := newCollector(t, e, Options{})
+		ReplyDelay: func(string) time.Duration { return 200 * time.Millisecond }}, protocol.KindTopology)
+	c := newViews(t, e, Options{})
 	impatient, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { _, err := c.Topology(impatient); done <- err }()
@@ -74,7 +87,7 @@ func TestTopologyCallerGivingUpDoesNotCancelOthers(t *testing.T) {
 // the next round (it answers that round too late to be counted), and is
 // waited for normally again once it has answered.
 func TestLifecycleFailedAgentIsNotWaitedForAgain(t *testing.T) {
-	e := proxytest.Start(t, nil, agentsvc.Options{})
+	e := proxytest.Start(t, nil, agentsvc.Options{}, streams.Limits{})
 	var mu sync.Mutex
 	calls := 0
 	flaky, _ := e.StartAgent(t, agentsim.Config{Register: data("data-flaky"),
@@ -94,9 +107,9 @@ func TestLifecycleFailedAgentIsNotWaitedForAgain(t *testing.T) {
 				return 100 * time.Millisecond
 			}
 			return 0
-		}}, agentsvc.KindLifecycle)
-	e.StartAgent(t, agentsim.Config{Register: data("data-ok")}, agentsvc.KindLifecycle)
-	c := newCollector(t, e, Options{LifecycleTimeout: 400 * time.Millisecond, FailedAgentWait: time.Millisecond})
+		}}, protocol.KindLifecycle)
+	e.StartAgent(t, agentsim.Config{Register: data("data-ok")}, protocol.KindLifecycle)
+	c := newViews(t, e, Options{LifecycleTimeout: 400 * time.Millisecond, FailedAgentWait: time.Millisecond})
 
 	first, err := c.Lifecycle(context.Background())
 	require.NoError(t, err)
@@ -105,7 +118,7 @@ func TestLifecycleFailedAgentIsNotWaitedForAgain(t *testing.T) {
 	// Its command is still unanswered after the lifecycle timeout: the next
 	// round asks again but waits only FailedAgentWait, shorter than the
 	// agent's 100ms answer.
-	ls, ok := e.Service.Lifecycle(podID(t, e, "data-flaky"))
+	ls, ok := e.Streams.Lifecycle(podID(t, e, "data-flaky"))
 	require.True(t, ok)
 	since, pending := ls.Pending()
 	require.True(t, pending)

@@ -20,20 +20,14 @@ type ConfigSnapshot struct {
 // Config returns every agent's node configuration and the consistency
 // report across nodes. A collection younger than ConfigCacheTTL is reused;
 // concurrent callers share one collection.
-func (c *Collector) Config(ctx context.Context) (ConfigSnapshot, error) {
-	c.mu.Lock()
-	last := c.lastConfig
-	c.mu.Unlock()
-	if last != nil && c.now().Sub(last.CollectedAt) < c.opts.ConfigCacheTTL && c.stillCurrent(last) {
-		return *last, nil
-	}
-	return shared(ctx, c, "config", c.collectConfig)
+func (c *Views) Config(ctx context.Context) (ConfigSnapshot, error) {
+	return c.config.Do(ctx, struct{}{}, func(context.Context) (ConfigSnapshot, error) { return c.collectConfig(), nil })
 }
 
 // stillCurrent reports whether a snapshot covers exactly the registered
 // agents and no agent it lists as unsupported has opened the stream since
 // (an agent that just reconnected may not have opened it yet).
-func (c *Collector) stillCurrent(snap *ConfigSnapshot) bool {
+func (c *Views) stillCurrent(snap *ConfigSnapshot) bool {
 	agents := c.opts.Registry.List(registry.Filter{})
 	if len(agents) != len(snap.Nodes) {
 		return false
@@ -54,7 +48,7 @@ func (c *Collector) stillCurrent(snap *ConfigSnapshot) bool {
 
 // ConfigDifferences returns the number of differing parameters per role
 // group of the last collection (nil before the first).
-func (c *Collector) ConfigDifferences() map[string]int {
+func (c *Views) ConfigDifferences() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.lastConfig == nil {
@@ -63,7 +57,7 @@ func (c *Collector) ConfigDifferences() map[string]int {
 	return configreport.DifferingParams(c.lastConfig.Report)
 }
 
-func (c *Collector) collectConfig() ConfigSnapshot {
+func (c *Views) collectConfig() ConfigSnapshot {
 	c.rounds.WithLabelValues("config").Inc()
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.ConfigTimeout)
 	defer cancel()
@@ -88,11 +82,11 @@ func (c *Collector) collectConfig() ConfigSnapshot {
 				return
 			}
 			nodes[i].Config = reply
-			nodes[i].CollectedAt = c.now()
+			nodes[i].CollectedAt = time.Now()
 		})
 	}
 	wg.Wait()
-	snap := ConfigSnapshot{Nodes: nodes, Report: configreport.Build(nodes, *c.opts.ConfigIgnore), CollectedAt: c.now()}
+	snap := ConfigSnapshot{Nodes: nodes, Report: configreport.Build(nodes, c.opts.ConfigIgnore), CollectedAt: time.Now()}
 	c.mu.Lock()
 	c.lastConfig = &snap
 	c.mu.Unlock()

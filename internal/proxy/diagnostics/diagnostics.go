@@ -5,7 +5,7 @@
 // An agent answers a request by re-sending every crash record it holds, one
 // message per record and with no end marker, so a collection asks the
 // selected agents and then waits a short window for the records to arrive.
-// Records reach the Collector through OnRecord whenever they arrive, also
+// Records reach the Cache through OnRecord whenever they arrive, also
 // outside a collection.
 //
 // Unlike the upstream proxy (PROTOCOL.md §7 W6, W12), records are keyed by
@@ -13,7 +13,8 @@
 // reconnects under a new agent id and re-sends its records replaces them
 // instead of duplicating them; the cache is bounded in count and age and
 // forgets the pods that left the registry; and concurrent collections share
-// the requests already in flight instead of asking again.
+// the requests already in flight (one flight call per agent: the request and
+// its window) instead of asking again.
 package diagnostics
 
 import (
@@ -27,18 +28,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
-	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
+	"github.com/fodc-go/fodc/internal/proxy/flight"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
-)
-
-// Defaults applied by New to zero Options fields.
-const (
-	DefaultWindow     = time.Second
-	DefaultMaxRecords = 1000
-	DefaultMaxAge     = 24 * time.Hour
+	"github.com/fodc-go/fodc/internal/proxy/streams"
 )
 
 // Reasons counted by fodc_proxy_crash_records_evicted_total.
@@ -52,29 +46,24 @@ const (
 	EvictAgentGone = "agent_gone"
 )
 
-// Options configures a Collector.
+// Options configures a Cache. Every field but Now is required; the
+// defaults live in the proxy's configuration.
 type Options struct {
-	// Registry selects the agents to ask and names their pods. Required.
+	// Registry selects the agents to ask and names their pods.
 	Registry *registry.Registry
-	// Streams returns the live crash stream of an agent (normally
-	// agentsvc.Service.Crash). Required.
-	Streams func(agentID string) (*agentsvc.CrashStream, bool)
-	// Window is how long a collection waits for records after asking
-	// (default 1s; the upstream proxy always waits 2s).
+	// Streams holds the agents' live crash streams.
+	Streams *streams.Table
+	// Window is how long a collection waits for records after asking (the
+	// upstream proxy always waits 2s).
 	Window time.Duration
-	// MaxRecords bounds the cache (default 1000); beyond it the records of
-	// the oldest crashes are evicted first.
+	// MaxRecords bounds the cache; beyond it the records of the oldest
+	// crashes are evicted first.
 	MaxRecords int
-	// MaxAge is how long a record stays cached after it last arrived
-	// (default 24h): a record that no agent re-sent for that long is
-	// dropped.
+	// MaxAge is how long a record stays cached after it last arrived: a
+	// record that no agent re-sent for that long is dropped.
 	MaxAge time.Duration
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
-	// Logger receives debug events; nil discards them.
-	Logger *slog.Logger
-	// Registerer receives the metrics; nil means a private registry.
-	Registerer prometheus.Registerer
 }
 
 // Record is one cached crash record and the agent that last sent it.
@@ -97,14 +86,6 @@ type key struct {
 	dir string // artifact_dir
 }
 
-// round is one set of requests in flight. done is closed when the window
-// after the requests ends.
-type round struct {
-	agents []string
-	once   sync.Once
-	done   chan struct{}
-}
-
 type metrics struct {
 	records  prometheus.Gauge
 	evicted  *prometheus.CounterVec
@@ -112,22 +93,21 @@ type metrics struct {
 	waiting  prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
-	f := promauto.With(reg)
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		records: f.NewGauge(prometheus.GaugeOpts{
+		records: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fodc_proxy_crash_records",
 			Help: "Crash records currently cached.",
 		}),
-		evicted: f.NewCounterVec(prometheus.CounterOpts{
+		evicted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fodc_proxy_crash_records_evicted_total",
 			Help: "Crash records dropped from the cache, by reason.",
 		}, []string{"reason"}),
-		requests: f.NewCounter(prometheus.CounterOpts{
+		requests: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fodc_proxy_crash_requests_total",
 			Help: "Crash record requests sent to agents.",
 		}),
-		waiting: f.NewGauge(prometheus.GaugeOpts{
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fodc_proxy_crash_collections_waiting",
 			Help: "Diagnostics collections waiting for the agents' records.",
 		}),
@@ -135,66 +115,56 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, r := range []string{EvictCapacity, EvictExpired, EvictAgentGone} {
 		m.evicted.WithLabelValues(r)
 	}
-	return m
+	for _, c := range []prometheus.Collector{m.records, m.evicted, m.requests, m.waiting} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
 }
 
-// Collector asks agents for their crash records and caches them. It is safe
-// for concurrent use and starts no goroutines of its own (the window of a
-// collection is a runtime timer). The zero value is not usable; call New.
-type Collector struct {
+// Cache asks agents for their crash records and keeps them. It is safe for
+// concurrent use. The zero value is not usable; call New.
+type Cache struct {
 	reg        *registry.Registry
-	streams    func(agentID string) (*agentsvc.CrashStream, bool)
+	streams    *streams.Table
 	window     time.Duration
 	maxRecords int
 	maxAge     time.Duration
 	now        func() time.Time
 	logger     *slog.Logger
 	metrics    *metrics
-	// afterFunc runs f once d has passed; tests replace it to control the
-	// end of a window.
-	afterFunc func(d time.Duration, f func())
+	// asks shares each agent's request and window among the collections
+	// that want it.
+	asks *flight.Group[string, struct{}]
 
-	mu      sync.Mutex // guards the fields below
+	mu      sync.Mutex // guards records
 	records map[key]*Record
-	pending map[string]*round // agent id -> the round that asked it
 }
 
-// New validates opts, applies the defaults and returns an empty Collector.
-func New(opts Options) (*Collector, error) {
+// New validates opts and returns an empty Cache whose metrics go to reg.
+func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Cache, error) {
 	var errs []error
-	if opts.Registry == nil {
-		errs = append(errs, errors.New("diagnostics: registry is required"))
+	if opts.Registry == nil || opts.Streams == nil {
+		errs = append(errs, errors.New("diagnostics: registry and stream table are required"))
 	}
-	if opts.Streams == nil {
-		errs = append(errs, errors.New("diagnostics: crash stream lookup is required"))
+	if opts.Window <= 0 || opts.MaxRecords <= 0 || opts.MaxAge <= 0 {
+		errs = append(errs, errors.New("diagnostics: window, record limit and maximum age must be positive"))
 	}
-	if opts.Window < 0 || opts.MaxRecords < 0 || opts.MaxAge < 0 {
-		errs = append(errs, errors.New("diagnostics: window, record limit and maximum age must not be negative"))
+	if logger == nil || reg == nil {
+		errs = append(errs, errors.New("diagnostics: logger and registerer are required"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	if opts.Window == 0 {
-		opts.Window = DefaultWindow
-	}
-	if opts.MaxRecords == 0 {
-		opts.MaxRecords = DefaultMaxRecords
-	}
-	if opts.MaxAge == 0 {
-		opts.MaxAge = DefaultMaxAge
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	logger := opts.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
 	}
-	reg := opts.Registerer
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
-	return &Collector{
+	return &Cache{
 		reg:        opts.Registry,
 		streams:    opts.Streams,
 		window:     opts.Window,
@@ -202,10 +172,9 @@ func New(opts Options) (*Collector, error) {
 		maxAge:     opts.MaxAge,
 		now:        opts.Now,
 		logger:     logger.With("component", "diagnostics"),
-		metrics:    newMetrics(reg),
-		afterFunc:  func(d time.Duration, f func()) { time.AfterFunc(d, f) },
+		metrics:    m,
+		asks:       flight.New(flight.Options[string, struct{}]{}),
 		records:    make(map[key]*Record),
-		pending:    make(map[string]*round),
 	}, nil
 }
 
@@ -214,7 +183,7 @@ func New(opts Options) (*Collector, error) {
 // directory replaces the cached one, whichever agent id sent it. Records of
 // agents that are not registered are dropped. It never blocks on I/O and is
 // safe for concurrent use.
-func (c *Collector) OnRecord(agentID string, rec *fodcv1.StreamCrashDiagnosticsRequest) {
+func (c *Cache) OnRecord(agentID string, rec *fodcv1.StreamCrashDiagnosticsRequest) {
 	if rec == nil {
 		return
 	}
@@ -238,7 +207,7 @@ func (c *Collector) OnRecord(agentID string, rec *fodcv1.StreamCrashDiagnosticsR
 
 // evictOldestLocked drops the record of the oldest crash (ties broken by
 // pod and artifact directory, so the choice is deterministic).
-func (c *Collector) evictOldestLocked() {
+func (c *Cache) evictOldestLocked() {
 	var oldest key
 	var oldestAt time.Time
 	first := true
@@ -272,20 +241,27 @@ func crashTime(r *Record) time.Time {
 // A caller whose ctx ends returns the cache as it is at once, without
 // affecting other callers. Records of pods without any registered agent and
 // records older than MaxAge are pruned first.
-func (c *Collector) Collect(ctx context.Context, f registry.Filter) []Record {
+func (c *Cache) Collect(ctx context.Context, f registry.Filter) []Record {
 	agents := c.reg.List(f)
 	pods := make(map[string]bool, len(agents))
 	for _, a := range agents {
 		pods[strings.ToLower(a.PodName)] = true
 	}
-	rounds := c.ask(agents)
+	var tickets []*flight.Ticket[string, struct{}]
+	for _, a := range agents {
+		st, ok := c.streams.Crash(a.ID)
+		if !ok {
+			continue
+		}
+		tickets = append(tickets, c.asks.Join(a.ID, func(context.Context) (struct{}, error) { return struct{}{}, c.ask(st) }))
+	}
 	c.metrics.waiting.Inc()
-wait:
-	for _, r := range rounds {
-		select {
-		case <-r.done:
-		case <-ctx.Done():
-			break wait
+	for i, t := range tickets {
+		if _, err := t.Wait(ctx); err != nil && ctx.Err() != nil {
+			for _, rest := range tickets[i+1:] {
+				rest.Leave()
+			}
+			break
 		}
 	}
 	c.metrics.waiting.Dec()
@@ -293,77 +269,26 @@ wait:
 	return c.cached(pods)
 }
 
-// ask sends a request to every agent that is not already part of a round
-// in its window, and returns the rounds to wait for.
-func (c *Collector) ask(agents []registry.Agent) []*round {
-	var (
-		waits []*round
-		fresh *round
-		asks  []*agentsvc.CrashStream
-	)
-	c.mu.Lock()
-	for _, a := range agents {
-		if r, ok := c.pending[a.ID]; ok {
-			if !slices.Contains(waits, r) {
-				waits = append(waits, r)
-			}
-			continue
-		}
-		st, ok := c.streams(a.ID)
-		if !ok {
-			continue
-		}
-		if fresh == nil {
-			fresh = &round{done: make(chan struct{})}
-			waits = append(waits, fresh)
-		}
-		fresh.agents = append(fresh.agents, a.ID)
-		c.pending[a.ID] = fresh
-		asks = append(asks, st)
+// ask sends a request to one agent and waits the window for its records;
+// the agent is not asked again until the window has ended.
+func (c *Cache) ask(st *streams.Crash) error {
+	if err := st.Request(); err != nil {
+		c.logger.Debug("Crash record request not sent", "agent_id", st.AgentID(), "err", err)
+		return err
 	}
-	c.mu.Unlock()
-	if fresh == nil {
-		return waits
+	c.metrics.requests.Inc()
+	t := time.NewTimer(c.window)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-st.Done():
 	}
-	sent := 0
-	for _, st := range asks {
-		if err := st.Request(); err != nil {
-			c.logger.Debug("Crash record request not sent", "agent_id", st.AgentID(), "err", err)
-			c.mu.Lock()
-			if c.pending[st.AgentID()] == fresh {
-				delete(c.pending, st.AgentID())
-			}
-			c.mu.Unlock()
-			continue
-		}
-		sent++
-		c.metrics.requests.Inc()
-	}
-	if sent == 0 {
-		c.finish(fresh)
-		return waits
-	}
-	c.afterFunc(c.window, func() { c.finish(fresh) })
-	return waits
-}
-
-// finish ends the window of r: its agents may be asked again.
-func (c *Collector) finish(r *round) {
-	r.once.Do(func() {
-		c.mu.Lock()
-		for _, id := range r.agents {
-			if c.pending[id] == r {
-				delete(c.pending, id)
-			}
-		}
-		c.mu.Unlock()
-		close(r.done)
-	})
+	return nil
 }
 
 // prune drops the records of pods that have no registered agent and the
 // records that no agent re-sent within MaxAge.
-func (c *Collector) prune() {
+func (c *Cache) prune() {
 	live := make(map[string]bool)
 	for _, a := range c.reg.List(registry.Filter{}) {
 		live[strings.ToLower(a.PodName)] = true
@@ -385,7 +310,7 @@ func (c *Collector) prune() {
 }
 
 // cached returns copies of the records of pods (lower-cased names), sorted.
-func (c *Collector) cached(pods map[string]bool) []Record {
+func (c *Cache) cached(pods map[string]bool) []Record {
 	c.mu.Lock()
 	out := make([]Record, 0, len(c.records))
 	for k, r := range c.records {

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,8 +20,8 @@ import (
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agentsim"
 	"github.com/fodc-go/fodc/internal/fixture"
-	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/streams"
 	"github.com/fodc-go/fodc/internal/roles"
 	"github.com/fodc-go/fodc/internal/testutil/proxytest"
 )
@@ -203,62 +205,70 @@ func TestRecordsOfGonePodsArePruned(t *testing.T) {
 
 // Concurrent collections share the requests in flight: one command reaches
 // the agent, and a caller that gives up early leaves the others waiting.
+// The agent is played through its stream handle, so the whole exchange
+// runs on synctest's clock.
 func TestConcurrentCollectsShareOneRound(t *testing.T) {
-	e := newEnv(t, Options{Window: time.Hour})
-	fire := make(chan func(), 4)
-	e.c.afterFunc = func(_ time.Duration, f func()) { fire <- f }
-	t.Cleanup(func() { // end the windows a failed test left open
-		for {
-			select {
-			case f := <-fire:
-				f()
-			default:
-				return
+	synctest.Test(t, func(t *testing.T) {
+		reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10})
+		require.NoError(t, err)
+		table := streams.NewTable(streams.Limits{SendQueueLen: 8, MaxPending: 8})
+		prom := prometheus.NewRegistry()
+		c, err := New(withDefaults(Options{Registry: reg, Streams: table, Window: time.Hour}), slog.New(slog.DiscardHandler), prom)
+		require.NoError(t, err)
+		a, err := reg.Register(registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0"})
+		require.NoError(t, err)
+		st, err := table.OpenCrash(a.ID)
+		require.NoError(t, err)
+		defer st.Close(nil)
+		commands := 0
+		go func() { // the agent: every command re-sends its one record
+			for {
+				select {
+				case <-st.Outbox():
+					commands++
+					c.OnRecord(a.ID, crashRec("a1", "x", base))
+				case <-st.Done():
+					return
+				}
 			}
+		}()
+
+		ctx := t.Context()
+		results := make(chan []Record, 2)
+		go func() { results <- c.Collect(ctx, registry.Filter{}) }()
+		go func() { results <- c.Collect(ctx, registry.Filter{PodName: "data-0"}) }()
+		synctest.Wait()
+		require.Equal(t, 2.0, testutil.ToFloat64(c.metrics.waiting))
+
+		// A third caller gives up; the other two keep waiting.
+		quitCtx, quit := context.WithCancel(ctx)
+		quitter := make(chan []Record, 1)
+		go func() { quitter <- c.Collect(quitCtx, registry.Filter{}) }()
+		synctest.Wait()
+		require.Equal(t, 3.0, testutil.ToFloat64(c.metrics.waiting))
+		quit()
+		<-quitter
+		synctest.Wait()
+		require.Equal(t, 2.0, testutil.ToFloat64(c.metrics.waiting))
+		require.Empty(t, results, "no collection ends before its window")
+		require.Equal(t, 1.0, testutil.ToFloat64(c.metrics.records))
+
+		time.Sleep(time.Hour) // the window ends
+		for range 2 {
+			got := <-results
+			require.Len(t, got, 1)
+			require.Equal(t, a.ID, got[0].AgentID)
 		}
+		require.Equal(t, 1.0, testutil.ToFloat64(c.metrics.requests))
+		require.Equal(t, 1, commands)
+
+		// Once the window has ended, the next collection asks again.
+		go func() { results <- c.Collect(ctx, registry.Filter{}) }()
+		time.Sleep(time.Hour)
+		require.Len(t, <-results, 1)
+		require.Equal(t, 2.0, testutil.ToFloat64(c.metrics.requests))
+		require.Equal(t, 2, commands)
 	})
-	a, id := e.start(t, agentsim.Config{Register: register("data-0", "ROLE_DATA"),
-		Crash: func() []*fodcv1.StreamCrashDiagnosticsRequest {
-			return []*fodcv1.StreamCrashDiagnosticsRequest{crashRec("a1", "x", base)}
-		}})
-
-	ctx := context.Background()
-	results := make(chan []Record, 2)
-	go func() { results <- e.c.Collect(ctx, registry.Filter{}) }()
-	endWindow := receive(t, fire) // the first caller asked and waits for its window
-	go func() { results <- e.c.Collect(ctx, registry.Filter{PodName: "data-0"}) }()
-	require.Eventually(t, func() bool { return testutil.ToFloat64(e.c.metrics.waiting) == 2 }, wait, time.Millisecond)
-
-	// A third caller gives up; the other two keep waiting.
-	quitCtx, quit := context.WithCancel(ctx)
-	quitter := make(chan []Record, 1)
-	go func() { quitter <- e.c.Collect(quitCtx, registry.Filter{}) }()
-	require.Eventually(t, func() bool { return testutil.ToFloat64(e.c.metrics.waiting) == 3 }, wait, time.Millisecond)
-	quit()
-	receive(t, quitter)
-	require.Equal(t, 2.0, testutil.ToFloat64(e.c.metrics.waiting))
-	select {
-	case <-results:
-		t.Fatal("a collection ended before its window")
-	default:
-	}
-
-	require.Eventually(t, func() bool { return testutil.ToFloat64(e.c.metrics.records) == 1 }, wait, time.Millisecond)
-	endWindow()
-	for range 2 {
-		got := receive(t, results)
-		require.Len(t, got, 1)
-		require.Equal(t, id, got[0].AgentID)
-	}
-	require.Equal(t, 1.0, testutil.ToFloat64(e.c.metrics.requests))
-	require.Eventually(t, func() bool { return a.Commands(agentsim.StreamCrash) == 1 }, wait, time.Millisecond)
-	require.Empty(t, fire)
-
-	// Once the window has ended, the next collection asks again.
-	go func() { results <- e.c.Collect(ctx, registry.Filter{}) }()
-	receive(t, fire)()
-	require.Len(t, receive(t, results), 1)
-	require.Equal(t, 2.0, testutil.ToFloat64(e.c.metrics.requests))
 }
 
 // Without any agent to ask, a collection returns the cache at once.
@@ -277,14 +287,16 @@ func receive[T any](t *testing.T, ch <-chan T) T {
 func TestCollectWithoutStreamsDoesNotWait(t *testing.T) {
 	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10})
 	require.NoError(t, err)
-	c, err := New(Options{Registry: reg, Window: time.Hour,
-		Streams: func(string) (*agentsvc.CrashStream, bool) { return nil, false }})
+	c, err := New(withDefaults(Options{Registry: reg, Window: time.Hour, Streams: streams.NewTable(streams.Limits{})}),
+		slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	require.NoError(t, err)
-	c.afterFunc = func(time.Duration, func()) { t.Error("no window expected") }
 	a, err := reg.Register(registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0"})
 	require.NoError(t, err)
 	c.OnRecord(a.ID, crashRec("a1", "x", base))
+	// The agent has no crash stream: nothing is asked, nothing waited for
+	// (a one-hour window would time the test out).
 	require.Len(t, c.Collect(context.Background(), registry.Filter{}), 1)
+	require.Zero(t, testutil.ToFloat64(c.metrics.requests))
 }
 
 func TestCacheBounds(t *testing.T) {
@@ -352,8 +364,8 @@ func TestCacheBounds(t *testing.T) {
 			reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10, Now: clk.Now})
 			require.NoError(t, err)
 			prom := prometheus.NewRegistry()
-			c, err := New(Options{Registry: reg, MaxRecords: tc.maxRecords, MaxAge: tc.maxAge, Now: clk.Now, Registerer: prom,
-				Streams: func(string) (*agentsvc.CrashStream, bool) { return nil, false }})
+			c, err := New(withDefaults(Options{Registry: reg, MaxRecords: tc.maxRecords, MaxAge: tc.maxAge, Now: clk.Now,
+				Streams: streams.NewTable(streams.Limits{})}), slog.New(slog.DiscardHandler), prom)
 			require.NoError(t, err)
 			ids := map[string]string{"gone": "not-registered"}
 			for _, pod := range []string{"data-0", "data-1"} {
@@ -420,16 +432,17 @@ func TestWriteJSON(t *testing.T) {
 func TestNewValidates(t *testing.T) {
 	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10})
 	require.NoError(t, err)
-	streams := func(string) (*agentsvc.CrashStream, bool) { return nil, false }
-	_, err = New(Options{Streams: streams})
-	require.ErrorContains(t, err, "registry is required")
-	_, err = New(Options{Registry: reg})
-	require.ErrorContains(t, err, "crash stream lookup is required")
-	_, err = New(Options{Registry: reg, Streams: streams, Window: -1})
-	require.ErrorContains(t, err, "must not be negative")
-	c, err := New(Options{Registry: reg, Streams: streams})
+	table := streams.NewTable(streams.Limits{})
+	logger, prom := slog.New(slog.DiscardHandler), prometheus.NewRegistry()
+	_, err = New(withDefaults(Options{Streams: table}), logger, prom)
+	require.ErrorContains(t, err, "registry and stream table are required")
+	_, err = New(withDefaults(Options{Registry: reg}), logger, prom)
+	require.ErrorContains(t, err, "registry and stream table are required")
+	_, err = New(withDefaults(Options{Registry: reg, Streams: table, Window: -1}), logger, prom)
+	require.ErrorContains(t, err, "must be positive")
+	_, err = New(withDefaults(Options{Registry: reg, Streams: table}), nil, nil)
+	require.ErrorContains(t, err, "logger and registerer are required")
+	c, err := New(withDefaults(Options{Registry: reg, Streams: table}), logger, prom)
 	require.NoError(t, err)
-	require.Equal(t, DefaultWindow, c.window)
-	require.Equal(t, DefaultMaxRecords, c.maxRecords)
-	require.Equal(t, DefaultMaxAge, c.maxAge)
+	require.Equal(t, time.Second, c.window)
 }

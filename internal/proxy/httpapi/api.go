@@ -19,31 +19,31 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sync/singleflight"
 
-	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/cluster"
-	"github.com/fodc-go/fodc/internal/proxy/collector"
 	"github.com/fodc-go/fodc/internal/proxy/diagnostics"
-	"github.com/fodc-go/fodc/internal/proxy/httperr"
+	"github.com/fodc-go/fodc/internal/proxy/flight"
 	"github.com/fodc-go/fodc/internal/proxy/pressure"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/proxy/render"
+	"github.com/fodc-go/fodc/internal/proxy/scrape"
+	"github.com/fodc-go/fodc/internal/proxy/series"
 )
 
-// Options configures the API.
+// Options configures the API. Registry, Scraper, CollectTimeout and
+// WriteTimeout are required; the defaults live in the proxy's
+// configuration.
 type Options struct {
-	Registry  *registry.Registry
-	Collector *collector.Collector
+	Registry *registry.Registry
+	Scraper  *scrape.Scraper
 	// Cluster serves topology and lifecycle. Optional: without it those
 	// endpoints answer 503 and /cluster shows registry data only.
-	Cluster *cluster.Collector
+	Cluster *cluster.Views
 	// Diagnostics and Pressure serve crash records and pressure profiles.
 	// Optional: without them those endpoints answer 503.
-	Diagnostics *diagnostics.Collector
-	Pressure    *pressure.Collector
+	Diagnostics *diagnostics.Cache
+	Pressure    *pressure.Cache
 	// Gatherer yields the proxy's own metrics, appended to unfiltered
 	// /metrics answers. Optional.
 	Gatherer prometheus.Gatherer
@@ -53,11 +53,10 @@ type Options struct {
 	// WriteTimeout is the time allowed to write an answer once it has been
 	// collected; the server's write deadline is extended by the budget.
 	WriteTimeout time.Duration
-	// Now and Started drive /health's uptime.
-	Now        func() time.Time
-	Started    time.Time
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	// Now and Started drive /health's uptime (time.Now and the time of New
+	// when zero).
+	Now     func() time.Time
+	Started time.Time
 }
 
 // API serves the HTTP endpoints. It is safe for concurrent use.
@@ -66,24 +65,24 @@ type API struct {
 	now    func() time.Time
 	logger *slog.Logger
 
-	requests      *prometheus.CounterVec
-	duration      *prometheus.HistogramVec
-	flight        singleflight.Group // shares identical /metrics answers
-	joined        func()             // test hook: a /metrics request started or joined a flight
-	dropped       *prometheus.CounterVec
-	droppedLabels prometheus.Counter
+	metrics *metrics // the API's own series
+	answers *flight.Group[string, *metricsAnswer] // shares identical /metrics answers
 }
 
-// New returns an API.
-func New(opts Options) (*API, error) {
-	if opts.Registry == nil || opts.Collector == nil {
-		return nil, errors.New("httpapi: registry and collector are required")
+// New returns an API whose own metrics go to reg.
+func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*API, error) {
+	var errs []error
+	if opts.Registry == nil || opts.Scraper == nil {
+		errs = append(errs, errors.New("httpapi: registry and scraper are required"))
 	}
-	if opts.CollectTimeout <= 0 {
-		opts.CollectTimeout = 8 * time.Second
+	if opts.CollectTimeout <= 0 || opts.WriteTimeout <= 0 {
+		errs = append(errs, errors.New("httpapi: collect and write timeouts must be positive"))
 	}
-	if opts.WriteTimeout <= 0 {
-		opts.WriteTimeout = 10 * time.Second
+	if logger == nil || reg == nil {
+		errs = append(errs, errors.New("httpapi: logger and registerer are required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	now := opts.Now
 	if now == nil {
@@ -92,36 +91,16 @@ func New(opts Options) (*API, error) {
 	if opts.Started.IsZero() {
 		opts.Started = now()
 	}
-	logger := opts.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
 	}
-	reg := opts.Registerer
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
-	f := promauto.With(reg)
 	return &API{
-		opts:   opts,
-		now:    now,
-		logger: logger.With("component", "httpapi"),
-		requests: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "fodc_proxy_http_requests_total",
-			Help: "HTTP requests served, by handler and status code.",
-		}, []string{"handler", "code"}),
-		duration: f.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "fodc_proxy_http_request_duration_seconds",
-			Help:    "HTTP request latency, by handler.",
-			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"handler"}),
-		dropped: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "fodc_proxy_series_removed_total",
-			Help: "Series left out of answers, by reason (duplicate, invalid: bad name or type conflict).",
-		}, []string{"reason"}),
-		droppedLabels: f.NewCounter(prometheus.CounterOpts{
-			Name: "fodc_proxy_labels_removed_total",
-			Help: "Labels left out of answers because their name is invalid or repeated.",
-		}),
+		opts:    opts,
+		now:     now,
+		logger:  logger.With("component", "httpapi"),
+		metrics: m,
+		answers: flight.New(flight.Options[string, *metricsAnswer]{}),
 	}, nil
 }
 
@@ -130,11 +109,11 @@ func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(path string, h http.HandlerFunc) {
 		var handler http.Handler = getOnly(h)
-		handler = promhttp.InstrumentHandlerDuration(a.duration.MustCurryWith(prometheus.Labels{"handler": path}), handler)
-		handler = promhttp.InstrumentHandlerCounter(a.requests.MustCurryWith(prometheus.Labels{"handler": path}), handler)
+		handler = promhttp.InstrumentHandlerDuration(a.metrics.duration.MustCurryWith(prometheus.Labels{"handler": path}), handler)
+		handler = promhttp.InstrumentHandlerCounter(a.metrics.requests.MustCurryWith(prometheus.Labels{"handler": path}), handler)
 		mux.Handle(path, exact(path, handler))
 	}
-	route("/metrics", a.metrics)
+	route("/metrics", a.serveMetrics)
 	route("/metrics-windows", a.metricsWindows)
 	route("/cluster", a.cluster)
 	route("/cluster/topology", a.clusterTopology)
@@ -144,7 +123,7 @@ func (a *API) Handler() http.Handler {
 	route("/health", a.health)
 	route("/diagnostics", a.diagnostics)
 	route("/pressure-profiles", a.pressureProfiles)
-	download := promhttp.InstrumentHandlerCounter(a.requests.MustCurryWith(prometheus.Labels{"handler": "/pressure-profiles/{pod}/{profile_id}/{type}"}),
+	download := promhttp.InstrumentHandlerCounter(a.metrics.requests.MustCurryWith(prometheus.Labels{"handler": "/pressure-profiles/{pod}/{profile_id}/{type}"}),
 		getOnly(a.pressureDownload))
 	mux.Handle("/pressure-profiles/{pod}/{profile_id}/{type}", download)
 	route("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK\n")) })
@@ -177,10 +156,6 @@ func getOnly(h http.HandlerFunc) http.Handler {
 	})
 }
 
-func writeError(w http.ResponseWriter, code int, msg string) { httperr.Write(w, code, msg) }
-
-func respondErr(w http.ResponseWriter, err error) { httperr.Respond(w, err) }
-
 // withBudget bounds a request's wait for agents by its budget and extends
 // the connection's write deadline by the same amount, so that waiting never
 // eats the time needed to write the answer (W3).
@@ -193,10 +168,10 @@ func (a *API) withBudget(w http.ResponseWriter, r *http.Request) (context.Contex
 }
 
 // collect runs a metrics collection within the request's budget.
-func (a *API) collect(w http.ResponseWriter, r *http.Request, f registry.Filter, win agentsvc.Window) []collector.Result {
+func (a *API) collect(w http.ResponseWriter, r *http.Request, f registry.Filter, win series.Window) []scrape.Result {
 	ctx, cancel := a.withBudget(w, r)
 	defer cancel()
-	results := a.opts.Collector.Collect(ctx, f, win)
+	results := a.opts.Scraper.Scrape(ctx, f, win)
 	up := 0
 	for i := range results {
 		if results[i].Up() {
@@ -210,13 +185,13 @@ func (a *API) collect(w http.ResponseWriter, r *http.Request, f registry.Filter,
 
 func (a *API) countRemoved(st render.Stats) {
 	if st.Duplicates > 0 {
-		a.dropped.WithLabelValues("duplicate").Add(float64(st.Duplicates))
+		a.metrics.dropped.WithLabelValues("duplicate").Add(float64(st.Duplicates))
 	}
 	if st.Dropped > 0 {
-		a.dropped.WithLabelValues("invalid").Add(float64(st.Dropped))
+		a.metrics.dropped.WithLabelValues("invalid").Add(float64(st.Dropped))
 	}
 	if st.DroppedLabels > 0 {
-		a.droppedLabels.Add(float64(st.DroppedLabels))
+		a.metrics.droppedLabels.Add(float64(st.DroppedLabels))
 	}
 }
 

@@ -1,12 +1,14 @@
 package httpapi
 
 import (
-	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -19,9 +21,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
-	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
-	"github.com/fodc-go/fodc/internal/proxy/collector"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/scrape"
+	"github.com/fodc-go/fodc/internal/proxy/series"
+	"github.com/fodc-go/fodc/internal/proxy/streams"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -29,44 +32,56 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // fakeAgent answers metrics requests from a function; hang makes it wait
 // for the caller to give up.
 type fakeAgent struct {
-	mu       sync.Mutex
-	hang     bool
-	release  chan struct{} // when set, requests wait for it to close
-	windows  []agentsvc.Window
-	deadline time.Duration
-	reply    func(w agentsvc.Window) *fodcv1.StreamMetricsRequest
+	mu      sync.Mutex
+	hang    bool
+	release chan struct{} // when set, requests wait for it to close
+	windows []series.Window
+	reply   func(w series.Window) *fodcv1.StreamMetricsRequest
 }
 
-func (f *fakeAgent) Request(ctx context.Context, w agentsvc.Window) (*agentsvc.RawMetrics, error) {
-	f.mu.Lock()
-	f.windows = append(f.windows, w)
-	if d, ok := ctx.Deadline(); ok {
-		f.deadline = time.Until(d)
-	}
-	hang, release := f.hang, f.release
-	f.mu.Unlock()
-	if release != nil {
+// serve plays the agent on its metrics stream until the stream closes:
+// each command is answered in order, as a real agent answers them.
+func (f *fakeAgent) serve(m *streams.Metrics) {
+	for {
 		select {
-		case <-release:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+		case cmd := <-m.Outbox():
+			w := series.Window{}
+			if cmd.GetStartTime() != nil {
+				w.Start = cmd.GetStartTime().AsTime()
+			}
+			if cmd.GetEndTime() != nil {
+				w.End = cmd.GetEndTime().AsTime()
+			}
+			f.mu.Lock()
+			f.windows = append(f.windows, w)
+			hang, release := f.hang, f.release
+			f.mu.Unlock()
+			if release != nil {
+				select {
+				case <-release:
+				case <-m.Done():
+					return
+				}
+			}
+			if hang {
+				continue // never answers
+			}
+			raw, err := proto.Marshal(f.reply(w))
+			if err != nil {
+				panic(err)
+			}
+			m.Deliver(&series.RawMetrics{Bytes: raw})
+		case <-m.Done():
+			return
 		}
 	}
-	if hang {
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}
-	raw, err := proto.Marshal(f.reply(w))
-	if err != nil {
-		return nil, err
-	}
-	return &agentsvc.RawMetrics{Bytes: raw}, nil
 }
 
 type env struct {
 	api    *API
 	reg    *registry.Registry
 	agents map[string]*fakeAgent // by agent id
+	table  *streams.Table
 	srv    *httptest.Server
 	now    time.Time
 	mu     sync.Mutex
@@ -80,18 +95,11 @@ func newEnv(t *testing.T) *env {
 	require.NoError(t, err)
 	e.reg = reg
 	own := prometheus.NewRegistry()
-	coll, err := collector.New(collector.Options{
-		Registry:   reg,
-		Registerer: own,
-		Streams: func(id string) (collector.Requester, bool) {
-			e.mu.Lock()
-			defer e.mu.Unlock()
-			a, ok := e.agents[id]
-			return a, ok
-		},
-	})
+	e.table = streams.NewTable(streams.Limits{SendQueueLen: 64, MaxPending: 32})
+	scraper, err := scrape.New(reg, e.table, slog.New(slog.DiscardHandler), own)
 	require.NoError(t, err)
-	api, err := New(Options{Registry: reg, Collector: coll, Gatherer: own, Registerer: own, CollectTimeout: 5 * time.Second, Now: clock})
+	api, err := New(Options{Registry: reg, Scraper: scraper, Gatherer: own, CollectTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second, Now: clock},
+		slog.New(slog.DiscardHandler), own)
 	require.NoError(t, err)
 	e.api = api
 	e.srv = httptest.NewServer(api.Handler())
@@ -109,6 +117,11 @@ func (e *env) addAgent(t *testing.T, id registry.Identity, fa *fakeAgent) regist
 	t.Helper()
 	a, err := e.reg.Register(id)
 	require.NoError(t, err)
+	m, err := e.table.OpenMetrics(a.ID)
+	require.NoError(t, err)
+	done := make(chan struct{})
+	go func() { defer close(done); fa.serve(m) }()
+	t.Cleanup(func() { m.Close(nil); <-done })
 	e.mu.Lock()
 	e.agents[a.ID] = fa
 	e.mu.Unlock()
@@ -137,7 +150,7 @@ func gauge(name string, v float64, labels map[string]string) *fodcv1.Metric {
 func TestMetricsEnrichesAndReportsPerAgentUp(t *testing.T) {
 	e := newEnv(t)
 	hot := e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0", Labels: map[string]string{"type": "hot"}}, &fakeAgent{
-		reply: func(agentsvc.Window) *fodcv1.StreamMetricsRequest {
+		reply: func(series.Window) *fodcv1.StreamMetricsRequest {
 			// An upstream HEAD agent stamps node_role and pod_name itself.
 			return &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{
 				gauge("queue_depth", 3, map[string]string{"node_role": "ROLE_DATA", "pod_name": "data-0", "node_type": "own"}),
@@ -158,18 +171,20 @@ func TestMetricsEnrichesAndReportsPerAgentUp(t *testing.T) {
 	require.Contains(t, body, "\nfodc_proxy_collection_rounds_total{kind=\"latest\"} 1\n", "unfiltered answers carry the proxy's own metrics")
 	require.NotContains(t, body, `queue_depth{agent_id`, "the agent id is never a sample label")
 
-	// The hung agent's wait was bounded by the scrape budget minus a margin.
-	e.mu.Lock()
-	d := e.agents[hung.ID].deadline
-	e.mu.Unlock()
-	require.Greater(t, d, time.Duration(0))
-	require.LessOrEqual(t, d, 900*time.Millisecond)
+	// The hung agent was waited for the 1s scrape budget minus a margin
+	// (0.9s), not the 5s collect timeout: generous bounds around 0.9s.
+	m := regexp.MustCompile(`fodc_agent_collect_duration_seconds\{agent_id="` + hung.ID + `"[^}]*\} (\S+)`).FindStringSubmatch(body)
+	require.NotNil(t, m, body)
+	d, err := strconv.ParseFloat(m[1], 64)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, d, 0.8)
+	require.Less(t, d, 2.5)
 }
 
 func TestMetricsFiltered(t *testing.T) {
 	e := newEnv(t)
 	reply := func(name string) *fakeAgent {
-		return &fakeAgent{reply: func(agentsvc.Window) *fodcv1.StreamMetricsRequest {
+		return &fakeAgent{reply: func(series.Window) *fodcv1.StreamMetricsRequest {
 			return &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{gauge(name, 1, nil)}}
 		}}
 	}
@@ -251,7 +266,7 @@ func TestMetricsWindowsPassesBoundsAndEncodes(t *testing.T) {
 	e := newEnv(t)
 	start := time.Date(2026, 11, 26, 20, 8, 23, 0, time.UTC)
 	end := start.Add(30 * time.Second)
-	fa := &fakeAgent{reply: func(w agentsvc.Window) *fodcv1.StreamMetricsRequest {
+	fa := &fakeAgent{reply: func(w series.Window) *fodcv1.StreamMetricsRequest {
 		m := gauge("temp", 1.5, nil)
 		m.Timestamp = timestamp(w.Start.Add(10 * time.Second))
 		return &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{m}}
@@ -372,14 +387,12 @@ func timestamp(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
 func TestConcurrentIdenticalScrapesShareOneCollection(t *testing.T) {
 	e := newEnv(t)
 	release := make(chan struct{})
-	fa := &fakeAgent{release: release, reply: func(agentsvc.Window) *fodcv1.StreamMetricsRequest {
+	fa := &fakeAgent{release: release, reply: func(series.Window) *fodcv1.StreamMetricsRequest {
 		return &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{gauge("shared", 1, nil)}}
 	}}
 	e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0"}, fa)
 	requests := func() int { fa.mu.Lock(); defer fa.mu.Unlock(); return len(fa.windows) }
-	var joinedMu sync.Mutex
-	joined := 0
-	e.api.joined = func() { joinedMu.Lock(); joined++; joinedMu.Unlock() }
+	key := "metrics?role=datanode"
 
 	bodies := make(chan string, 3)
 	var wg sync.WaitGroup
@@ -392,7 +405,7 @@ func TestConcurrentIdenticalScrapesShareOneCollection(t *testing.T) {
 	}
 	// The agent holds its answer until all three requests have started or
 	// joined the collection.
-	require.Eventually(t, func() bool { joinedMu.Lock(); defer joinedMu.Unlock(); return joined == 3 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return e.api.answers.Waiting(key) == 3 }, 10*time.Second, time.Millisecond)
 	close(release)
 	wg.Wait()
 	close(bodies)

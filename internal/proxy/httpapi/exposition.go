@@ -8,8 +8,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
-	"github.com/fodc-go/fodc/internal/proxy/collector"
-	"github.com/fodc-go/fodc/internal/proxy/enrich"
+	"github.com/fodc-go/fodc/internal/proxy/decode"
+	"github.com/fodc-go/fodc/internal/proxy/scrape"
 	"github.com/fodc-go/fodc/internal/proxy/series"
 )
 
@@ -25,12 +25,12 @@ const (
 // agentStatusBatch builds the up and duration series of every selected
 // agent. The agent id is a label here on purpose: these series describe the
 // agent process, not the node's data.
-func agentStatusBatch(results []collector.Result) series.Batch {
+func agentStatusBatch(results []scrape.Result) series.Batch {
 	out := make([]series.Series, 0, 2*len(results))
 	for i := range results {
 		r := &results[i]
 		labels := series.Labels{{Name: "agent_id", Value: r.Agent.ID}}
-		if addr := enrich.NodeAddress(collector.NodeInfo(r.Agent).Node); addr != "" {
+		if addr := decode.NodeAddress(scrape.NodeInfo(r.Agent).Node); addr != "" {
 			labels = append(labels, series.Label{Name: "node_address", Value: addr})
 		}
 		labels = append(labels, series.Label{Name: "node_role", Value: r.Agent.Role.WireName()})

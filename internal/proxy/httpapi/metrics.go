@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/proxy/render"
 	"github.com/fodc-go/fodc/internal/proxy/series"
@@ -22,7 +21,7 @@ type metricsAnswer struct {
 	selected, answered int
 }
 
-func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
+func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f, err := parseFilter(q)
 	if err != nil {
@@ -35,20 +34,13 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	}
 	// The answer is produced on its own deadline, so that a caller that
 	// goes away does not cut it short for the others.
-	ch := a.flight.DoChan("metrics?"+q.Encode(), func() (any, error) { return a.renderMetrics(f, b), nil })
-	if a.joined != nil {
-		a.joined()
-	}
-	wait := time.NewTimer(b + a.opts.WriteTimeout)
-	defer wait.Stop()
-	var ans *metricsAnswer
-	select {
-	case res := <-ch:
-		ans = res.Val.(*metricsAnswer)
-	case <-wait.C:
-		writeError(w, http.StatusServiceUnavailable, "the shared collection this request joined did not finish within its budget")
-		return
-	case <-r.Context().Done():
+	ctx, cancel := context.WithTimeout(r.Context(), b+a.opts.WriteTimeout)
+	defer cancel()
+	ans, err := a.answers.Do(ctx, "metrics?"+q.Encode(), func(context.Context) (*metricsAnswer, error) { return a.renderMetrics(f, b), nil })
+	if err != nil {
+		if r.Context().Err() == nil {
+			writeError(w, http.StatusServiceUnavailable, "the shared collection this request joined did not finish within its budget")
+		}
 		return
 	}
 	w.Header().Set("Content-Type", render.TextContentType)
@@ -65,7 +57,7 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 func (a *API) renderMetrics(f registry.Filter, b time.Duration) *metricsAnswer {
 	ctx, cancel := context.WithTimeout(context.Background(), b)
 	defer cancel()
-	results := a.opts.Collector.Collect(ctx, f, agentsvc.Window{})
+	results := a.opts.Scraper.Scrape(ctx, f, series.Window{})
 	ans := &metricsAnswer{selected: len(results)}
 	batches := make([]series.Batch, 0, len(results)+4)
 	for i := range results {

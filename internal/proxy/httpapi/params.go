@@ -9,13 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
-	"github.com/fodc-go/fodc/internal/proxy/httperr"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/series"
 	"github.com/fodc-go/fodc/internal/roles"
 )
-
-var badParam = httperr.BadParam
 
 // parseFilter reads the agent selection parameters of DESIGN.md §1.4.
 func parseFilter(q url.Values) (registry.Filter, error) {
@@ -63,8 +60,8 @@ func isFiltered(f registry.Filter) bool {
 }
 
 // parseWindow reads start_time and end_time (RFC3339, fractions allowed).
-func parseWindow(q url.Values) (agentsvc.Window, error) {
-	var w agentsvc.Window
+func parseWindow(q url.Values) (series.Window, error) {
+	var w series.Window
 	for _, p := range []struct {
 		name string
 		dst  *time.Time
@@ -80,7 +77,7 @@ func parseWindow(q url.Values) (agentsvc.Window, error) {
 		*p.dst = t
 	}
 	if !w.Start.IsZero() && !w.End.IsZero() && w.Start.After(w.End) {
-		return w, &httperr.BadRequest{Msg: fmt.Sprintf("invalid start_time: %s is after end_time %s",
+		return w, &badRequest{msg: fmt.Sprintf("invalid start_time: %s is after end_time %s",
 			w.Start.Format(time.RFC3339Nano), w.End.Format(time.RFC3339Nano))}
 	}
 	return w, nil

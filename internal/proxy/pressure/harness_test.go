@@ -1,15 +1,20 @@
 package pressure
 
 import (
+	"cmp"
+	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
 	"github.com/fodc-go/fodc/internal/agentsim"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/streams"
 	"github.com/fodc-go/fodc/internal/testutil/proxytest"
 )
 
@@ -18,13 +23,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // wait is the generous bound of every event-based wait in these tests.
 const wait = proxytest.Wait
 
-// env is a real agentsvc.Service on a loopback TCP port, with a Collector
+// env is a real agentsvc.Service on a loopback TCP port, with a Cache
 // wired to it the way the proxy wires them.
 type env struct {
 	reg  *registry.Registry
 	svc  *agentsvc.Service
 	prom *prometheus.Registry
-	c    *Collector
+	c    *Cache
 	addr string
 	pt   *proxytest.Env
 }
@@ -32,15 +37,21 @@ type env struct {
 func newEnv(t *testing.T, opts Options) *env {
 	t.Helper()
 	e := &env{prom: prometheus.NewRegistry()}
-	e.pt = proxytest.Start(t, opts.Now, agentsvc.Options{})
+	e.pt = proxytest.Start(t, opts.Now, agentsvc.Options{}, streams.Limits{})
 	e.reg, e.svc, e.addr = e.pt.Registry, e.pt.Service, e.pt.Addr
 	opts.Registry = e.reg
-	opts.Registerer = e.prom
-	opts.Streams = func(id string) (*agentsvc.PressureStream, bool) { return e.svc.Pressure(id) }
+	opts.Streams = e.pt.Streams
 	var err error
-	e.c, err = New(opts)
+	e.c, err = New(withDefaults(opts), slog.New(slog.DiscardHandler), e.prom)
 	require.NoError(t, err)
 	return e
+}
+
+// withDefaults fills the zero fields of opts with the proxy's defaults.
+func withDefaults(opts Options) Options {
+	opts.ListTimeout = cmp.Or(opts.ListTimeout, 10*time.Second)
+	opts.MaxProfilesPerPod = cmp.Or(opts.MaxProfilesPerPod, 1000)
+	return opts
 }
 
 // agent is a running simulated agent.
@@ -50,11 +61,11 @@ type agent = proxytest.Agent
 // until its stream is attached.
 func (e *env) start(t *testing.T, cfg agentsim.Config) (*agent, string) {
 	t.Helper()
-	return e.pt.StartAgent(t, cfg, agentsvc.KindPressure)
+	return e.pt.StartAgent(t, cfg, protocol.KindPressure)
 }
 
 // waitAttached waits for the n-th registration of a and its stream.
 func (e *env) waitAttached(t *testing.T, a *agentsim.Agent, n int) string {
 	t.Helper()
-	return e.pt.WaitAttached(t, a, n, agentsvc.KindPressure)
+	return e.pt.WaitAttached(t, a, n, protocol.KindPressure)
 }

@@ -26,17 +26,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
-	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
+	"github.com/fodc-go/fodc/internal/proxy/flight"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
-)
-
-// Defaults applied by New to zero Options fields.
-const (
-	DefaultListTimeout       = 10 * time.Second
-	DefaultMaxProfilesPerPod = 1000
+	"github.com/fodc-go/fodc/internal/proxy/streams"
 )
 
 // The profile types an agent captures.
@@ -54,25 +48,21 @@ var (
 	ErrProfileNotFound = errors.New("profile not found")
 )
 
-// Options configures a Collector.
+// Options configures a Cache. Every field but Now is required; the
+// defaults live in the proxy's configuration.
 type Options struct {
-	// Registry selects the agents to ask and names their pods. Required.
+	// Registry selects the agents to ask and names their pods.
 	Registry *registry.Registry
-	// Streams returns the live pressure stream of an agent (normally
-	// agentsvc.Service.Pressure). Required.
-	Streams func(agentID string) (*agentsvc.PressureStream, bool)
-	// ListTimeout bounds one agent's list round (default 10s); the
-	// caller's ctx bounds its own wait as well.
+	// Streams holds the agents' live pressure streams.
+	Streams *streams.Table
+	// ListTimeout bounds one agent's list round; the caller's ctx bounds
+	// its own wait as well.
 	ListTimeout time.Duration
-	// MaxProfilesPerPod bounds the entries cached for one pod (default
-	// 1000); a round with more keeps the most recent captures.
+	// MaxProfilesPerPod bounds the entries cached for one pod; a round
+	// with more keeps the most recent captures.
 	MaxProfilesPerPod int
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
-	// Logger receives debug events; nil discards them.
-	Logger *slog.Logger
-	// Registerer receives the metrics; nil means a private registry.
-	Registerer prometheus.Registerer
 }
 
 // Entry is one cached profile record and the agent that last listed it.
@@ -95,17 +85,6 @@ type key struct {
 	id  string // profile_id
 }
 
-// round is one list round of one agent, shared by every caller that wants
-// it. Its goroutine is owned by the callers: the last one to stop waiting
-// cancels it if it still runs and waits for it to end.
-type round struct {
-	agentID string
-	cancel  context.CancelFunc
-	done    chan struct{} // closed when the round's goroutine has ended
-	err     error         // why the round failed; written before done closes
-	waiters int           // callers still interested; guarded by Collector.mu
-}
-
 type metrics struct {
 	profiles      prometheus.Gauge
 	rounds        *prometheus.CounterVec
@@ -120,22 +99,21 @@ const (
 	resultCanceled = "canceled"
 )
 
-func newMetrics(reg prometheus.Registerer) *metrics {
-	f := promauto.With(reg)
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		profiles: f.NewGauge(prometheus.GaugeOpts{
+		profiles: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fodc_proxy_pressure_profiles",
 			Help: "Pressure profile records currently cached.",
 		}),
-		rounds: f.NewCounterVec(prometheus.CounterOpts{
+		rounds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fodc_proxy_pressure_list_rounds_total",
 			Help: "Pressure profile list rounds run on agents, by result (ok, error, canceled).",
 		}, []string{"result"}),
-		downloads: f.NewCounterVec(prometheus.CounterOpts{
+		downloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fodc_proxy_pressure_downloads_total",
 			Help: "Pressure profile downloads, by result (ok, error, canceled).",
 		}, []string{"result"}),
-		downloadBytes: f.NewCounter(prometheus.CounterOpts{
+		downloadBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "fodc_proxy_pressure_download_bytes_total",
 			Help: "Profile bytes streamed to download clients.",
 		}),
@@ -144,70 +122,65 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.rounds.WithLabelValues(r)
 		m.downloads.WithLabelValues(r)
 	}
-	return m
+	for _, c := range []prometheus.Collector{m.profiles, m.rounds, m.downloads, m.downloadBytes} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
 }
 
-// Collector lists agents' pressure profiles, caches the records and
-// downloads profiles. It is safe for concurrent use. It starts one
-// goroutine per list round in flight; every such goroutine ends before the
-// last caller waiting for it returns. The zero value is not usable; call
+// Cache lists agents' pressure profiles, keeps the records and downloads
+// profiles. It is safe for concurrent use. Each agent's list round runs as
+// one flight call shared by every caller that wants it, and is cancelled
+// when the last of them stops waiting. The zero value is not usable; call
 // New.
-type Collector struct {
+type Cache struct {
 	reg         *registry.Registry
-	streams     func(agentID string) (*agentsvc.PressureStream, bool)
+	streams     *streams.Table
 	listTimeout time.Duration
 	maxPerPod   int
 	now         func() time.Time
 	logger      *slog.Logger
 	metrics     *metrics
+	rounds      *flight.Group[string, struct{}] // by agent id
 
-	mu      sync.Mutex // guards the fields below
+	mu      sync.Mutex // guards entries
 	entries map[key]*Entry
-	rounds  map[string]*round // agent id -> its round in flight
 }
 
-// New validates opts, applies the defaults and returns an empty Collector.
-func New(opts Options) (*Collector, error) {
+// New validates opts and returns an empty Cache whose metrics go to reg.
+func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Cache, error) {
 	var errs []error
-	if opts.Registry == nil {
-		errs = append(errs, errors.New("pressure: registry is required"))
+	if opts.Registry == nil || opts.Streams == nil {
+		errs = append(errs, errors.New("pressure: registry and stream table are required"))
 	}
-	if opts.Streams == nil {
-		errs = append(errs, errors.New("pressure: pressure stream lookup is required"))
+	if opts.ListTimeout <= 0 || opts.MaxProfilesPerPod <= 0 {
+		errs = append(errs, errors.New("pressure: list timeout and profile limit must be positive"))
 	}
-	if opts.ListTimeout < 0 || opts.MaxProfilesPerPod < 0 {
-		errs = append(errs, errors.New("pressure: list timeout and profile limit must not be negative"))
+	if logger == nil || reg == nil {
+		errs = append(errs, errors.New("pressure: logger and registerer are required"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	if opts.ListTimeout == 0 {
-		opts.ListTimeout = DefaultListTimeout
-	}
-	if opts.MaxProfilesPerPod == 0 {
-		opts.MaxProfilesPerPod = DefaultMaxProfilesPerPod
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	logger := opts.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, err
 	}
-	reg := opts.Registerer
-	if reg == nil {
-		reg = prometheus.NewRegistry()
-	}
-	return &Collector{
+	return &Cache{
 		reg:         opts.Registry,
 		streams:     opts.Streams,
 		listTimeout: opts.ListTimeout,
 		maxPerPod:   opts.MaxProfilesPerPod,
 		now:         opts.Now,
 		logger:      logger.With("component", "pressure"),
-		metrics:     newMetrics(reg),
+		metrics:     m,
+		rounds:      flight.New(flight.Options[string, struct{}]{CancelAbandoned: true}),
 		entries:     make(map[key]*Entry),
-		rounds:      make(map[string]*round),
 	}, nil
 }
 
@@ -221,21 +194,21 @@ func New(opts Options) (*Collector, error) {
 // ctx ends first, List stops waiting and returns the cache as it is
 // together with ctx.Err(); rounds that other callers wait for go on.
 // Entries of pods without any registered agent are pruned first.
-func (c *Collector) List(ctx context.Context, f registry.Filter) ([]Entry, error) {
+func (c *Cache) List(ctx context.Context, f registry.Filter) ([]Entry, error) {
 	agents := c.reg.List(f)
 	pods := make(map[string]bool, len(agents))
-	var rounds []*round
+	var rounds []*flight.Ticket[string, struct{}]
 	for _, a := range agents {
 		pods[strings.ToLower(a.PodName)] = true
-		if st, ok := c.streams(a.ID); ok {
+		if st, ok := c.streams.Pressure(a.ID); ok {
 			rounds = append(rounds, c.join(a, st))
 		}
 	}
 	var err error
 	for i, r := range rounds {
-		if werr := c.wait(ctx, r); werr != nil && ctx.Err() != nil {
+		if _, werr := r.Wait(ctx); werr != nil && ctx.Err() != nil {
 			for _, rest := range rounds[i+1:] {
-				c.leave(rest)
+				rest.Leave()
 			}
 			err = ctx.Err()
 			break
@@ -245,33 +218,24 @@ func (c *Collector) List(ctx context.Context, f registry.Filter) ([]Entry, error
 	return c.cached(pods), err
 }
 
-// join returns the agent's round in flight, or starts one. The caller must
-// wait for it (or leave it).
-func (c *Collector) join(a registry.Agent, st *agentsvc.PressureStream) *round {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if r, ok := c.rounds[a.ID]; ok {
-		r.waiters++
-		return r
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.listTimeout)
-	r := &round{agentID: a.ID, cancel: cancel, done: make(chan struct{}), waiters: 1}
-	c.rounds[a.ID] = r
-	go c.run(ctx, r, a, st)
-	return r
+// join returns a ticket for the agent's round in flight, or starts one. The
+// caller must wait for it (or leave it).
+func (c *Cache) join(a registry.Agent, st *streams.Pressure) *flight.Ticket[string, struct{}] {
+	return c.rounds.Join(a.ID, func(ctx context.Context) (struct{}, error) {
+		ctx, cancel := context.WithTimeout(ctx, c.listTimeout)
+		defer cancel()
+		return struct{}{}, c.run(ctx, a, st)
+	})
 }
 
 // run lists the agent's records and commits them if the round completed.
-func (c *Collector) run(ctx context.Context, r *round, a registry.Agent, st *agentsvc.PressureStream) {
+func (c *Cache) run(ctx context.Context, a registry.Agent, st *streams.Pressure) error {
 	recs, err := st.List(ctx)
-	c.mu.Lock()
-	if c.rounds[a.ID] == r {
-		delete(c.rounds, a.ID)
-	}
 	if err == nil {
+		c.mu.Lock()
 		c.commitLocked(a, recs)
+		c.mu.Unlock()
 	}
-	c.mu.Unlock()
 	switch {
 	case err == nil:
 		c.metrics.rounds.WithLabelValues(resultOK).Inc()
@@ -281,45 +245,14 @@ func (c *Collector) run(ctx context.Context, r *round, a registry.Agent, st *age
 		c.metrics.rounds.WithLabelValues(resultError).Inc()
 		c.logger.Debug("Pressure profile list round failed; keeping the cached entries", "agent_id", a.ID, "pod_name", a.PodName, "err", err)
 	}
-	r.err = err
-	close(r.done)
-}
-
-// wait waits for r or for ctx to end, then leaves r. It returns r's error,
-// or ctx.Err() when ctx ended first.
-func (c *Collector) wait(ctx context.Context, r *round) error {
-	select {
-	case <-r.done:
-		c.leave(r)
-		return r.err
-	case <-ctx.Done():
-		c.leave(r)
-		return ctx.Err()
-	}
-}
-
-// leave drops the caller's interest in r. The last caller to leave cancels
-// the round if it still runs, and waits for its goroutine to end; a new
-// caller then starts a fresh round.
-func (c *Collector) leave(r *round) {
-	c.mu.Lock()
-	r.waiters--
-	last := r.waiters == 0
-	if last && c.rounds[r.agentID] == r {
-		delete(c.rounds, r.agentID)
-	}
-	c.mu.Unlock()
-	if last {
-		r.cancel()
-		<-r.done
-	}
+	return err
 }
 
 // commitLocked replaces what the cache holds for a's pod with recs: the
 // entries a listed before and those of agents of the pod that are no longer
 // registered (a reconnect's previous ids). Entries another live agent of the
 // same pod listed stay. Nothing changes if a itself left the registry.
-func (c *Collector) commitLocked(a registry.Agent, recs []*fodcv1.PressureProfileRecord) {
+func (c *Cache) commitLocked(a registry.Agent, recs []*fodcv1.PressureProfileRecord) {
 	if _, ok := c.reg.Get(a.ID); !ok {
 		return
 	}
@@ -353,7 +286,7 @@ func (c *Collector) commitLocked(a registry.Agent, recs []*fodcv1.PressureProfil
 }
 
 // prune drops the entries of pods that have no registered agent.
-func (c *Collector) prune() {
+func (c *Cache) prune() {
 	live := make(map[string]bool)
 	for _, a := range c.reg.List(registry.Filter{}) {
 		live[strings.ToLower(a.PodName)] = true
@@ -369,7 +302,7 @@ func (c *Collector) prune() {
 }
 
 // cached returns copies of the entries of pods (lower-cased names), sorted.
-func (c *Collector) cached(pods map[string]bool) []Entry {
+func (c *Cache) cached(pods map[string]bool) []Entry {
 	c.mu.Lock()
 	out := make([]Entry, 0, len(c.entries))
 	for k, e := range c.entries {
@@ -404,11 +337,11 @@ func (c *Collector) cached(pods map[string]bool) []Entry {
 // the first byte is written, or after a successful download of an empty
 // file. When Download fails before calling start, nothing was written and
 // the caller can still report the error (for instance an error the agent
-// sent instead of the file, which wraps agentsvc.ErrProfileUnavailable);
+// sent instead of the file, which wraps streams.ErrProfileUnavailable);
 // after that, a failure only means the content is truncated. When ctx ends
-// the download stops at once; agentsvc drains the rest of the agent's
+// the download stops at once; the stream drains the rest of the agent's
 // chunks without blocking the stream.
-func (c *Collector) Download(ctx context.Context, pod, profileID, typ string, start func(filename string) io.Writer) (written int64, err error) {
+func (c *Cache) Download(ctx context.Context, pod, profileID, typ string, start func(filename string) io.Writer) (written int64, err error) {
 	defer func() { c.countDownload(ctx, written, err) }()
 	if typ != TypeHeap && typ != TypeGoroutine {
 		return 0, fmt.Errorf("%w %q: use %s or %s", ErrUnknownType, typ, TypeHeap, TypeGoroutine)
@@ -419,7 +352,7 @@ func (c *Collector) Download(ctx context.Context, pod, profileID, typ string, st
 	}
 	info, ok := c.lookup(a.PodName, profileID, typ)
 	if !ok {
-		refreshErr := c.wait(ctx, c.join(a, st))
+		_, refreshErr := c.join(a, st).Wait(ctx)
 		if refreshErr != nil && ctx.Err() != nil {
 			return 0, refreshErr
 		}
@@ -454,7 +387,7 @@ func (c *Collector) Download(ctx context.Context, pod, profileID, typ string, st
 	return written, nil
 }
 
-func (c *Collector) countDownload(ctx context.Context, written int64, err error) {
+func (c *Cache) countDownload(ctx context.Context, written int64, err error) {
 	c.metrics.downloadBytes.Add(float64(written))
 	switch {
 	case err == nil:
@@ -467,14 +400,14 @@ func (c *Collector) countDownload(ctx context.Context, written int64, err error)
 }
 
 // resolve picks the agent of pod to download from (see pickAgent).
-func (c *Collector) resolve(pod string) (registry.Agent, *agentsvc.PressureStream, bool) {
+func (c *Cache) resolve(pod string) (registry.Agent, *streams.Pressure, bool) {
 	if pod == "" {
 		return registry.Agent{}, nil, false
 	}
 	candidates := c.reg.List(registry.Filter{PodName: pod})
 	slices.SortFunc(candidates, compareCandidates)
 	for _, a := range candidates {
-		if st, ok := c.streams(a.ID); ok {
+		if st, ok := c.streams.Pressure(a.ID); ok {
 			return a, st, true
 		}
 	}
@@ -499,7 +432,7 @@ func compareCandidates(a, b registry.Agent) int {
 }
 
 // lookup finds the file of type typ of a cached profile of pod.
-func (c *Collector) lookup(pod, profileID, typ string) (*fodcv1.PressureProfileInfo, bool) {
+func (c *Cache) lookup(pod, profileID, typ string) (*fodcv1.PressureProfileInfo, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[key{pod: strings.ToLower(pod), id: profileID}]

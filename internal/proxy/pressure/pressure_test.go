@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -20,8 +22,8 @@ import (
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agentsim"
 	"github.com/fodc-go/fodc/internal/fixture"
-	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/streams"
 	"github.com/fodc-go/fodc/internal/roles"
 	"github.com/fodc-go/fodc/internal/testutil/proxytest"
 )
@@ -141,7 +143,7 @@ func TestReplayLiaisonFake(t *testing.T) {
 	// agent answers with an error chunk before any byte.
 	var none buffer
 	n, err = e.c.Download(context.Background(), "banyand-liaison-0", "20261126T200907.510799489Z", TypeGoroutine, none.start)
-	require.ErrorIs(t, err, agentsvc.ErrProfileUnavailable)
+	require.ErrorIs(t, err, streams.ErrProfileUnavailable)
 	require.Zero(t, n)
 	require.Zero(t, none.started)
 	require.Equal(t, 1.0, testutil.ToFloat64(e.c.metrics.downloads.WithLabelValues(resultOK)))
@@ -349,12 +351,7 @@ func receive[T any](t *testing.T, ch <-chan T) T {
 }
 
 func (e *env) waiters(agentID string) int {
-	e.c.mu.Lock()
-	defer e.c.mu.Unlock()
-	if r, ok := e.c.rounds[agentID]; ok {
-		return r.waiters
-	}
-	return 0
+	return e.c.rounds.Waiting(agentID)
 }
 
 // Concurrent lists for the same agent share one round.
@@ -564,17 +561,19 @@ func TestWriteJSON(t *testing.T) {
 func TestNewValidates(t *testing.T) {
 	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10})
 	require.NoError(t, err)
-	streams := func(string) (*agentsvc.PressureStream, bool) { return nil, false }
-	_, err = New(Options{Streams: streams})
-	require.ErrorContains(t, err, "registry is required")
-	_, err = New(Options{Registry: reg})
-	require.ErrorContains(t, err, "pressure stream lookup is required")
-	_, err = New(Options{Registry: reg, Streams: streams, ListTimeout: -1})
-	require.ErrorContains(t, err, "must not be negative")
-	c, err := New(Options{Registry: reg, Streams: streams})
+	table := streams.NewTable(streams.Limits{})
+	logger, prom := slog.New(slog.DiscardHandler), prometheus.NewRegistry()
+	_, err = New(withDefaults(Options{Streams: table}), logger, prom)
+	require.ErrorContains(t, err, "registry and stream table are required")
+	_, err = New(withDefaults(Options{Registry: reg}), logger, prom)
+	require.ErrorContains(t, err, "registry and stream table are required")
+	_, err = New(withDefaults(Options{Registry: reg, Streams: table, ListTimeout: -1}), logger, prom)
+	require.ErrorContains(t, err, "must be positive")
+	_, err = New(withDefaults(Options{Registry: reg, Streams: table}), nil, nil)
+	require.ErrorContains(t, err, "logger and registerer are required")
+	c, err := New(withDefaults(Options{Registry: reg, Streams: table}), logger, prom)
 	require.NoError(t, err)
-	require.Equal(t, DefaultListTimeout, c.listTimeout)
-	require.Equal(t, DefaultMaxProfilesPerPod, c.maxPerPod)
+	require.Equal(t, 10*time.Second, c.listTimeout)
 }
 
 // A round with more records than the pod may keep keeps the newest.

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
-	"github.com/fodc-go/fodc/internal/proxy/enrich"
+	"github.com/fodc-go/fodc/internal/proxy/decode"
 	"github.com/fodc-go/fodc/internal/proxy/series"
 )
 
@@ -24,7 +24,7 @@ import (
 // and shuffled like an agent's map order. It returns the marshalled bytes.
 // Agent number agent gets its own pod name and address, as distinct agents
 // have.
-func benchReply(tb testing.TB, sessionName string, reply, n, agent int) ([]byte, enrich.NodeInfo) {
+func benchReply(tb testing.TB, sessionName string, reply, n, agent int) ([]byte, decode.NodeInfo) {
 	tb.Helper()
 	s := loadSession(tb, sessionName, 17913)
 	pod := fmt.Sprintf("banyand-data-%d", agent)
@@ -71,7 +71,7 @@ func BenchmarkPipeline(b *testing.B) {
 			for b.Loop() {
 				for a := range batches {
 					var err error
-					if batches[a], err = enrich.DecodeBatch(infos[a], raws[a], now, false); err != nil {
+					if batches[a], err = decode.Batch(infos[a], raws[a], now, false); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -84,9 +84,9 @@ func BenchmarkPipeline(b *testing.B) {
 }
 
 // agentReplies builds one 10k-series reply per agent.
-func agentReplies(b *testing.B, session string, agents int) ([][]byte, []enrich.NodeInfo, int64) {
+func agentReplies(b *testing.B, session string, agents int) ([][]byte, []decode.NodeInfo, int64) {
 	raws := make([][]byte, agents)
-	infos := make([]enrich.NodeInfo, agents)
+	infos := make([]decode.NodeInfo, agents)
 	var size int64
 	for a := range agents {
 		raws[a], infos[a] = benchReply(b, session, 0, 10000, a)
@@ -155,7 +155,7 @@ func windowBatch(b *testing.B) series.Batch {
 	raw, info := benchReply(b, "v0.10.3-agent-data-node", 2, 10000, 0)
 	var req fodcv1.StreamMetricsRequest
 	require.NoError(b, proto.Unmarshal(raw, &req))
-	return enrich.Batch(info, &req, time.Now(), true)
+	return decodeMessage(b, info, &req, time.Now(), true)
 }
 
 // BenchmarkWriteWindows renders an enriched window reply (10k samples,
@@ -236,9 +236,9 @@ func BenchmarkWriteText(b *testing.B) {
 			raws, infos, _ := agentReplies(b, bc.session, bc.agents)
 			batches := make([]series.Batch, bc.agents)
 			for a := range batches {
-				var req fodcv1.StreamMetricsRequest
-				require.NoError(b, proto.Unmarshal(raws[a], &req))
-				batches[a] = enrich.Batch(infos[a], &req, time.Now(), false)
+				var err error
+				batches[a], err = decode.Batch(infos[a], raws[a], time.Now(), false)
+				require.NoError(b, err)
 			}
 			b.ReportAllocs()
 			for b.Loop() {

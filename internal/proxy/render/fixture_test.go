@@ -25,7 +25,7 @@ import (
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/fixture"
-	"github.com/fodc-go/fodc/internal/proxy/enrich"
+	"github.com/fodc-go/fodc/internal/proxy/decode"
 	"github.com/fodc-go/fodc/internal/proxy/series"
 )
 
@@ -166,7 +166,7 @@ func requireSameValues(t *testing.T, want, got map[string]float64) {
 // session is one recorded agent and its three metrics replies (latest,
 // latest, window).
 type session struct {
-	info    enrich.NodeInfo
+	info    decode.NodeInfo
 	replies []*fodcv1.StreamMetricsRequest
 }
 
@@ -179,7 +179,7 @@ func loadSession(t testing.TB, name string, port int) session {
 	m, err := regs[0].Message()
 	require.NoError(t, err)
 	reg := m.(*fodcv1.RegisterAgentRequest)
-	s := session{info: enrich.NodeInfo{
+	s := session{info: decode.NodeInfo{
 		Node: series.Node{
 			AgentID: "agent-" + name, PodName: reg.GetPodName(), Role: reg.GetNodeRole(),
 			IP: "127.0.0.1", Port: port,
@@ -201,7 +201,7 @@ func latestBatches(t testing.TB) []series.Batch {
 	var out []series.Batch
 	for i, name := range sessions {
 		s := loadSession(t, name, 17913+i)
-		out = append(out, enrich.Batch(s.info, s.replies[0], received, false))
+		out = append(out, decodeMessage(t, s.info, s.replies[0], received, false))
 	}
 	return out
 }
@@ -254,7 +254,7 @@ func TestFixtureDeterministic(t *testing.T) {
 				}
 				reply = &fodcv1.StreamMetricsRequest{Metrics: ms, Timestamp: reply.Timestamp}
 			}
-			b := enrich.Batch(s.info, reply, received, false)
+			b := decodeMessage(t, s.info, reply, received, false)
 			if round > 1 {
 				rand.Shuffle(len(b.Series), func(i, j int) { b.Series[i], b.Series[j] = b.Series[j], b.Series[i] })
 			}
@@ -284,7 +284,7 @@ func TestPromtool(t *testing.T) {
 	cases := map[string][]series.Batch{"all agents": latestBatches(t)}
 	for i, name := range sessions[:2] {
 		s := loadSession(t, name, 17913+i)
-		cases[name] = []series.Batch{enrich.Batch(s.info, s.replies[0], received, false)}
+		cases[name] = []series.Batch{decodeMessage(t, s.info, s.replies[0], received, false)}
 	}
 	// Hostile synthetic input too: escapes, special values, conflicts.
 	cases["synthetic"] = []series.Batch{
@@ -358,7 +358,7 @@ func TestWriteWindowsFixture(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			s := loadSession(t, name, 17913+i)
 			window := s.replies[2]
-			b := enrich.Batch(s.info, window, received, true)
+			b := decodeMessage(t, s.info, window, received, true)
 			var buf bytes.Buffer
 			st, err := WriteWindows(&buf, []series.Batch{b})
 			require.NoError(t, err)

@@ -7,6 +7,7 @@ package series
 
 import (
 	"strings"
+	"time"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 )
@@ -79,4 +80,20 @@ type Node struct {
 type Batch struct {
 	Node   Node
 	Series []Series
+}
+
+// Window bounds a metrics request. The zero value asks for the latest
+// values; a window with either bound asks for every sample inside it.
+type Window struct {
+	Start, End time.Time // zero: unbounded on that side
+}
+
+// IsLatest reports whether w asks for the latest values.
+func (w Window) IsLatest() bool { return w.Start.IsZero() && w.End.IsZero() }
+
+// RawMetrics is one metrics reply of an agent as it came off the wire: a
+// StreamMetricsRequest in protobuf encoding, not yet decoded. Bytes are
+// owned by the RawMetrics and only read once received.
+type RawMetrics struct {
+	Bytes []byte
 }

@@ -4,7 +4,9 @@
 package proxytest
 
 import (
+	"cmp"
 	"context"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -15,37 +17,42 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/fodc-go/fodc/internal/agentsim"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/streams"
 )
 
 // Wait is the generous bound of every event-based wait.
 const Wait = 10 * time.Second
 
-// Env is a registry and an agentsvc.Service serving on 127.0.0.1.
+// Env is a registry, a stream table and an agentsvc.Service serving on
+// 127.0.0.1.
 type Env struct {
 	Registry *registry.Registry
+	Streams  *streams.Table
 	Service  *agentsvc.Service
 	// Addr is the gRPC address agents dial.
 	Addr string
 }
 
-// Start builds the registry (with now as its clock when non-nil) and the
+// Start builds the registry (with now as its clock when non-nil), a stream
+// table with the given limits (zero fields get small test values) and the
 // service from svc, serves it until the test ends, and returns the Env.
-// svc.Registry is filled in; agents are told to heartbeat hourly, so that
-// tests decide who is online.
-func Start(t *testing.T, now func() time.Time, svc agentsvc.Options) *Env {
+// svc.Registry and svc.Streams are filled in; unless svc says otherwise,
+// agents are told to heartbeat hourly, so that tests decide who is online.
+func Start(t *testing.T, now func() time.Time, svc agentsvc.Options, limits streams.Limits) *Env {
 	t.Helper()
 	reg, err := registry.New(registry.Options{HeartbeatTimeout: 30 * time.Second, CleanupTimeout: 5 * time.Minute, MaxAgents: 100, Now: now})
 	require.NoError(t, err)
+	limits.SendQueueLen = cmp.Or(limits.SendQueueLen, 64)
+	limits.MaxPending = cmp.Or(limits.MaxPending, 32)
+	table := streams.NewTable(limits)
 	svc.Registry = reg
-	if svc.HeartbeatInterval == 0 {
-		svc.HeartbeatInterval = time.Hour
-	}
-	if svc.Registerer == nil {
-		svc.Registerer = prometheus.NewRegistry()
-	}
-	s, err := agentsvc.New(svc)
+	svc.Streams = table
+	svc.HeartbeatInterval = cmp.Or(svc.HeartbeatInterval, time.Hour)
+	svc.RegistrationWait = cmp.Or(svc.RegistrationWait, 30*time.Second)
+	s, err := agentsvc.New(svc, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	require.NoError(t, err)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
@@ -58,7 +65,7 @@ func Start(t *testing.T, now func() time.Time, svc agentsvc.Options) *Env {
 		srv.Stop()
 		<-served
 	})
-	return &Env{Registry: reg, Service: s, Addr: lis.Addr().String()}
+	return &Env{Registry: reg, Streams: table, Service: s, Addr: lis.Addr().String()}
 }
 
 // Agent is a running simulated agent.
@@ -69,9 +76,9 @@ type Agent struct {
 }
 
 // StartAgent runs a simulated agent until the test ends (or Stop) and
-// waits until its stream of the given kind (an agentsvc.Kind* constant) is
-// attached. It returns the agent and its id.
-func (e *Env) StartAgent(t *testing.T, cfg agentsim.Config, kind string) (*Agent, string) {
+// waits until its stream of the given kind is attached. It returns the
+// agent and its id.
+func (e *Env) StartAgent(t *testing.T, cfg agentsim.Config, kind protocol.Kind) (*Agent, string) {
 	t.Helper()
 	cfg.ProxyAddr = e.Addr
 	a, err := agentsim.New(cfg)
@@ -88,13 +95,13 @@ func (e *Env) StartAgent(t *testing.T, cfg agentsim.Config, kind string) (*Agent
 
 // WaitAttached waits for the n-th registration of a and its stream of the
 // given kind, and returns the agent id of that registration.
-func (e *Env) WaitAttached(t *testing.T, a *agentsim.Agent, n int, kind string) string {
+func (e *Env) WaitAttached(t *testing.T, a *agentsim.Agent, n int, kind protocol.Kind) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), Wait)
 	defer cancel()
 	id, err := a.WaitRegistered(ctx, n)
 	require.NoError(t, err)
-	require.Eventually(t, func() bool { return e.Service.HasStream(id, kind) }, Wait, time.Millisecond)
+	require.Eventually(t, func() bool { return e.Streams.Has(id, kind) }, Wait, time.Millisecond)
 	return id
 }
 

@@ -1,15 +1,4 @@
-// Package cmdq matches the replies an agent sends on one stream to the
-// commands the proxy sent on it.
-//
-// FODC streams carry no correlation id (PROTOCOL.md §3), but an agent
-// answers the commands of one stream strictly in order. A Queue therefore
-// keeps the outstanding commands of a stream in send order and hands each
-// reply to the command at the head. A caller that gives up leaves its
-// command in place as a placeholder, so the late reply is discarded instead
-// of being handed to the next caller (upstream weakness W1). Callers that ask
-// for the same thing while an identical command is outstanding share it
-// instead of sending another one.
-package cmdq
+package streams
 
 import (
 	"context"
@@ -22,9 +11,6 @@ import (
 // of outstanding commands: the agent is not keeping up.
 var ErrFull = errors.New("too many outstanding commands")
 
-// ErrClosed is the error of commands on a queue closed without a cause.
-var ErrClosed = errors.New("stream closed")
-
 // call is one command sent to the agent.
 type call[R any] struct {
 	key     string
@@ -35,8 +21,20 @@ type call[R any] struct {
 	err     error
 }
 
+// Queue matches the replies an agent sends on one stream to the commands
+// the proxy sent on it.
+//
+// FODC streams carry no correlation id (PROTOCOL.md §3), but an agent
+// answers the commands of one stream strictly in order. A Queue therefore
+// keeps the outstanding commands of a stream in send order and hands each
+// reply to the command at the head. A caller that gives up leaves its
+// command in place as a placeholder, so the late reply is discarded instead
+// of being handed to the next caller (upstream weakness W1). Callers that ask
+// for the same thing while an identical command is outstanding share it
+// instead of sending another one.
+//
 // Queue is the FIFO of outstanding commands of one stream. It is safe for
-// concurrent use. The zero value is not usable; call New.
+// concurrent use. The zero value is not usable; call NewQueue.
 type Queue[R any] struct {
 	max int
 
@@ -45,9 +43,9 @@ type Queue[R any] struct {
 	closed  error      // non-nil once closed
 }
 
-// New returns a queue that holds at most maxPending outstanding commands
+// NewQueue returns a queue that holds at most maxPending outstanding commands
 // (answered or abandoned placeholders included).
-func New[R any](maxPending int) *Queue[R] {
+func NewQueue[R any](maxPending int) *Queue[R] {
 	if maxPending < 1 {
 		maxPending = 1
 	}

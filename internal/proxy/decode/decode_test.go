@@ -1,4 +1,4 @@
-package enrich
+package decode
 
 import (
 	"fmt"
@@ -53,13 +53,13 @@ func requireSameAsBatch(t testing.TB, info NodeInfo, raw []byte, window bool) (s
 	t.Helper()
 	var reply fodcv1.StreamMetricsRequest
 	uerr := proto.Unmarshal(raw, &reply)
-	got, err := DecodeBatch(info, raw, received, window)
+	got, err := Batch(info, raw, received, window)
 	if uerr != nil {
 		require.Error(t, err, "proto.Unmarshal failed with %v", uerr)
 		return got, false
 	}
 	require.NoError(t, err)
-	want := Batch(info, &reply, received, window)
+	want := fromMessage(info, &reply, received, window)
 	require.Equal(t, toComparable(want), toComparable(got))
 	// Label sets keep their nil-ness too.
 	for i := range want.Series {
@@ -336,7 +336,7 @@ func TestDecodeBatchRejectsMalformed(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			require.Error(t, proto.Unmarshal(tt.raw, &fodcv1.StreamMetricsRequest{}), "the case must be malformed")
 			for _, window := range []bool{false, true} {
-				_, err := DecodeBatch(decodeInfo, tt.raw, received, window)
+				_, err := Batch(decodeInfo, tt.raw, received, window)
 				require.Error(t, err)
 			}
 		})
@@ -356,8 +356,8 @@ func TestDecodeBatchKeepsNoWireMemory(t *testing.T) {
 	raw, err := proto.Marshal(reply)
 	require.NoError(t, err)
 	for _, window := range []bool{false, true} {
-		want := Batch(decodeInfo, reply, received, window)
-		b, err := DecodeBatch(decodeInfo, raw, received, window)
+		want := fromMessage(decodeInfo, reply, received, window)
+		b, err := Batch(decodeInfo, raw, received, window)
 		require.NoError(t, err)
 		scratch := append([]byte(nil), raw...)
 		clear(raw)
@@ -366,7 +366,7 @@ func TestDecodeBatchKeepsNoWireMemory(t *testing.T) {
 	}
 }
 
-func FuzzDecodeBatch(f *testing.F) {
+func FuzzBatch(f *testing.F) {
 	names, err := fixture.Names()
 	require.NoError(f, err)
 	for _, name := range names {
@@ -459,7 +459,7 @@ func BenchmarkDecode(b *testing.B) {
 		b.ReportAllocs()
 		b.SetBytes(int64(len(raw)))
 		for b.Loop() {
-			if _, err := DecodeBatch(info, raw, time.Time{}, false); err != nil {
+			if _, err := Batch(info, raw, time.Time{}, false); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -472,7 +472,7 @@ func BenchmarkDecode(b *testing.B) {
 			if err := proto.Unmarshal(raw, &reply); err != nil {
 				b.Fatal(err)
 			}
-			Batch(info, &reply, time.Time{}, false)
+			fromMessage(info, &reply, time.Time{}, false)
 		}
 	})
 }

@@ -1,4 +1,4 @@
-package cmdq
+package streams
 
 import (
 	"context"
@@ -56,7 +56,7 @@ func do(q *Queue[string], ctx context.Context, key string, send func() error) <-
 }
 
 func TestRepliesMatchCommandsInOrder(t *testing.T) {
-	q := New[string](8)
+	q := NewQueue[string](8)
 	a := &agent{}
 	var outs []<-chan result
 	for i := range 3 {
@@ -77,7 +77,7 @@ func TestRepliesMatchCommandsInOrder(t *testing.T) {
 // A caller that gives up leaves a placeholder: the late reply is discarded,
 // and the next caller gets the reply to its own command (upstream W1).
 func TestAbandonedReplyIsNotHandedToNextCaller(t *testing.T) {
-	q := New[string](8)
+	q := NewQueue[string](8)
 	a := &agent{}
 	ctx, cancel := context.WithCancel(context.Background())
 	first := do(q, ctx, "", a.send("window"))
@@ -97,7 +97,7 @@ func TestAbandonedReplyIsNotHandedToNextCaller(t *testing.T) {
 }
 
 func TestSameKeySharesOneCommand(t *testing.T) {
-	q := New[string](8)
+	q := NewQueue[string](8)
 	a := &agent{}
 	var outs []<-chan result
 	for range 5 {
@@ -118,7 +118,7 @@ func TestSameKeySharesOneCommand(t *testing.T) {
 }
 
 func TestAbandonedCommandIsNotJoined(t *testing.T) {
-	q := New[string](8)
+	q := NewQueue[string](8)
 	a := &agent{}
 	ctx, cancel := context.WithCancel(context.Background())
 	first := do(q, ctx, "latest", a.send("latest"))
@@ -133,7 +133,7 @@ func TestAbandonedCommandIsNotJoined(t *testing.T) {
 }
 
 func TestFullAndSendError(t *testing.T) {
-	q := New[string](2)
+	q := NewQueue[string](2)
 	a := &agent{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -144,7 +144,7 @@ func TestFullAndSendError(t *testing.T) {
 	require.ErrorIs(t, err, ErrFull)
 
 	boom := errors.New("boom")
-	q2 := New[string](2)
+	q2 := NewQueue[string](2)
 	_, err = q2.Do(context.Background(), "", func() error { return boom })
 	require.ErrorIs(t, err, boom)
 	require.Zero(t, q2.Len(), "a command that was not sent is not queued")
@@ -154,7 +154,7 @@ func TestFullAndSendError(t *testing.T) {
 }
 
 func TestCloseFailsPendingAndLater(t *testing.T) {
-	q := New[string](4)
+	q := NewQueue[string](4)
 	a := &agent{}
 	r := do(q, context.Background(), "", a.send("x"))
 	waitFor(t, func() bool { return q.Len() == 1 })
@@ -170,7 +170,7 @@ func TestCloseFailsPendingAndLater(t *testing.T) {
 }
 
 func TestUnsolicitedReply(t *testing.T) {
-	q := New[string](4)
+	q := NewQueue[string](4)
 	delivered, solicited := q.Deliver("nobody asked")
 	require.False(t, delivered)
 	require.False(t, solicited)
@@ -179,7 +179,7 @@ func TestUnsolicitedReply(t *testing.T) {
 // Many callers with and without keys, some giving up, under -race: every
 // caller that got a reply got the one for its own command.
 func TestConcurrentCallersGetOwnReplies(t *testing.T) {
-	q := New[string](1024)
+	q := NewQueue[string](1024)
 	var mu sync.Mutex
 	var order []string // commands in send order
 	var wg sync.WaitGroup

@@ -1,4 +1,4 @@
-package enrich
+package decode
 
 import (
 	"fmt"
@@ -84,7 +84,7 @@ func TestBatchLabels(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			reply := &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{{Name: "m", Labels: tt.labels, Value: 1}}}
-			b := Batch(tt.info, reply, received, false)
+			b := fromMessage(tt.info, reply, received, false)
 			require.Equal(t, tt.info.Node, b.Node)
 			require.Len(t, b.Series, 1)
 			require.Equal(t, tt.want, b.Series[0].Labels)
@@ -109,7 +109,7 @@ func TestBatchTimestamps(t *testing.T) {
 				Timestamp: tt.replyTS,
 				Metrics:   []*fodcv1.Metric{{Name: "m", Value: 2, Timestamp: tt.metric}},
 			}
-			b := Batch(NodeInfo{}, reply, received, false)
+			b := fromMessage(NodeInfo{}, reply, received, false)
 			require.Equal(t, []series.Point{{TimestampMs: tt.want, Value: 2}}, b.Series[0].Points)
 		})
 	}
@@ -122,7 +122,7 @@ func TestBatchLatestSortedOnePointEach(t *testing.T) {
 		{Name: "b", Labels: map[string]string{"k": "1"}, Value: 3},
 		{Name: "a", Value: 4},
 	}}
-	b := Batch(NodeInfo{}, reply, received, false)
+	b := fromMessage(NodeInfo{}, reply, received, false)
 	got := make([]string, 0, len(b.Series))
 	for _, s := range b.Series {
 		require.Len(t, s.Points, 1)
@@ -148,7 +148,7 @@ func TestBatchWindowGroups(t *testing.T) {
 		{Name: "m", Labels: lab, Value: 4, Timestamp: ts(30), Description: "second help"}, // same time: last wins
 		{Name: "a", Value: 5, Timestamp: ts(5)},
 	}}
-	b := Batch(NodeInfo{Node: series.Node{PodName: "p"}}, reply, received, true)
+	b := fromMessage(NodeInfo{Node: series.Node{PodName: "p"}}, reply, received, true)
 	require.Equal(t, []series.Series{
 		{Name: "a", Labels: ls("pod_name", "p"), Points: []series.Point{{TimestampMs: 5000, Value: 5}}},
 		{
@@ -163,10 +163,10 @@ func TestBatchWindowGroups(t *testing.T) {
 func TestBatchEmpty(t *testing.T) {
 	node := series.Node{AgentID: "x"}
 	for _, window := range []bool{false, true} {
-		b := Batch(NodeInfo{Node: node}, &fodcv1.StreamMetricsRequest{}, received, window)
+		b := fromMessage(NodeInfo{Node: node}, &fodcv1.StreamMetricsRequest{}, received, window)
 		require.Equal(t, node, b.Node)
 		require.Empty(t, b.Series)
-		b = Batch(NodeInfo{Node: node}, nil, received, window)
+		b = fromMessage(NodeInfo{Node: node}, nil, received, window)
 		require.Empty(t, b.Series)
 	}
 }
@@ -185,11 +185,11 @@ func TestBatchDeterministic(t *testing.T) {
 	}
 	info := NodeInfo{Labels: map[string]string{"type": "hot", "zone": "z", "rack": "r"}, Node: series.Node{Role: "R"}}
 	for _, window := range []bool{false, true} {
-		want := Batch(info, &fodcv1.StreamMetricsRequest{Metrics: ms}, received, window)
+		want := fromMessage(info, &fodcv1.StreamMetricsRequest{Metrics: ms}, received, window)
 		for range 5 {
 			shuffled := slicesClone(ms)
 			rand.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-			got := Batch(info, &fodcv1.StreamMetricsRequest{Metrics: shuffled}, received, window)
+			got := fromMessage(info, &fodcv1.StreamMetricsRequest{Metrics: shuffled}, received, window)
 			if window {
 				require.Equal(t, want, got)
 			} else {
@@ -220,7 +220,7 @@ func TestBatchFixture(t *testing.T) {
 	m, err := frames[0].Message()
 	require.NoError(t, err)
 	reply := m.(*fodcv1.StreamMetricsRequest)
-	b := Batch(info, reply, received, false)
+	b := fromMessage(info, reply, received, false)
 	require.Len(t, b.Series, len(reply.Metrics))
 	var found bool
 	for _, s := range b.Series {
@@ -240,7 +240,7 @@ func TestBatchFixture(t *testing.T) {
 	m, err = frames[2].Message()
 	require.NoError(t, err)
 	reply = m.(*fodcv1.StreamMetricsRequest)
-	b = Batch(info, reply, received, true)
+	b = fromMessage(info, reply, received, true)
 	require.Less(t, len(b.Series), len(reply.Metrics))
 	points := 0
 	for _, s := range b.Series {
@@ -273,7 +273,7 @@ func BenchmarkBatch(b *testing.B) {
 	info := NodeInfo{Node: series.Node{Role: "ROLE_DATA", PodName: "banyand-data-0", IP: "10.0.0.1", Port: 17913}}
 	b.ReportAllocs()
 	for b.Loop() {
-		Batch(info, &reply, received, false)
+		fromMessage(info, &reply, received, false)
 	}
 }
 
@@ -297,7 +297,7 @@ func TestBatchContentAcrossBlocks(t *testing.T) {
 			Description: fmt.Sprintf("help %d", i%3), Value: float64(i), Timestamp: ts(int64(i % 5))})
 	}
 	for _, window := range []bool{false, true} {
-		b := Batch(NodeInfo{Node: series.Node{Role: "R"}}, &fodcv1.StreamMetricsRequest{Metrics: ms}, received, window)
+		b := fromMessage(NodeInfo{Node: series.Node{Role: "R"}}, &fodcv1.StreamMetricsRequest{Metrics: ms}, received, window)
 		want := make(map[string]bool)
 		for _, m := range ms {
 			want[m.Name+labelString(m.Labels)] = true

@@ -1,14 +1,15 @@
-// Package enrich turns one agent's StreamMetrics reply into the proxy's
-// series model: labels sorted and cleaned, the node's identity added where
-// the sample lacks it, a timestamp on every point and, for window replies,
-// the samples of each series grouped into one ascending run of points.
+// Package decode turns one agent's StreamMetrics reply, still in its wire
+// encoding, into the proxy's series model: labels sorted and cleaned, the
+// node's identity added where the sample lacks it (the enrichment), a
+// timestamp on every point and, for window replies, the samples of each
+// series grouped into one ascending run of points.
 //
-// DecodeBatch is called once per agent reply on the scrape hot path: it
-// reads the reply's wire bytes straight into series, never building the
-// protobuf message. Batch does the same for a decoded message. Both
-// allocate a fixed handful of slices per reply (not per sample) and no
-// maps, and their results are identical.
-package enrich
+// Batch is called once per agent reply on the scrape hot path: it reads
+// the reply's wire bytes straight into series, never building the protobuf
+// message. It allocates a fixed handful of slices per reply (not per
+// sample) and no maps. Its tests hold it to a reference built on the
+// decoded message (oracle_test.go).
+package decode
 
 import (
 	"cmp"
@@ -16,7 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -30,80 +30,6 @@ type NodeInfo struct {
 	Node series.Node
 	// Labels are the node labels the agent registered with.
 	Labels map[string]string
-}
-
-// Batch converts reply into a series.Batch for info's node.
-//
-// Every sample gets its labels as a sorted series.Labels without empty
-// values and with invalid UTF-8 replaced by U+FFFD. The node's identity is
-// added as node_<k> for each registered label k (except pod_name and
-// container_name), node_role, pod_name and node_address ("ip:port"), each
-// only when the sample does not carry that label already and the value is
-// not empty. The agent id is never added: it changes on every reconnect.
-//
-// A point's time is Metric.timestamp if set, else reply.timestamp if set,
-// else receivedAt. With window false every Metric becomes one Series with
-// one Point. With window true Metrics with equal name and labels form one
-// Series whose points ascend in time; of several points with the same time
-// the last one in the reply is kept. A series' Help is the first non-empty
-// description and its Type the first specified type in reply order.
-//
-// The result's Series are sorted by name, then label set. Batch never
-// modifies reply, and the result keeps none of its memory alive except
-// strings longer than 1 KiB: a reply can be released right away.
-//
-// The proxy itself decodes replies from the wire with DecodeBatch, which
-// must produce exactly what Batch produces for the unmarshalled message;
-// Batch is the path for already-decoded messages and the reference the
-// tests hold DecodeBatch to.
-func Batch(info NodeInfo, reply *fodcv1.StreamMetricsRequest, receivedAt time.Time, window bool) series.Batch {
-	out := series.Batch{Node: info.Node}
-	metrics := reply.GetMetrics()
-	if len(metrics) == 0 {
-		return out
-	}
-	extra := nodeLabels(info)
-	defaultMs := receivedAt.UnixMilli()
-	if ts := reply.GetTimestamp(); ts != nil {
-		defaultMs = toMillis(ts)
-	}
-
-	// One backing array for every label set of the reply: one allocation
-	// instead of one per sample (see BenchmarkBatch).
-	total := 0
-	for _, m := range metrics {
-		total += len(m.GetLabels()) + len(extra)
-	}
-	buf := make(series.Labels, 0, total)
-	keys := make([]key, len(metrics))
-	for i, m := range metrics {
-		start := len(buf)
-		buf = appendLabels(buf, m.GetLabels(), extra)
-		ms := defaultMs
-		if ts := m.GetTimestamp(); ts != nil {
-			ms = toMillis(ts)
-		}
-		keys[i] = key{
-			name:   validUTF8(m.GetName()),
-			labels: buf[start:len(buf):len(buf)],
-			ms:     ms,
-			idx:    int32(i),
-			value:  m.GetValue(),
-			help:   m.GetDescription(),
-			typ:    m.GetType(),
-		}
-	}
-	// An upper bound of the string bytes the series keep, to size the
-	// first string block of small replies.
-	upper := 0
-	for _, l := range buf {
-		upper += len(l.Name) + len(l.Value)
-	}
-	for _, m := range metrics {
-		upper += len(m.GetName()) + len(m.GetDescription())
-	}
-	out.Series = build(keys, window, newSharer(upper, false))
-	return out
 }
 
 // build sorts keys and turns them into series, one per key or, with

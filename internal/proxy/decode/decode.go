@@ -1,4 +1,4 @@
-package enrich
+package decode
 
 import (
 	"errors"
@@ -16,7 +16,7 @@ import (
 	"github.com/fodc-go/fodc/internal/proxy/series"
 )
 
-// Field numbers of the messages DecodeBatch reads (PROTOCOL.md §4.1).
+// Field numbers of the messages Batch reads (PROTOCOL.md §4.1).
 const (
 	replyMetrics   protowire.Number = 1 // StreamMetricsRequest.metrics
 	replyTimestamp protowire.Number = 2 // StreamMetricsRequest.timestamp
@@ -35,16 +35,31 @@ const (
 	tsNanos   protowire.Number = 2
 )
 
-// Errors DecodeBatch wraps.
+// Errors Batch wraps.
 var (
 	errMalformed   = errors.New("malformed protobuf")
 	errInvalidUTF8 = errors.New("string field is not valid UTF-8")
 )
 
-// DecodeBatch is Batch for a StreamMetricsRequest still in its wire
-// encoding: it reads raw once, without building the message or a map per
-// label set, and returns what Batch(info, m, receivedAt, window) returns
-// for the message m that proto.Unmarshal makes of raw. It fails where
+// Batch converts raw, a StreamMetricsRequest in its wire encoding, into a
+// series.Batch for info's node. It reads raw once, without building the
+// message or a map per label set.
+//
+// Every sample gets its labels as a sorted series.Labels without empty
+// values and with invalid UTF-8 replaced by U+FFFD. The node's identity is
+// added as node_<k> for each registered label k (except pod_name and
+// container_name), node_role, pod_name and node_address ("ip:port"), each
+// only when the sample does not carry that label already and the value is
+// not empty. The agent id is never added: it changes on every reconnect.
+//
+// A point's time is Metric.timestamp if set, else reply.timestamp if set,
+// else receivedAt. With window false every Metric becomes one Series with
+// one Point. With window true Metrics with equal name and labels form one
+// Series whose points ascend in time; of several points with the same time
+// the last one in the reply is kept. A series' Help is the first non-empty
+// description and its Type the first specified type in reply order. The
+// result's Series are sorted by name, then label set.
+// It fails where
 // proto.Unmarshal fails: truncated or malformed wire data, field numbers
 // out of range, unbalanced groups and string fields that are not valid
 // UTF-8. Unknown fields, and known ones of an unexpected wire type, are
@@ -53,8 +68,8 @@ var (
 // and the last entry of a duplicate label key wins).
 //
 // The result keeps no memory of raw, which the caller may reuse as soon
-// as DecodeBatch returns. It is safe to call concurrently.
-func DecodeBatch(info NodeInfo, raw []byte, receivedAt time.Time, window bool) (series.Batch, error) {
+// as Batch returns. It is safe to call concurrently.
+func Batch(info NodeInfo, raw []byte, receivedAt time.Time, window bool) (series.Batch, error) {
 	out := series.Batch{Node: info.Node}
 	count, replyTs, err := scanReply(raw)
 	if err != nil {
@@ -68,7 +83,7 @@ func DecodeBatch(info NodeInfo, raw []byte, receivedAt time.Time, window bool) (
 		defaultMs: receivedAt.UnixMilli(),
 		keys:      make([]key, 0, count),
 		starts:    make([]int32, 0, count+1),
-		// Never nil, like Batch's: a metric without labels gets an
+		// Never nil, like the reference's: a metric without labels gets an
 		// empty, not a nil, label set.
 		buf: make(series.Labels, 0, 16),
 	}

@@ -1,4 +1,4 @@
-package agentsvc
+package streams
 
 import (
 	"context"
@@ -12,25 +12,26 @@ import (
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 )
 
-// TopologyStream asks one agent for its view of the cluster. It is safe for
+// Topology asks one agent for its view of the cluster. It is safe for
 // concurrent use; concurrent requests share one command.
-type TopologyStream struct {
+type Topology struct {
 	ordered[fodcv1.StreamClusterTopologyResponse, fodcv1.StreamClusterTopologyRequest]
 }
 
 // Request asks for the agent's topology and waits until ctx ends.
-func (t *TopologyStream) Request(ctx context.Context) (*fodcv1.StreamClusterTopologyRequest, error) {
+func (t *Topology) Request(ctx context.Context) (*fodcv1.StreamClusterTopologyRequest, error) {
 	return t.do(ctx, "topology", &fodcv1.StreamClusterTopologyResponse{RequestTopology: true})
 }
 
-// NodeConfigStream asks one of our agents for its node's configuration. It
-// is safe for concurrent use; concurrent requests share one command.
-type NodeConfigStream struct {
+// NodeConfig asks one of our agents for its node's configuration (an
+// extension of this project). It is safe for concurrent use; concurrent
+// requests share one command.
+type NodeConfig struct {
 	ordered[fodcv1.ExtNodeConfigResponse, fodcv1.ExtNodeConfigRequest]
 }
 
 // Request asks for the node's configuration and waits until ctx ends.
-func (c *NodeConfigStream) Request(ctx context.Context) (*fodcv1.ExtNodeConfigRequest, error) {
+func (c *NodeConfig) Request(ctx context.Context) (*fodcv1.ExtNodeConfigRequest, error) {
 	return c.do(ctx, "config", &fodcv1.ExtNodeConfigResponse{RequestConfig: true})
 }
 
@@ -40,26 +41,44 @@ type RegistryRound struct {
 	Chunks []*fodcv1.StreamSchemaRegistryRequest
 }
 
-// SchemaRegistryStream reads the schema registry through a liaison agent.
-// It is safe for concurrent use; concurrent reads share one command.
-type SchemaRegistryStream struct {
+// SchemaRegistry reads the schema registry through a liaison agent. Every
+// command is answered by chunks and a done marker, assembled by Receive
+// into one RegistryRound. The chunks of an abandoned round are drained
+// through its done marker and discarded, never handed to the next read
+// (W11). It is safe for concurrent use; concurrent reads share one command.
+type SchemaRegistry struct {
 	ordered[fodcv1.StreamSchemaRegistryResponse, RegistryRound]
+	partial []*fodcv1.StreamSchemaRegistryRequest // read by the receiver only
 }
 
 // Read asks for the registry content and waits for the whole round.
-func (r *SchemaRegistryStream) Read(ctx context.Context) (*RegistryRound, error) {
+func (r *SchemaRegistry) Read(ctx context.Context) (*RegistryRound, error) {
 	return r.do(ctx, "registry", &fodcv1.StreamSchemaRegistryResponse{RequestRegistry: true})
 }
 
-// LifecycleStream asks one agent for its lifecycle report. An agent answers
+// Receive takes one message of a round; only the stream's receiver calls
+// it.
+func (r *SchemaRegistry) Receive(m *fodcv1.StreamSchemaRegistryRequest) Outcome {
+	if m.GetGroup() != nil {
+		r.partial = append(r.partial, m)
+	}
+	if !m.GetDone() {
+		return Partial
+	}
+	round := &RegistryRound{Chunks: r.partial}
+	r.partial = nil
+	return r.Deliver(round)
+}
+
+// Lifecycle asks one agent for its lifecycle report. An agent answers
 // a lifecycle command once, or never when its local collection fails
 // (PROTOCOL.md §3.4), so replies cannot be matched by position. Since a
 // report is the agent's current state, any reply that arrives while a
 // caller waits is a valid answer for it: a reply goes to every caller
 // waiting at that moment and is kept as the latest report. While a command
 // is outstanding no other is sent. It is safe for concurrent use.
-type LifecycleStream struct {
-	ss *session[fodcv1.StreamLifecycleResponse]
+type Lifecycle struct {
+	*session[fodcv1.StreamLifecycleResponse]
 
 	mu      sync.Mutex // guards the fields below
 	sentAt  time.Time  // outstanding command, zero when none
@@ -69,25 +88,25 @@ type LifecycleStream struct {
 	waiting int // callers blocked in Request
 }
 
-func newLifecycleStream(ss *session[fodcv1.StreamLifecycleResponse]) *LifecycleStream {
-	return &LifecycleStream{ss: ss, arrived: make(chan struct{})}
+func newLifecycle(ss *session[fodcv1.StreamLifecycleResponse]) *Lifecycle {
+	return &Lifecycle{session: ss, arrived: make(chan struct{})}
 }
 
-// AgentID returns the id of the agent on the other end.
-func (l *LifecycleStream) AgentID() string { return l.ss.agentID }
+// Close ends the stream with cause; waiting callers fail.
+func (l *Lifecycle) Close(cause error) { l.closeWith(cause) }
 
 // Request waits for the agent's next report. It sends a command unless one
 // is outstanding and younger than resendAfter.
-func (l *LifecycleStream) Request(ctx context.Context, resendAfter time.Duration) (*fodcv1.StreamLifecycleRequest, error) {
+func (l *Lifecycle) Request(ctx context.Context, resendAfter time.Duration) (*fodcv1.StreamLifecycleRequest, error) {
 	l.mu.Lock()
 	now := time.Now()
 	if l.sentAt.IsZero() || now.Sub(l.sentAt) > resendAfter {
-		if err := l.ss.enqueue(&fodcv1.StreamLifecycleResponse{RequestLifecycle: true}); err != nil {
+		if err := l.enqueue(&fodcv1.StreamLifecycleResponse{RequestLifecycle: true}); err != nil {
 			l.mu.Unlock()
-			if errors.Is(err, errSlow) {
-				l.ss.closeWith(errSlow)
+			if errors.Is(err, ErrSlow) {
+				l.Close(ErrSlow)
 			}
-			return nil, fmt.Errorf("agent %s: %w", l.ss.agentID, err)
+			return nil, fmt.Errorf("agent %s: %w", l.agentID, err)
 		}
 		l.sentAt = now
 	}
@@ -105,8 +124,8 @@ func (l *LifecycleStream) Request(ctx context.Context, resendAfter time.Duration
 		r := l.last
 		l.mu.Unlock()
 		return r, nil
-	case <-l.ss.closed:
-		return nil, fmt.Errorf("lifecycle stream of agent %s closed: %w", l.ss.agentID, closeCause(l.ss.cause()))
+	case <-l.closed:
+		return nil, fmt.Errorf("lifecycle stream of agent %s closed: %w", l.agentID, l.err)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -115,22 +134,23 @@ func (l *LifecycleStream) Request(ctx context.Context, resendAfter time.Duration
 // Pending reports since when a command has been waiting for an answer.
 // A command outstanding for longer than the caller's budget means the
 // agent's last collection failed.
-func (l *LifecycleStream) Pending() (time.Time, bool) {
+func (l *Lifecycle) Pending() (time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.sentAt, !l.sentAt.IsZero()
 }
 
 // Last returns the latest report and when it arrived.
-func (l *LifecycleStream) Last() (*fodcv1.StreamLifecycleRequest, time.Time, bool) {
+func (l *Lifecycle) Last() (*fodcv1.StreamLifecycleRequest, time.Time, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.last, l.lastAt, l.last != nil
 }
 
-// deliver stores a report and wakes the waiting callers. It reports
-// whether a command was outstanding.
-func (l *LifecycleStream) deliver(m *fodcv1.StreamLifecycleRequest) bool {
+// Receive stores a report and wakes the waiting callers: Delivered when a
+// command was outstanding, else Unsolicited (the report is kept all the
+// same). Only the stream's receiver calls it.
+func (l *Lifecycle) Receive(m *fodcv1.StreamLifecycleRequest) Outcome {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	solicited := !l.sentAt.IsZero()
@@ -138,23 +158,26 @@ func (l *LifecycleStream) deliver(m *fodcv1.StreamLifecycleRequest) bool {
 	l.sentAt = time.Time{}
 	close(l.arrived)
 	l.arrived = make(chan struct{})
-	return solicited
+	if !solicited {
+		return Unsolicited
+	}
+	return Delivered
 }
 
-// CrashStream asks one agent to send its crash records. Records arrive with
-// no end marker and go to Options.OnCrashRecord.
-type CrashStream struct {
-	ss *session[fodcv1.StreamCrashDiagnosticsResponse]
+// Crash asks one agent to send its crash records. Records arrive with no
+// end marker; the gRPC service hands them to the crash-record cache.
+type Crash struct {
+	*session[fodcv1.StreamCrashDiagnosticsResponse]
 }
 
-// AgentID returns the id of the agent on the other end.
-func (c *CrashStream) AgentID() string { return c.ss.agentID }
+// Close ends the stream with cause.
+func (c *Crash) Close(cause error) { c.closeWith(cause) }
 
 // Request asks the agent to send every crash record it holds.
-func (c *CrashStream) Request() error {
-	err := c.ss.enqueue(&fodcv1.StreamCrashDiagnosticsResponse{RequestDiagnostics: true})
-	if errors.Is(err, errSlow) {
-		c.ss.closeWith(errSlow)
+func (c *Crash) Request() error {
+	err := c.enqueue(&fodcv1.StreamCrashDiagnosticsResponse{RequestDiagnostics: true})
+	if errors.Is(err, ErrSlow) {
+		c.Close(ErrSlow)
 	}
 	return err
 }
@@ -166,7 +189,7 @@ const maxListRecords = 10000
 // profile's content.
 var ErrProfileUnavailable = errors.New("profile not available")
 
-// PressureStream lists one agent's pressure profiles and downloads them.
+// Pressure lists one agent's pressure profiles and downloads them.
 //
 // A list round is identified by the request id echoed in its list_complete
 // message; the records sent before it belong to it. Rounds never mix: a
@@ -174,14 +197,14 @@ var ErrProfileUnavailable = errors.New("profile not available")
 // chunks carry their request id and go to their own caller; the chunks of
 // an abandoned download are drained and dropped. It is safe for concurrent
 // use.
-type PressureStream struct {
-	ss *session[fodcv1.StreamPressureProfilesResponse]
+type Pressure struct {
+	*session[fodcv1.StreamPressureProfilesResponse]
 
 	mu        sync.Mutex // guards the fields below
 	records   []*fodcv1.PressureProfileRecord
 	lists     map[string]chan []*fodcv1.PressureProfileRecord
 	downloads map[string]*download
-	closed    error
+	closedErr error
 }
 
 type download struct {
@@ -189,33 +212,30 @@ type download struct {
 	gone   chan struct{} // closed when the caller stops reading
 }
 
-func newPressureStream(ss *session[fodcv1.StreamPressureProfilesResponse]) *PressureStream {
-	return &PressureStream{
-		ss:        ss,
+func newPressure(ss *session[fodcv1.StreamPressureProfilesResponse]) *Pressure {
+	return &Pressure{
+		session:   ss,
 		lists:     make(map[string]chan []*fodcv1.PressureProfileRecord),
 		downloads: make(map[string]*download),
 	}
 }
 
-// AgentID returns the id of the agent on the other end.
-func (p *PressureStream) AgentID() string { return p.ss.agentID }
-
-func (p *PressureStream) send(m *fodcv1.StreamPressureProfilesResponse) error {
-	err := p.ss.enqueue(m)
-	if errors.Is(err, errSlow) {
-		p.ss.closeWith(errSlow)
+func (p *Pressure) send(m *fodcv1.StreamPressureProfilesResponse) error {
+	err := p.enqueue(m)
+	if errors.Is(err, ErrSlow) {
+		p.Close(ErrSlow)
 	}
 	return err
 }
 
 // List runs one list round and returns its records.
-func (p *PressureStream) List(ctx context.Context) ([]*fodcv1.PressureProfileRecord, error) {
+func (p *Pressure) List(ctx context.Context) ([]*fodcv1.PressureProfileRecord, error) {
 	id := uuid.NewString()
 	done := make(chan []*fodcv1.PressureProfileRecord, 1)
 	p.mu.Lock()
-	if p.closed != nil {
+	if p.closedErr != nil {
 		p.mu.Unlock()
-		return nil, p.closed
+		return nil, p.closedErr
 	}
 	p.lists[id] = done
 	p.mu.Unlock()
@@ -226,13 +246,13 @@ func (p *PressureStream) List(ctx context.Context) ([]*fodcv1.PressureProfileRec
 	}()
 	if err := p.send(&fodcv1.StreamPressureProfilesResponse{Command: &fodcv1.StreamPressureProfilesResponse_ListProfiles{
 		ListProfiles: &fodcv1.ListProfiles{RequestId: id}}}); err != nil {
-		return nil, fmt.Errorf("agent %s: %w", p.ss.agentID, err)
+		return nil, fmt.Errorf("agent %s: %w", p.agentID, err)
 	}
 	select {
 	case recs := <-done:
 		return recs, nil
-	case <-p.ss.closed:
-		return nil, fmt.Errorf("pressure stream of agent %s closed: %w", p.ss.agentID, closeCause(p.ss.cause()))
+	case <-p.closed:
+		return nil, fmt.Errorf("pressure stream of agent %s closed: %w", p.agentID, p.err)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
@@ -241,13 +261,13 @@ func (p *PressureStream) List(ctx context.Context) ([]*fodcv1.PressureProfileRec
 // Fetch downloads one profile file and hands every non-empty chunk to
 // write, in order, until the agent marks the last chunk. If write fails or
 // ctx ends, the rest of the download is drained and dropped.
-func (p *PressureStream) Fetch(ctx context.Context, profileID, typ, path string, write func([]byte) error) error {
+func (p *Pressure) Fetch(ctx context.Context, profileID, typ, path string, write func([]byte) error) error {
 	id := uuid.NewString()
 	d := &download{chunks: make(chan *fodcv1.PressureProfileChunk, 4), gone: make(chan struct{})}
 	p.mu.Lock()
-	if p.closed != nil {
+	if p.closedErr != nil {
 		p.mu.Unlock()
-		return p.closed
+		return p.closedErr
 	}
 	p.downloads[id] = d
 	p.mu.Unlock()
@@ -257,7 +277,7 @@ func (p *PressureStream) Fetch(ctx context.Context, profileID, typ, path string,
 		p.mu.Lock()
 		delete(p.downloads, id)
 		p.mu.Unlock()
-		return fmt.Errorf("agent %s: %w", p.ss.agentID, err)
+		return fmt.Errorf("agent %s: %w", p.agentID, err)
 	}
 	for {
 		select {
@@ -273,17 +293,24 @@ func (p *PressureStream) Fetch(ctx context.Context, profileID, typ, path string,
 			if c.GetLast() {
 				return nil
 			}
-		case <-p.ss.closed:
-			return fmt.Errorf("pressure stream of agent %s closed during download: %w", p.ss.agentID, closeCause(p.ss.cause()))
+		case <-p.closed:
+			return fmt.Errorf("pressure stream of agent %s closed during download: %w", p.agentID, p.err)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 }
 
-// receive routes one message from the agent; it reports whether anyone
-// asked for it.
-func (p *PressureStream) receive(m *fodcv1.StreamPressureProfilesRequest) bool {
+// Receive routes one message from the agent: Delivered when someone asked
+// for it, else Unsolicited. Only the stream's receiver calls it.
+func (p *Pressure) Receive(m *fodcv1.StreamPressureProfilesRequest) Outcome {
+	if p.route(m) {
+		return Delivered
+	}
+	return Unsolicited
+}
+
+func (p *Pressure) route(m *fodcv1.StreamPressureProfilesRequest) bool {
 	switch pl := m.GetPayload().(type) {
 	case *fodcv1.StreamPressureProfilesRequest_Record:
 		p.mu.Lock()
@@ -319,16 +346,20 @@ func (p *PressureStream) receive(m *fodcv1.StreamPressureProfilesRequest) bool {
 		select {
 		case d.chunks <- pl.Chunk:
 		case <-d.gone:
-		case <-p.ss.closed:
+		case <-p.closed:
 		}
 		return true
 	}
 	return false
 }
 
-// close fails every list round and download in progress.
-func (p *PressureStream) close(cause error) {
+// Close ends the stream with cause and fails every list round and
+// download in progress.
+func (p *Pressure) Close(cause error) {
+	if !p.closeWith(cause) {
+		return
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.closed = fmt.Errorf("pressure stream of agent %s closed: %w", p.ss.agentID, closeCause(cause))
+	p.closedErr = fmt.Errorf("pressure stream of agent %s closed: %w", p.agentID, p.err)
 }

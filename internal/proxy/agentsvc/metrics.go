@@ -1,0 +1,50 @@
+package agentsvc
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the service's own series, all declared here.
+type metrics struct {
+	streamsOpen      *prometheus.GaugeVec
+	streamsRejected  *prometheus.CounterVec
+	streamErrors     *prometheus.CounterVec
+	slowDisconnects  *prometheus.CounterVec
+	repliesDiscarded *prometheus.CounterVec
+	heartbeats       prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		streamsOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "fodc_proxy_agent_streams_open",
+			Help: "Agent streams currently open, by stream kind.",
+		}, []string{"stream"}),
+		streamsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_agent_streams_rejected_total",
+			Help: "Agent streams refused at open, by stream kind and reason.",
+		}, []string{"stream", "reason"}),
+		streamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_agent_stream_errors_total",
+			Help: "Agent streams that ended with an error, by stream kind and gRPC code.",
+		}, []string{"stream", "code"}),
+		slowDisconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_agent_slow_disconnects_total",
+			Help: "Agent streams closed because the agent did not keep up with commands.",
+		}, []string{"stream"}),
+		repliesDiscarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_agent_replies_discarded_total",
+			Help: "Agent replies dropped because their caller had given up or no command was outstanding.",
+		}, []string{"stream", "reason"}),
+		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fodc_proxy_agent_heartbeats_total",
+			Help: "Heartbeats received from agents.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.streamsOpen, m.streamsRejected, m.streamErrors, m.slowDisconnects, m.repliesDiscarded, m.heartbeats} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,144 @@
+// Package scrape runs the proxy's on-demand scrapes of its agents: it
+// selects agents from the registry, sends each one a metrics command over
+// its stream (streams.Metrics), waits for every answer within the caller's
+// budget, and decodes what came back into series carrying the node's
+// identity. Nothing is kept after a scrape.
+package scrape
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fodc-go/fodc/internal/proxy/decode"
+	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/series"
+	"github.com/fodc-go/fodc/internal/proxy/streams"
+)
+
+// Reasons an agent contributed nothing to a scrape.
+var (
+	ErrUnconnected = errors.New("agent missed its heartbeats")
+	ErrNoStream    = errors.New("agent has no metrics stream open")
+)
+
+// Scraper runs scrapes. It is safe for concurrent use; identical
+// concurrent requests to one agent share a single command (see
+// streams.Metrics.Request), each caller decodes the reply for itself.
+type Scraper struct {
+	registry *registry.Registry
+	streams  *streams.Table
+	logger   *slog.Logger
+	metrics  *metrics
+}
+
+// New returns a Scraper of the agents in reg, reached through table.
+func New(reg *registry.Registry, table *streams.Table, logger *slog.Logger, promReg prometheus.Registerer) (*Scraper, error) {
+	if reg == nil || table == nil || logger == nil || promReg == nil {
+		return nil, errors.New("scrape: registry, stream table, logger and registerer are required")
+	}
+	m, err := newMetrics(promReg)
+	if err != nil {
+		return nil, err
+	}
+	return &Scraper{registry: reg, streams: table, logger: logger.With("component", "scrape"), metrics: m}, nil
+}
+
+// Result is one selected agent's part of a scrape.
+type Result struct {
+	Agent registry.Agent
+	// Batch holds the series with the node's identity; empty when Err is
+	// set.
+	Batch series.Batch
+	// Err says why the agent contributed nothing.
+	Err error
+	// Duration is how long the agent took to answer, or how long the
+	// proxy waited for it.
+	Duration time.Duration
+}
+
+// Up reports whether the agent answered.
+func (r *Result) Up() bool { return r.Err == nil }
+
+// Scrape asks every agent that f selects for the window w (latest values
+// when w is zero) and waits for all of them until ctx ends. Each agent's
+// wait is bounded by ctx, so a silent agent costs the scrape one deadline
+// and is reported with its error while the others are returned. Results
+// are in the registry's order (pod name, then agent id).
+func (c *Scraper) Scrape(ctx context.Context, f registry.Filter, w series.Window) []Result {
+	kind := "latest"
+	if !w.IsLatest() {
+		kind = "window"
+	}
+	start := time.Now()
+	agents := c.registry.List(f)
+	results := make([]Result, len(agents))
+	var wg sync.WaitGroup
+	for i := range agents {
+		results[i].Agent = agents[i]
+		wg.Go(func() { c.scrapeOne(ctx, &results[i], w, kind) })
+	}
+	wg.Wait()
+	c.metrics.rounds.WithLabelValues(kind).Inc()
+	c.metrics.duration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	return results
+}
+
+func (c *Scraper) scrapeOne(ctx context.Context, r *Result, w series.Window, kind string) {
+	a := r.Agent
+	if a.Status != registry.StatusOnline {
+		r.Err = ErrUnconnected
+		c.metrics.requests.WithLabelValues(kind, "unconnected").Inc()
+		return
+	}
+	req, ok := c.streams.Metrics(a.ID)
+	if !ok {
+		r.Err = ErrNoStream
+		c.metrics.requests.WithLabelValues(kind, "no_stream").Inc()
+		return
+	}
+	start := time.Now()
+	reply, err := req.Request(ctx, w)
+	received := time.Now()
+	r.Duration = received.Sub(start)
+	if err != nil {
+		result := "error"
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			result = "timeout"
+			err = fmt.Errorf("no answer within %s: %w", r.Duration.Round(time.Millisecond), err)
+		}
+		r.Err = err
+		c.metrics.requests.WithLabelValues(kind, result).Inc()
+		c.logger.Debug("Agent did not answer metrics request", "agent_id", a.ID, "pod_name", a.PodName, "err", err)
+		return
+	}
+	r.Batch, err = decode.Batch(NodeInfo(a), reply.Bytes, received, !w.IsLatest())
+	if err != nil {
+		c.metrics.decodeErrors.Inc()
+		c.logger.Warn("Undecodable metrics reply", "agent_id", a.ID, "pod_name", a.PodName, "bytes", len(reply.Bytes), "err", err)
+		r.Batch = series.Batch{}
+		r.Err = fmt.Errorf("undecodable reply: %w", err)
+		c.metrics.requests.WithLabelValues(kind, "decode_error").Inc()
+		return
+	}
+	c.metrics.requests.WithLabelValues(kind, "ok").Inc()
+}
+
+// NodeInfo is the identity of a registered agent as decoding needs it.
+func NodeInfo(a registry.Agent) decode.NodeInfo {
+	return decode.NodeInfo{
+		Node: series.Node{
+			AgentID: a.ID,
+			PodName: a.PodName,
+			Role:    a.Role.WireName(),
+			IP:      a.Primary.IP,
+			Port:    a.Primary.Port,
+		},
+		Labels: a.Labels,
+	}
+}
