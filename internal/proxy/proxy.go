@@ -50,8 +50,6 @@ const (
 	// failedAgentWait is how long an agent whose last lifecycle collection
 	// failed is waited for in the next round (W12).
 	failedAgentWait = time.Second
-	// lifecycleReuse serves a lifecycle result this young to new callers.
-	lifecycleReuse = 5 * time.Second
 	// configTimeout bounds a configuration collection.
 	configTimeout = 5 * time.Second
 	// maxCrashRecords and crashRecordMaxAge bound the crash-record cache.
@@ -156,7 +154,6 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		LifecycleTimeout: cfg.LifecycleTimeout,
 		FailedAgentWait:  failedAgentWait,
 		RegistryTimeout:  cfg.LifecycleTimeout,
-		LifecycleReuse:   lifecycleReuse,
 		ConfigTimeout:    configTimeout,
 		ConfigCacheTTL:   cfg.ConfigCacheTTL,
 		ConfigIgnore:     ignore,

@@ -43,9 +43,6 @@ type Options struct {
 	FailedAgentWait time.Duration
 	// RegistryTimeout bounds each liaison's registry read.
 	RegistryTimeout time.Duration
-	// LifecycleReuse serves the last lifecycle result to callers that come
-	// within this age of it (0 disables).
-	LifecycleReuse time.Duration
 	// ConfigTimeout bounds a configuration collection.
 	ConfigTimeout time.Duration
 	// ConfigCacheTTL reuses a configuration collection this young.
@@ -62,7 +59,7 @@ func (o Options) Validate() error {
 		errs = append(errs, errors.New("cluster: registry and stream table are required"))
 	}
 	if o.TopologyTimeout <= 0 || o.LifecycleTimeout <= 0 || o.FailedAgentWait <= 0 || o.RegistryTimeout <= 0 ||
-		o.ConfigTimeout <= 0 || o.ConfigCacheTTL <= 0 || o.LifecycleReuse < 0 {
+		o.ConfigTimeout <= 0 || o.ConfigCacheTTL <= 0 {
 		errs = append(errs, errors.New("cluster: timeouts and the configuration cache TTL must be positive"))
 	}
 	return errors.Join(errs...)
@@ -104,7 +101,7 @@ func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Views, 
 		logger:    logger.With("component", "cluster"),
 		checker:   lifecycle.NewChecker(),
 		topology:  flight.New(flight.Options[struct{}, topology.Merged]{}),
-		lifecycle: flight.New(flight.Options[struct{}, lifecycle.Result]{Fresh: opts.LifecycleReuse}),
+		lifecycle: flight.New(flight.Options[struct{}, lifecycle.Result]{}),
 		rounds:    rounds,
 	}
 	v.config = flight.New(flight.Options[struct{}, ConfigSnapshot]{
