@@ -68,7 +68,7 @@ func connect(t testing.TB, p *proxy.Proxy, cfg agentsim.Config) *agentsim.Agent 
 			return false
 		}
 		for _, kind := range a.Streams() {
-			if !p.Service.HasStream(id, kind) {
+			if !p.Service.HasStream(id, string(kind)) {
 				return false
 			}
 		}

@@ -18,6 +18,7 @@ import (
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agentsim"
 	"github.com/fodc-go/fodc/internal/fixture"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/roles"
@@ -165,12 +166,12 @@ func TestRecordsSurviveReconnectWithoutDuplicates(t *testing.T) {
 	require.NotEqual(t, id1, id2)
 
 	// Before the new agent re-sends anything, the pod's records are kept.
-	a.SetHang(agentsim.StreamCrash, true)
+	a.SetHang(protocol.KindCrash, true)
 	got := e.c.Collect(context.Background(), registry.Filter{})
 	require.Len(t, got, 2)
 	require.Equal(t, id1, got[0].AgentID)
 
-	a.SetHang(agentsim.StreamCrash, false)
+	a.SetHang(protocol.KindCrash, false)
 	got = e.collectUntil(t, registry.Filter{}, 2, id2)
 	require.Equal(t, "a1", got[0].Rec.GetArtifactDir())
 	require.Equal(t, "a2", got[1].Rec.GetArtifactDir())
@@ -251,7 +252,7 @@ func TestConcurrentCollectsShareOneRound(t *testing.T) {
 		require.Equal(t, id, got[0].AgentID)
 	}
 	require.Equal(t, 1.0, testutil.ToFloat64(e.c.metrics.requests))
-	require.Eventually(t, func() bool { return a.Commands(agentsim.StreamCrash) == 1 }, wait, time.Millisecond)
+	require.Eventually(t, func() bool { return a.Commands(protocol.KindCrash) == 1 }, wait, time.Millisecond)
 	require.Empty(t, fire)
 
 	// Once the window has ended, the next collection asks again.
