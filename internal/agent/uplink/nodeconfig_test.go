@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/roles"
 )
@@ -59,7 +60,7 @@ func TestNodeConfigAnsweredInOrder(t *testing.T) {
 		require.Equal(t, []string{"1s"}, r.GetStartupParams()["measure-flush-timeout"].GetValues())
 	}
 	require.Equal(t, int64(5), calls.Load(), "one collection per command")
-	require.Equal(t, 5.0, testutil.ToFloat64(c.m.commands.WithLabelValues(StreamNodeConfig)))
+	require.Equal(t, 5.0, testutil.ToFloat64(c.m.commands.WithLabelValues(protocol.KindNodeConfig.String())))
 	st := c.Status()
 	require.Empty(t, st.Unimplemented)
 	require.Equal(t, 1, st.Registrations)
@@ -104,7 +105,7 @@ func TestNodeConfigUnimplementedKeepsOtherStreams(t *testing.T) {
 	startClient(t, c)
 
 	require.Eventually(t, func() bool { return len(c.Status().Unimplemented) == 2 }, wait, 5*time.Millisecond)
-	require.ElementsMatch(t, []string{StreamTopology, StreamNodeConfig}, c.Status().Unimplemented)
+	require.ElementsMatch(t, []string{protocol.KindTopology.String(), protocol.KindNodeConfig.String()}, c.Status().Unimplemented)
 	// A heartbeat that arrives after the switch-off proves the registration
 	// stream outlived it.
 	_, hbAtSwitchOff, _, _ := up.snapshot()
@@ -121,6 +122,6 @@ func TestNodeConfigUnimplementedKeepsOtherStreams(t *testing.T) {
 	require.Equal(t, 1, st.Attempts)
 	require.Empty(t, st.LastError)
 	require.Zero(t, testutil.ToFloat64(c.m.reconnects))
-	require.Equal(t, 1.0, testutil.ToFloat64(c.m.streamsDisabled.WithLabelValues(StreamNodeConfig)))
+	require.Equal(t, 1.0, testutil.ToFloat64(c.m.streamsDisabled.WithLabelValues(protocol.KindNodeConfig.String())))
 	require.Zero(t, calls.Load())
 }

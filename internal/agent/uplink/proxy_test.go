@@ -16,6 +16,7 @@ import (
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agent/recorder"
 	"github.com/fodc-go/fodc/internal/agent/scrape"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy"
 	"github.com/fodc-go/fodc/internal/roles"
 )
@@ -201,8 +202,8 @@ func TestAgainstOurProxy(t *testing.T) {
 		require.Empty(t, st.Unimplemented)
 		require.Equal(t, 1.0, testutil.ToFloat64(c.m.connected))
 		require.Equal(t, 1.0, testutil.ToFloat64(c.m.registrations))
-		require.GreaterOrEqual(t, testutil.ToFloat64(c.m.commands.WithLabelValues(StreamMetrics)), 5.0)
-		require.GreaterOrEqual(t, testutil.ToFloat64(c.m.commands.WithLabelValues(StreamTopology)), 1.0)
-		require.Zero(t, testutil.ToFloat64(c.m.replyErrors.WithLabelValues(StreamMetrics)))
+		require.GreaterOrEqual(t, testutil.ToFloat64(c.m.commands.WithLabelValues(protocol.KindMetrics.String())), 5.0)
+		require.GreaterOrEqual(t, testutil.ToFloat64(c.m.commands.WithLabelValues(protocol.KindTopology.String())), 1.0)
+		require.Zero(t, testutil.ToFloat64(c.m.replyErrors.WithLabelValues(protocol.KindMetrics.String())))
 	})
 }

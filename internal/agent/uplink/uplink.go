@@ -1,8 +1,9 @@
 // Package uplink is the agent's client of the FODC proxy: it registers the
 // node, heartbeats, and answers the proxy's metrics and topology commands.
 //
-// One Client runs one connection at a time. A session creates a gRPC
-// ClientConn, opens RegisterAgent, sends the registration and waits for
+// One Client runs one connection at a time, an agentconn session set up
+// for our agent (registration timeout, Unimplemented switches a stream off,
+// commands read ahead up to a bound). A session creates a gRPC ClientConn, opens RegisterAgent, sends the registration and waits for
 // the reply (success and a non-empty agent_id), adopts the proxy's
 // heartbeat interval, and opens StreamMetrics, StreamClusterTopology and,
 // when Options.NodeConfig is set, ExtStreamNodeConfig (an extension of this
@@ -114,7 +115,8 @@ type Status struct {
 	Attempts int
 	// Heartbeats counts heartbeats sent.
 	Heartbeats int
-	// Unimplemented lists the streams switched off in the live session.
+	// Unimplemented lists the kinds (protocol.Kind names) of the streams
+	// switched off in the live session.
 	Unimplemented []string
 	// LastError is the error that ended the last session or attempt.
 	LastError string

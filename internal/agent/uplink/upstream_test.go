@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/roles"
 )
 
@@ -144,8 +145,8 @@ func TestAgainstUpstreamProxy(t *testing.T) {
 	require.Equal(t, []string{ids[0]}, []string{st.AgentID}, "streams carry the agent_id metadata")
 	require.Equal(t, 1, st.Registrations)
 	require.Equal(t, 1, st.Attempts)
-	require.Equal(t, []string{StreamTopology}, st.Unimplemented)
-	require.Equal(t, 1.0, testutil.ToFloat64(c.m.streamsDisabled.WithLabelValues(StreamTopology)))
+	require.Equal(t, []string{protocol.KindTopology.String()}, st.Unimplemented)
+	require.Equal(t, 1.0, testutil.ToFloat64(c.m.streamsDisabled.WithLabelValues(protocol.KindTopology.String())))
 	require.Zero(t, testutil.ToFloat64(c.m.reconnects))
 	require.Len(t, replies[0].GetMetrics(), 1)
 	require.Equal(t, map[string]string{"x": "1", "node_role": "ROLE_DATA", "pod_name": "data-warm-0", "node_type": "warm"},
