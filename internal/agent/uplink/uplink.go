@@ -1,25 +1,27 @@
 // Package uplink is the agent's client of the FODC proxy: it registers the
 // node, heartbeats, and answers the proxy's metrics and topology commands.
 //
-// One Client runs one connection at a time, an agentconn session set up
-// for our agent (registration timeout, Unimplemented switches a stream off,
-// commands read ahead up to a bound). A session creates a gRPC ClientConn, opens RegisterAgent, sends the registration and waits for
+// One Client runs one connection at a time: an agentconn session set up for
+// our agent (registration timeout, a stream answered Unimplemented is
+// switched off, commands read ahead up to a bound). A session creates a
+// gRPC ClientConn, opens RegisterAgent, sends the registration and waits for
 // the reply (success and a non-empty agent_id), adopts the proxy's
 // heartbeat interval, and opens StreamMetrics, StreamClusterTopology and,
 // when Options.NodeConfig is set, ExtStreamNodeConfig (an extension of this
 // project) with the gRPC metadata agent_id. Every stream has a receiver
-// goroutine and a sender goroutine, the only caller of Send and CloseSend on that
-// stream; commands are answered exactly once each, in order. Heartbeats
-// are the registration request re-sent, with the current identity, on the
-// registration stream.
+// goroutine and a sender goroutine, the only caller of Send and CloseSend on
+// that stream; commands are answered exactly once each, in order.
+// Heartbeats are the registration request re-sent, with the current
+// identity, on the registration stream.
 //
 // A stream the proxy does not implement (codes.Unimplemented on its first
 // Recv, e.g. topology against an old proxy, or the configuration extension
-// against an upstream proxy) is switched off for that connection. Any other stream error, or the end of the registration
-// stream, ends the session: every stream is half-closed, the connection
-// closed, and the Client connects again. A session that stayed healthy is
-// followed by a prompt retry; failed attempts wait a capped exponential
-// backoff with jitter, reset after the next healthy session.
+// against an upstream proxy) is switched off for that connection. Any other
+// stream error, or the end of the registration stream, ends the session:
+// every stream is half-closed, the connection closed, and the Client
+// connects again. A session that stayed healthy is followed by a prompt
+// retry; failed attempts wait a capped exponential backoff with jitter,
+// reset after the next healthy session.
 package uplink
 
 import (
