@@ -104,15 +104,15 @@ func TestNodeConfigUnimplementedKeepsOtherStreams(t *testing.T) {
 	require.NoError(t, err)
 	startClient(t, c)
 
-	require.Eventually(t, func() bool { return len(c.Status().Unimplemented) == 2 }, wait, 5*time.Millisecond)
+	waitStatus(t, c, func(st Status) bool { return len(st.Unimplemented) == 2 })
 	require.ElementsMatch(t, []string{protocol.KindTopology.String(), protocol.KindNodeConfig.String()}, c.Status().Unimplemented)
 	// A heartbeat that arrives after the switch-off proves the registration
 	// stream outlived it.
 	_, hbAtSwitchOff, _, _ := up.snapshot()
-	require.Eventually(t, func() bool {
+	up.waitUntil(t, func() bool {
 		_, hb, replies, _ := up.snapshot()
 		return hb > hbAtSwitchOff && len(replies) >= 1
-	}, wait, 10*time.Millisecond)
+	})
 	regs, _, replies, _ := up.snapshot()
 	require.Len(t, regs, 1, "no reconnect loop")
 	require.Len(t, replies[0].GetMetrics(), 1, "the metrics command was answered")

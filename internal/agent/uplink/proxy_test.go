@@ -56,6 +56,14 @@ func startClient(t *testing.T, c *Client) {
 	})
 }
 
+// waitStatus waits until cond holds for c's status.
+func waitStatus(t *testing.T, c *Client, cond func(Status) bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	require.NoError(t, c.WaitStatus(ctx, cond))
+}
+
 func getJSON(t *testing.T, u string, v any) {
 	t.Helper()
 	client := &http.Client{Timeout: wait}
@@ -194,7 +202,7 @@ func TestAgainstOurProxy(t *testing.T) {
 	})
 
 	t.Run("heartbeats keep one registration", func(t *testing.T) {
-		require.Eventually(t, func() bool { return c.Status().Heartbeats >= 2 }, wait, 10*time.Millisecond)
+		waitStatus(t, c, func(st Status) bool { return st.Heartbeats >= 2 })
 		st := c.Status()
 		require.True(t, st.Connected)
 		require.Equal(t, 1, st.Registrations)

@@ -131,10 +131,10 @@ type Client struct {
 	logger *slog.Logger
 	m      *metrics
 
-	mu         sync.Mutex // guards the fields below
-	running    bool
-	st         Status
-	registered chan struct{} // closed and replaced on every registration
+	mu      sync.Mutex // guards the fields below
+	running bool
+	st      Status
+	changed chan struct{} // closed and replaced on every change of st
 }
 
 // New validates opts, applies defaults and returns a Client that has not
@@ -175,10 +175,10 @@ func New(opts Options) (*Client, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Client{
-		opts:       opts,
-		logger:     opts.Logger.With("component", "uplink"),
-		m:          newMetrics(opts.Registerer),
-		registered: make(chan struct{}),
+		opts:    opts,
+		logger:  opts.Logger.With("component", "uplink"),
+		m:       newMetrics(opts.Registerer),
+		changed: make(chan struct{}),
 	}, nil
 }
 
@@ -200,16 +200,12 @@ func (c *Client) Run(ctx context.Context) error {
 		if attempt > 0 {
 			c.m.reconnects.Inc()
 		}
-		c.mu.Lock()
-		c.st.Attempts++
-		c.mu.Unlock()
+		c.update(func(st *Status) { st.Attempts++ })
 		healthy, err := c.runSession(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		c.mu.Lock()
-		c.st.LastError = err.Error()
-		c.mu.Unlock()
+		c.update(func(st *Status) { st.LastError = err.Error() })
 		if healthy {
 			// A healthy session was lost (e.g. the proxy restarted): retry
 			// at once, and back off from the start if that fails.
@@ -242,9 +238,16 @@ func (c *Client) WaitRegistered(ctx context.Context, n int) error {
 	if n < 1 {
 		return fmt.Errorf("uplink: registration number %d out of range", n)
 	}
+	return c.WaitStatus(ctx, func(st Status) bool { return st.Registrations >= n })
+}
+
+// WaitStatus blocks until cond holds for the Client's status, checked now
+// and after every change, or ctx ends. cond runs with the Client locked and
+// must not call its methods.
+func (c *Client) WaitStatus(ctx context.Context, cond func(Status) bool) error {
 	c.mu.Lock()
-	for c.st.Registrations < n {
-		ch := c.registered
+	for !cond(c.st) {
+		ch := c.changed
 		c.mu.Unlock()
 		select {
 		case <-ctx.Done():
@@ -257,38 +260,46 @@ func (c *Client) WaitRegistered(ctx context.Context, n int) error {
 	return nil
 }
 
-func (c *Client) setRegistered(id string) {
+// update changes the status (and the metrics that mirror it) under the
+// lock and wakes WaitStatus.
+func (c *Client) update(f func(*Status)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.st.Connected = true
-	c.st.AgentID = id
-	c.st.Registrations++
-	c.st.Unimplemented = nil
-	close(c.registered)
-	c.registered = make(chan struct{})
-	c.m.connected.Set(1)
-	c.m.registrations.Inc()
+	f(&c.st)
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+func (c *Client) setRegistered(id string) {
+	c.update(func(st *Status) {
+		st.Connected = true
+		st.AgentID = id
+		st.Registrations++
+		st.Unimplemented = nil
+		c.m.connected.Set(1)
+		c.m.registrations.Inc()
+	})
 }
 
 func (c *Client) setUnregistered() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.st.Connected = false
-	c.st.AgentID = ""
-	c.st.Unimplemented = nil
-	c.m.connected.Set(0)
+	c.update(func(st *Status) {
+		st.Connected = false
+		st.AgentID = ""
+		st.Unimplemented = nil
+		c.m.connected.Set(0)
+	})
 }
 
 func (c *Client) setUnimplemented(stream string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.st.Unimplemented = append(c.st.Unimplemented, stream)
-	c.m.streamsDisabled.WithLabelValues(stream).Inc()
+	c.update(func(st *Status) {
+		st.Unimplemented = append(st.Unimplemented, stream)
+		c.m.streamsDisabled.WithLabelValues(stream).Inc()
+	})
 }
 
 func (c *Client) heartbeatSent() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.st.Heartbeats++
-	c.m.heartbeats.Inc()
+	c.update(func(st *Status) {
+		st.Heartbeats++
+		c.m.heartbeats.Inc()
+	})
 }
