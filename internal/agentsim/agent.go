@@ -101,13 +101,13 @@ type Agent struct {
 	logger *slog.Logger
 
 	started    atomic.Bool
-	heartbeats atomic.Int64
 	reconnects atomic.Int64
 
 	mu         sync.Mutex // guards the fields below
 	agentID    string
 	ids        []string      // agent ids of all successful registrations, in order
-	registered chan struct{} // closed and replaced on every registration
+	heartbeats int           // sent successfully
+	changed    chan struct{} // closed and replaced on every registration, command and heartbeat
 	commands   map[protocol.Kind]int
 	hung       map[protocol.Kind]bool
 	lastErr    error
@@ -153,11 +153,11 @@ func New(cfg Config) (*Agent, error) {
 		}).reply
 	}
 	return &Agent{
-		cfg:        cfg,
-		logger:     cfg.Logger.With("component", "agentsim", "pod_name", cfg.Register.GetPodName()),
-		registered: make(chan struct{}),
-		commands:   make(map[protocol.Kind]int),
-		hung:       make(map[protocol.Kind]bool),
+		cfg:      cfg,
+		logger:   cfg.Logger.With("component", "agentsim", "pod_name", cfg.Register.GetPodName()),
+		changed:  make(chan struct{}),
+		commands: make(map[protocol.Kind]int),
+		hung:     make(map[protocol.Kind]bool),
 	}, nil
 }
 
@@ -247,19 +247,48 @@ func (a *Agent) WaitRegistered(ctx context.Context, n int) (string, error) {
 	if n < 1 {
 		return "", fmt.Errorf("registration number %d out of range", n)
 	}
+	if err := a.waitUntil(ctx, func() bool { return len(a.ids) >= n }); err != nil {
+		return "", err
+	}
 	a.mu.Lock()
-	for len(a.ids) < n {
-		ch := a.registered
+	defer a.mu.Unlock()
+	return a.ids[n-1], nil
+}
+
+// WaitCommands blocks until the agent has read at least n commands on the
+// stream of the given kind (counted as by Commands), or ctx ends.
+func (a *Agent) WaitCommands(ctx context.Context, kind protocol.Kind, n int) error {
+	return a.waitUntil(ctx, func() bool { return a.commands[kind] >= n })
+}
+
+// WaitHeartbeats blocks until the agent has sent at least n heartbeats, or
+// ctx ends.
+func (a *Agent) WaitHeartbeats(ctx context.Context, n int) error {
+	return a.waitUntil(ctx, func() bool { return a.heartbeats >= n })
+}
+
+// waitUntil blocks until cond, called with a.mu held, holds; it is checked
+// now and after every change.
+func (a *Agent) waitUntil(ctx context.Context, cond func() bool) error {
+	a.mu.Lock()
+	for !cond() {
+		ch := a.changed
 		a.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return ctx.Err()
 		case <-ch:
 		}
 		a.mu.Lock()
 	}
-	defer a.mu.Unlock()
-	return a.ids[n-1], nil
+	a.mu.Unlock()
+	return nil
+}
+
+// changedLocked wakes waitUntil; a.mu must be held.
+func (a *Agent) changedLocked() {
+	close(a.changed)
+	a.changed = make(chan struct{})
 }
 
 // Registrations returns the number of successful registrations.
@@ -282,7 +311,19 @@ func (a *Agent) Commands(kind protocol.Kind) int {
 }
 
 // Heartbeats returns the number of heartbeats sent successfully.
-func (a *Agent) Heartbeats() int { return int(a.heartbeats.Load()) }
+func (a *Agent) Heartbeats() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.heartbeats
+}
+
+// heartbeatSent counts a heartbeat sent.
+func (a *Agent) heartbeatSent() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.heartbeats++
+	a.changedLocked()
+}
 
 // SetHang makes the agent read the commands of the stream of the given kind
 // and never answer them (hang=true), or answer them again (hang=false).
@@ -307,6 +348,7 @@ func (a *Agent) command(kind protocol.Kind) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.commands[kind]++
+	a.changedLocked()
 	return !a.hung[kind]
 }
 
@@ -316,8 +358,7 @@ func (a *Agent) setRegistered(id string, interval time.Duration) {
 	a.agentID = id
 	a.hbInterval = interval
 	a.ids = append(a.ids, id)
-	close(a.registered)
-	a.registered = make(chan struct{})
+	a.changedLocked()
 }
 
 func (a *Agent) setUnregistered() {

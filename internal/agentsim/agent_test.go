@@ -129,7 +129,9 @@ func TestHeartbeats(t *testing.T) {
 		require.True(t, proto.Equal(cfg.Register, hb), "heartbeat: %v", hb)
 	}
 	require.Equal(t, 5*time.Millisecond, a.heartbeatInterval(), "fallback interval")
-	require.Eventually(t, func() bool { return a.Heartbeats() >= 3 }, waitTimeout, time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	require.NoError(t, a.WaitHeartbeats(ctx, 3))
 	require.Equal(t, 1, a.Registrations(), "unanswered heartbeats keep the session")
 	require.Zero(t, a.Reconnects())
 	require.NoError(t, a.LastStreamError())
@@ -211,7 +213,10 @@ func TestHang(t *testing.T) {
 	a.SetHang(protocol.KindMetrics, true)
 	ms.out <- &fodcv1.StreamMetricsResponse{}
 	ms.out <- &fodcv1.StreamMetricsResponse{}
-	require.Eventually(t, func() bool { return a.Commands(protocol.KindMetrics) == 2 }, waitTimeout, time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	require.NoError(t, a.WaitCommands(ctx, protocol.KindMetrics, 2))
+	require.Equal(t, 2, a.Commands(protocol.KindMetrics))
 	// Other streams are independent of the hung one.
 	ts.out <- &fodcv1.StreamClusterTopologyResponse{RequestTopology: true}
 	nextMsg[*fodcv1.StreamClusterTopologyRequest](t, ts)

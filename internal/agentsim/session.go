@@ -43,7 +43,7 @@ func (a *Agent) runSession(ctx context.Context) (established bool, err error) {
 		Heartbeat: func(err error) {
 			// Upstream only logs a failed heartbeat; Recv decides.
 			if err == nil {
-				a.heartbeats.Add(1)
+				a.heartbeatSent()
 			}
 		},
 		Command: a.command,
