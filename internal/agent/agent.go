@@ -2,9 +2,10 @@
 // beside one BanyanDB node that scrapes the node's Prometheus endpoints into
 // a memory-bounded flight recorder, serves its own /metrics, and answers the
 // FODC proxy through the uplink, including reports of the node's
-// configuration on the proxy's request (nodeconfig). It builds every
-// component from a Config and exposes the long-running parts as run.Group
-// actors.
+// configuration on the proxy's request (configsource, nodeconfig). It
+// learns the node's identity through discovery. It only wires: it builds
+// every component from a Config and exposes the long-running parts as
+// run.Group actors.
 package agent
 
 import (
@@ -24,6 +25,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
+	"github.com/fodc-go/fodc/internal/agent/configsource"
+	"github.com/fodc-go/fodc/internal/agent/discovery"
 	"github.com/fodc-go/fodc/internal/agent/recorder"
 	"github.com/fodc-go/fodc/internal/agent/scrape"
 	"github.com/fodc-go/fodc/internal/agent/uplink"
@@ -41,9 +44,9 @@ type Agent struct {
 	Uplink *uplink.Client
 
 	scraper *scrape.Scraper
-	ids     *identitySource
-	nodeCfg *nodeConfigSource
-	disc    *discoverer // nil without --node-grpc-addr
+	ids     *discovery.Source
+	nodeCfg *configsource.Source
+	disc    *discovery.Discoverer // nil without --node-grpc-addr
 
 	httpLis net.Listener // nil when --http-listen-addr is empty
 	httpSrv *http.Server
@@ -125,23 +128,23 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		targets:  targets,
 		Recorder: rec,
 		scraper:  scrape.New(client, scrape.Limits{MaxBodyBytes: cfg.ScrapeMaxBodyBytes, MaxSamples: cfg.ScrapeSampleLimit}, nil, reg),
-		ids:      newIdentitySource(&cfg),
+		ids:      discovery.NewSource(cfg.baseIdentity(), cfg.NodeRole != "", cfg.NodeGRPCAddr != ""),
 		scraped:  make(chan struct{}),
 	}
 	if cfg.NodeGRPCAddr != "" {
-		a.disc = &discoverer{
-			addr:     cfg.NodeGRPCAddr,
-			interval: cfg.DiscoveryInterval,
-			ids:      a.ids,
-			logger:   logger.With("component", "discovery"),
-			dial:     o.discDial,
+		a.disc = &discovery.Discoverer{
+			Addr:        cfg.NodeGRPCAddr,
+			Interval:    cfg.DiscoveryInterval,
+			Source:      a.ids,
+			Logger:      logger.With("component", "discovery"),
+			DialOptions: o.discDial,
 		}
 	}
 	params := o.params
 	if params == nil {
 		params = cfg.Params()
 	}
-	a.nodeCfg = newNodeConfigSource(&cfg, params, logger.With("component", "nodeconfig"))
+	a.nodeCfg = configsource.New(cfg.nodeConfigOptions(params), cfg.NodeConfigTimeout, logger.With("component", "nodeconfig"))
 	a.Uplink, err = uplink.New(uplink.Options{
 		ProxyAddr:            cfg.ProxyAddr,
 		Identity:             a.ids.Get,
@@ -221,11 +224,11 @@ func (a *Agent) AddActors(g *run.Group) {
 		// configuration reports are collected beside it.
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error {
-			defer a.nodeCfg.close(a.cfg.ShutdownGrace)
+			defer a.nodeCfg.Close(a.cfg.ShutdownGrace)
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-a.ids.resolved:
+			case <-a.ids.Resolved():
 			}
 			return a.Uplink.Run(ctx)
 		}, func(error) { cancel() })

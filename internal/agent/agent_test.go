@@ -18,7 +18,6 @@ import (
 	commonv1 "github.com/fodc-go/fodc/api/proto/banyandb/common/v1"
 	databasev1 "github.com/fodc-go/fodc/api/proto/banyandb/database/v1"
 	"github.com/fodc-go/fodc/internal/agent/scrape"
-	"github.com/fodc-go/fodc/internal/agent/uplink"
 	"github.com/fodc-go/fodc/internal/demo/synth"
 	"github.com/fodc-go/fodc/internal/proxy"
 	"github.com/fodc-go/fodc/internal/roles"
@@ -165,25 +164,6 @@ func TestDiscoveryFromTheNode(t *testing.T) {
 	require.Equal(t, 17912, ag.Primary.Port)
 	require.Equal(t, 17932, ag.Secondary["gossip"].Port)
 	require.Equal(t, "192.168.0.1", ag.Secondary["http"].IP, "the flag wins")
-}
-
-func TestMergeNode(t *testing.T) {
-	base := uplink.Identity{
-		Role:      roles.Role{Kind: roles.KindLiaison},
-		PodName:   "p",
-		Primary:   uplink.Address{IP: "1.2.3.4", Port: 1},
-		Secondary: map[string]uplink.Address{"gossip": {IP: "1.2.3.4", Port: 2}},
-	}
-	got := mergeNode(base, true, discoveredNode())
-	require.Equal(t, roles.Role{Kind: roles.KindLiaison}, got.Role, "explicit role wins")
-	require.Equal(t, base.Primary, got.Primary, "explicit --node-ip wins")
-	require.Equal(t, map[string]uplink.Address{"gossip": {IP: "1.2.3.4", Port: 2}, "http": {IP: "10.0.0.9", Port: 17913}}, got.Secondary)
-	require.Equal(t, map[string]string{"type": "warm", "zone": "b"}, got.Labels)
-
-	metaOnly := &databasev1.Node{Roles: []databasev1.Role{databasev1.Role_ROLE_META}}
-	got = mergeNode(uplink.Identity{PodName: "p"}, false, metaOnly)
-	require.Equal(t, roles.Role{}, got.Role, "a meta-only node is reported as unspecified, like upstream")
-	require.True(t, got.Primary.IsZero())
 }
 
 func TestAddLabelKeepsOrderAndExistingValues(t *testing.T) {

@@ -12,47 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
-)
-
-// Version selects which upstream agent release the simulation imitates. It
-// decides which streams are opened (PROTOCOL.md §2.2 and §4.9).
-type Version int
-
-const (
-	// VersionHEAD opens all seven streams: RegisterAgent, StreamMetrics,
-	// StreamClusterTopology, StreamLifecycle, StreamSchemaRegistry,
-	// StreamCrashDiagnostics and StreamPressureProfiles, in that order.
-	VersionHEAD Version = iota
-	// VersionV0103 (v0.10.1 to v0.10.3) opens RegisterAgent, StreamMetrics,
-	// StreamClusterTopology and StreamLifecycle.
-	VersionV0103
-	// VersionV0100 (v0.10.0) opens RegisterAgent, StreamMetrics and
-	// StreamClusterTopology.
-	VersionV0100
-)
-
-// String returns the release name of v.
-func (v Version) String() string {
-	switch v {
-	case VersionHEAD:
-		return "HEAD"
-	case VersionV0103:
-		return "v0.10.3"
-	case VersionV0100:
-		return "v0.10.0"
-	}
-	return fmt.Sprintf("Version(%d)", int(v))
-}
-
-// Stream names used by Commands, SetHang and Config.ReplyDelay.
-const (
-	StreamRegister       = "register"
-	StreamMetrics        = "metrics"
-	StreamTopology       = "topology"
-	StreamLifecycle      = "lifecycle"
-	StreamSchemaRegistry = "schema_registry"
-	StreamCrash          = "crash"
-	StreamPressure       = "pressure"
+	"github.com/fodc-go/fodc/internal/protocol"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -65,10 +25,6 @@ const (
 const (
 	// maxMsgSize is the HEAD agent's fixed per-call send and receive limit.
 	maxMsgSize = 32 << 20
-	// sendCloseTimeout bounds how long teardown waits for the senders to
-	// half-close; a sender can only be stuck in Send when the proxy stopped
-	// reading, and closing the connection unblocks it.
-	sendCloseTimeout = time.Second
 	// defaultSyntheticSeries is the size of the generator used when
 	// Config.Metrics is nil.
 	defaultSyntheticSeries = 32
@@ -81,8 +37,9 @@ const (
 type Config struct {
 	// ProxyAddr is the proxy's gRPC address, host:port.
 	ProxyAddr string
-	// Version selects the set of streams (default VersionHEAD).
-	Version Version
+	// Release selects the upstream release imitated, and with it the set
+	// of streams (default protocol.ReleaseHEAD).
+	Release protocol.Release
 	// NoLifecycle imitates --lifecycle-port 0: StreamLifecycle and, on HEAD,
 	// StreamSchemaRegistry are not opened.
 	NoLifecycle bool
@@ -131,8 +88,8 @@ type Config struct {
 	// is sent as an error chunk with last=true. Nil: every fetch fails.
 	PressureFile func(profileID, typ string) ([]byte, error)
 	// ReplyDelay, when set, returns how long to wait before answering each
-	// command on the named stream (one of the Stream* constants).
-	ReplyDelay func(stream string) time.Duration
+	// command on the stream of the given kind.
+	ReplyDelay func(kind protocol.Kind) time.Duration
 	// Logger receives the agent's logs (default: discarded).
 	Logger *slog.Logger
 }
@@ -144,15 +101,15 @@ type Agent struct {
 	logger *slog.Logger
 
 	started    atomic.Bool
-	heartbeats atomic.Int64
 	reconnects atomic.Int64
 
 	mu         sync.Mutex // guards the fields below
 	agentID    string
 	ids        []string      // agent ids of all successful registrations, in order
-	registered chan struct{} // closed and replaced on every registration
-	commands   map[string]int
-	hung       map[string]bool
+	heartbeats int           // sent successfully
+	changed    chan struct{} // closed and replaced on every registration, command and heartbeat
+	commands   map[protocol.Kind]int
+	hung       map[protocol.Kind]bool
 	lastErr    error
 	hbInterval time.Duration // negotiated in the current or last session
 }
@@ -166,10 +123,10 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.Register == nil {
 		return nil, errors.New("registration request is nil")
 	}
-	switch cfg.Version {
-	case VersionHEAD, VersionV0103, VersionV0100:
+	switch cfg.Release {
+	case protocol.ReleaseHEAD, protocol.ReleaseV0103, protocol.ReleaseV0100:
 	default:
-		return nil, fmt.Errorf("unknown agent version %d", int(cfg.Version))
+		return nil, fmt.Errorf("unknown agent version %d", int(cfg.Release))
 	}
 	cfg.Register = proto.CloneOf(cfg.Register)
 	if cfg.HeartbeatInterval <= 0 {
@@ -189,18 +146,18 @@ func New(cfg Config) (*Agent, error) {
 			pod:        cfg.Register.GetPodName(),
 			role:       cfg.Register.GetNodeRole(),
 			container:  firstOrEmpty(cfg.Register.GetContainerNames()),
-			nodeLabels: headNodeLabels(cfg.Version, cfg.Register.GetLabels()),
-			typed:      cfg.Version != VersionV0100,
+			nodeLabels: headNodeLabels(cfg.Release, cfg.Register.GetLabels()),
+			typed:      cfg.Release.Typed(),
 			series:     defaultSyntheticSeries,
 			seed:       1,
 		}).reply
 	}
 	return &Agent{
-		cfg:        cfg,
-		logger:     cfg.Logger.With("component", "agentsim", "pod_name", cfg.Register.GetPodName()),
-		registered: make(chan struct{}),
-		commands:   make(map[string]int),
-		hung:       make(map[string]bool),
+		cfg:      cfg,
+		logger:   cfg.Logger.With("component", "agentsim", "pod_name", cfg.Register.GetPodName()),
+		changed:  make(chan struct{}),
+		commands: make(map[protocol.Kind]int),
+		hung:     make(map[protocol.Kind]bool),
 	}, nil
 }
 
@@ -213,32 +170,24 @@ func firstOrEmpty(s []string) string {
 
 // headNodeLabels returns the node labels a HEAD agent stamps on its series
 // as node_<k>; older agents stamp none.
-func headNodeLabels(v Version, labels map[string]string) map[string]string {
-	if v != VersionHEAD {
+func headNodeLabels(r protocol.Release, labels map[string]string) map[string]string {
+	if r != protocol.ReleaseHEAD {
 		return nil
 	}
 	return labels
 }
 
-// streams returns the names of the non-registration streams to open, in the
-// upstream order (PROTOCOL.md §2.2).
-// Streams returns the names of the streams the agent opens after
-// registering, in opening order (the Stream* constants, which are also the
-// proxy's stream kinds).
-func (a *Agent) Streams() []string {
-	out := []string{StreamMetrics, StreamTopology}
-	switch a.cfg.Version {
-	case VersionHEAD:
-		if !a.cfg.NoLifecycle {
-			out = append(out, StreamLifecycle, StreamSchemaRegistry)
-		}
-		out = append(out, StreamCrash)
-		if !a.cfg.NoPressureProfiles {
-			out = append(out, StreamPressure)
-		}
-	case VersionV0103:
-		if !a.cfg.NoLifecycle {
-			out = append(out, StreamLifecycle)
+// Streams returns the kinds of the streams the agent opens after
+// registering, in opening order: those of its release, less the ones that
+// Config.NoLifecycle and Config.NoPressureProfiles switch off.
+func (a *Agent) Streams() []protocol.Kind {
+	var out []protocol.Kind
+	for _, k := range a.cfg.Release.Streams() {
+		switch {
+		case a.cfg.NoLifecycle && (k == protocol.KindLifecycle || k == protocol.KindSchemaRegistry):
+		case a.cfg.NoPressureProfiles && k == protocol.KindPressure:
+		default:
+			out = append(out, k)
 		}
 	}
 	return out
@@ -298,19 +247,48 @@ func (a *Agent) WaitRegistered(ctx context.Context, n int) (string, error) {
 	if n < 1 {
 		return "", fmt.Errorf("registration number %d out of range", n)
 	}
+	if err := a.waitUntil(ctx, func() bool { return len(a.ids) >= n }); err != nil {
+		return "", err
+	}
 	a.mu.Lock()
-	for len(a.ids) < n {
-		ch := a.registered
+	defer a.mu.Unlock()
+	return a.ids[n-1], nil
+}
+
+// WaitCommands blocks until the agent has read at least n commands on the
+// stream of the given kind (counted as by Commands), or ctx ends.
+func (a *Agent) WaitCommands(ctx context.Context, kind protocol.Kind, n int) error {
+	return a.waitUntil(ctx, func() bool { return a.commands[kind] >= n })
+}
+
+// WaitHeartbeats blocks until the agent has sent at least n heartbeats, or
+// ctx ends.
+func (a *Agent) WaitHeartbeats(ctx context.Context, n int) error {
+	return a.waitUntil(ctx, func() bool { return a.heartbeats >= n })
+}
+
+// waitUntil blocks until cond, called with a.mu held, holds; it is checked
+// now and after every change.
+func (a *Agent) waitUntil(ctx context.Context, cond func() bool) error {
+	a.mu.Lock()
+	for !cond() {
+		ch := a.changed
 		a.mu.Unlock()
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return ctx.Err()
 		case <-ch:
 		}
 		a.mu.Lock()
 	}
-	defer a.mu.Unlock()
-	return a.ids[n-1], nil
+	a.mu.Unlock()
+	return nil
+}
+
+// changedLocked wakes waitUntil; a.mu must be held.
+func (a *Agent) changedLocked() {
+	close(a.changed)
+	a.changed = make(chan struct{})
 }
 
 // Registrations returns the number of successful registrations.
@@ -323,25 +301,37 @@ func (a *Agent) Registrations() int {
 // Reconnects returns the number of connection attempts made after the first.
 func (a *Agent) Reconnects() int { return int(a.reconnects.Load()) }
 
-// Commands returns how many commands the agent has read on the named stream
-// (one of the Stream* constants), across all sessions, hung ones included.
-// On StreamRegister it counts responses after the first of each session.
-func (a *Agent) Commands(stream string) int {
+// Commands returns how many commands the agent has read on the stream of
+// the given kind, across all sessions, hung ones included. On
+// protocol.KindRegister it counts responses after the first of each session.
+func (a *Agent) Commands(kind protocol.Kind) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.commands[stream]
+	return a.commands[kind]
 }
 
 // Heartbeats returns the number of heartbeats sent successfully.
-func (a *Agent) Heartbeats() int { return int(a.heartbeats.Load()) }
-
-// SetHang makes the agent read the commands of the named stream and never
-// answer them (hang=true), or answer them again (hang=false). Commands read
-// while hung are dropped, not answered later.
-func (a *Agent) SetHang(stream string, hang bool) {
+func (a *Agent) Heartbeats() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.hung[stream] = hang
+	return a.heartbeats
+}
+
+// heartbeatSent counts a heartbeat sent.
+func (a *Agent) heartbeatSent() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.heartbeats++
+	a.changedLocked()
+}
+
+// SetHang makes the agent read the commands of the stream of the given kind
+// and never answer them (hang=true), or answer them again (hang=false).
+// Commands read while hung are dropped, not answered later.
+func (a *Agent) SetHang(kind protocol.Kind, hang bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.hung[kind] = hang
 }
 
 // LastStreamError returns the error that ended the most recent session or
@@ -352,12 +342,14 @@ func (a *Agent) LastStreamError() error {
 	return a.lastErr
 }
 
-// command counts a command on stream and reports whether to answer it.
-func (a *Agent) command(stream string) bool {
+// command counts a command on the stream of kind and reports whether to
+// answer it.
+func (a *Agent) command(kind protocol.Kind) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.commands[stream]++
-	return !a.hung[stream]
+	a.commands[kind]++
+	a.changedLocked()
+	return !a.hung[kind]
 }
 
 func (a *Agent) setRegistered(id string, interval time.Duration) {
@@ -366,8 +358,7 @@ func (a *Agent) setRegistered(id string, interval time.Duration) {
 	a.agentID = id
 	a.hbInterval = interval
 	a.ids = append(a.ids, id)
-	close(a.registered)
-	a.registered = make(chan struct{})
+	a.changedLocked()
 }
 
 func (a *Agent) setUnregistered() {

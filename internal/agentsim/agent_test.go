@@ -20,6 +20,7 @@ import (
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/fixture"
+	"github.com/fodc-go/fodc/internal/protocol"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -33,7 +34,7 @@ func TestNewValidates(t *testing.T) {
 	}{
 		{"no address", Config{Register: reg}, "proxy address is empty"},
 		{"no registration", Config{ProxyAddr: "127.0.0.1:1"}, "registration request is nil"},
-		{"bad version", Config{ProxyAddr: "127.0.0.1:1", Register: reg, Version: Version(9)}, "unknown agent version 9"},
+		{"bad version", Config{ProxyAddr: "127.0.0.1:1", Register: reg, Release: protocol.Release(9)}, "unknown agent version 9"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -67,11 +68,11 @@ func TestOpenOrder(t *testing.T) {
 		want   []string
 	}{
 		{"HEAD", func(*Config) {}, []string{reg, met, topo, life, sch, crash, pres}},
-		{"v0.10.3", func(c *Config) { c.Version = VersionV0103 }, []string{reg, met, topo, life}},
-		{"v0.10.0", func(c *Config) { c.Version = VersionV0100 }, []string{reg, met, topo}},
+		{"v0.10.3", func(c *Config) { c.Release = protocol.ReleaseV0103 }, []string{reg, met, topo, life}},
+		{"v0.10.0", func(c *Config) { c.Release = protocol.ReleaseV0100 }, []string{reg, met, topo}},
 		{"HEAD lifecycle port 0", func(c *Config) { c.NoLifecycle = true }, []string{reg, met, topo, crash, pres}},
 		{"HEAD no pressure profiler", func(c *Config) { c.NoPressureProfiles = true }, []string{reg, met, topo, life, sch, crash}},
-		{"v0.10.3 lifecycle port 0", func(c *Config) { c.Version, c.NoLifecycle = VersionV0103, true }, []string{reg, met, topo}},
+		{"v0.10.3 lifecycle port 0", func(c *Config) { c.Release, c.NoLifecycle = protocol.ReleaseV0103, true }, []string{reg, met, topo}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -128,7 +129,9 @@ func TestHeartbeats(t *testing.T) {
 		require.True(t, proto.Equal(cfg.Register, hb), "heartbeat: %v", hb)
 	}
 	require.Equal(t, 5*time.Millisecond, a.heartbeatInterval(), "fallback interval")
-	require.Eventually(t, func() bool { return a.Heartbeats() >= 3 }, waitTimeout, time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	require.NoError(t, a.WaitHeartbeats(ctx, 3))
 	require.Equal(t, 1, a.Registrations(), "unanswered heartbeats keep the session")
 	require.Zero(t, a.Reconnects())
 	require.NoError(t, a.LastStreamError())
@@ -161,8 +164,8 @@ func TestMetricsInOrder(t *testing.T) {
 	cfg := baseConfig(p)
 	var calls atomic.Int64
 	cfg.Metrics = metricsProbe(&calls, 3)
-	cfg.ReplyDelay = func(stream string) time.Duration {
-		if stream == StreamMetrics {
+	cfg.ReplyDelay = func(kind protocol.Kind) time.Duration {
+		if kind == protocol.KindMetrics {
 			return time.Millisecond // let commands queue up behind each other
 		}
 		return 0
@@ -189,8 +192,8 @@ func TestMetricsInOrder(t *testing.T) {
 		require.Equal(t, float64(i+1), m.GetValue(), "reply %d out of order", i)
 		require.Equal(t, strconv.FormatBool(c.GetStartTime() != nil), m.GetLabels()["window"])
 	}
-	require.Equal(t, 5, a.Commands(StreamMetrics))
-	require.Zero(t, a.Commands(StreamTopology))
+	require.Equal(t, 5, a.Commands(protocol.KindMetrics))
+	require.Zero(t, a.Commands(protocol.KindTopology))
 }
 
 // TestHang checks that a hung stream reads commands and never answers them,
@@ -207,20 +210,23 @@ func TestHang(t *testing.T) {
 	streams := p.streamsOf(t, id, 6)
 	ms, ts := streams[fixture.MethodStreamMetrics], streams[fixture.MethodStreamClusterTopology]
 
-	a.SetHang(StreamMetrics, true)
+	a.SetHang(protocol.KindMetrics, true)
 	ms.out <- &fodcv1.StreamMetricsResponse{}
 	ms.out <- &fodcv1.StreamMetricsResponse{}
-	require.Eventually(t, func() bool { return a.Commands(StreamMetrics) == 2 }, waitTimeout, time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	require.NoError(t, a.WaitCommands(ctx, protocol.KindMetrics, 2))
+	require.Equal(t, 2, a.Commands(protocol.KindMetrics))
 	// Other streams are independent of the hung one.
 	ts.out <- &fodcv1.StreamClusterTopologyResponse{RequestTopology: true}
 	nextMsg[*fodcv1.StreamClusterTopologyRequest](t, ts)
 
-	a.SetHang(StreamMetrics, false)
+	a.SetHang(protocol.KindMetrics, false)
 	ms.out <- &fodcv1.StreamMetricsResponse{}
 	reply := nextMsg[*fodcv1.StreamMetricsRequest](t, ms)
 	require.Equal(t, float64(1), reply.GetMetrics()[0].GetValue(), "the first reply is for the third command")
 	require.Equal(t, int64(1), calls.Load(), "hung commands never reached the callback")
-	require.Equal(t, 3, a.Commands(StreamMetrics))
+	require.Equal(t, 3, a.Commands(protocol.KindMetrics))
 }
 
 // TestUnimplementedReconnects: a proxy that ends one stream with
@@ -422,7 +428,7 @@ func TestReplies(t *testing.T) {
 		ts.out <- &fodcv1.StreamClusterTopologyResponse{}
 		ts.out <- &fodcv1.StreamClusterTopologyResponse{RequestTopology: true}
 		require.True(t, proto.Equal(topo, nextMsg[*fodcv1.StreamClusterTopologyRequest](t, ts)))
-		require.Equal(t, 2, a.Commands(StreamTopology))
+		require.Equal(t, 2, a.Commands(protocol.KindTopology))
 	})
 	t.Run("lifecycle sends nothing when the callback returns nil", func(t *testing.T) {
 		ls := s[fixture.MethodStreamLifecycle]

@@ -16,8 +16,8 @@ const pressureChunkSize = 1 << 20
 var errNoPressureFile = errors.New("pressure profile not available")
 
 // handleMetrics sends exactly one reply per command, also when empty.
-func (s *session) handleMetrics(cmd *fodcv1.StreamMetricsResponse, send func(*fodcv1.StreamMetricsRequest) bool) {
-	reply := s.a.cfg.Metrics(cmd)
+func (a *Agent) handleMetrics(cmd *fodcv1.StreamMetricsResponse, send func(*fodcv1.StreamMetricsRequest) bool) {
+	reply := a.cfg.Metrics(cmd)
 	if reply == nil {
 		reply = &fodcv1.StreamMetricsRequest{Timestamp: timestamppb.Now()}
 	}
@@ -26,13 +26,13 @@ func (s *session) handleMetrics(cmd *fodcv1.StreamMetricsResponse, send func(*fo
 
 // handleTopology answers request_topology=true with one reply and ignores
 // false.
-func (s *session) handleTopology(cmd *fodcv1.StreamClusterTopologyResponse, send func(*fodcv1.StreamClusterTopologyRequest) bool) {
+func (a *Agent) handleTopology(cmd *fodcv1.StreamClusterTopologyResponse, send func(*fodcv1.StreamClusterTopologyRequest) bool) {
 	if !cmd.GetRequestTopology() {
 		return
 	}
 	var reply *fodcv1.StreamClusterTopologyRequest
-	if s.a.cfg.Topology != nil {
-		reply = s.a.cfg.Topology()
+	if a.cfg.Topology != nil {
+		reply = a.cfg.Topology()
 	}
 	if reply == nil {
 		reply = &fodcv1.StreamClusterTopologyRequest{Timestamp: timestamppb.Now(), Topology: &fodcv1.Topology{}}
@@ -41,30 +41,30 @@ func (s *session) handleTopology(cmd *fodcv1.StreamClusterTopologyResponse, send
 }
 
 // handleLifecycle answers request_lifecycle=true with zero or one reply.
-func (s *session) handleLifecycle(cmd *fodcv1.StreamLifecycleResponse, send func(*fodcv1.StreamLifecycleRequest) bool) {
+func (a *Agent) handleLifecycle(cmd *fodcv1.StreamLifecycleResponse, send func(*fodcv1.StreamLifecycleRequest) bool) {
 	if !cmd.GetRequestLifecycle() {
 		return
 	}
-	if s.a.cfg.Lifecycle == nil {
+	if a.cfg.Lifecycle == nil {
 		send(&fodcv1.StreamLifecycleRequest{
 			Timestamp:     timestamppb.Now(),
-			PodName:       s.a.cfg.Register.GetPodName(),
+			PodName:       a.cfg.Register.GetPodName(),
 			LifecycleData: &fodcv1.LifecycleData{},
 		})
 		return
 	}
-	if reply := s.a.cfg.Lifecycle(); reply != nil {
+	if reply := a.cfg.Lifecycle(); reply != nil {
 		send(reply)
 	}
 }
 
 // handleSchemaRegistry sends the chunks and then {done: true}.
-func (s *session) handleSchemaRegistry(cmd *fodcv1.StreamSchemaRegistryResponse, send func(*fodcv1.StreamSchemaRegistryRequest) bool) {
+func (a *Agent) handleSchemaRegistry(cmd *fodcv1.StreamSchemaRegistryResponse, send func(*fodcv1.StreamSchemaRegistryRequest) bool) {
 	if !cmd.GetRequestRegistry() {
 		return
 	}
-	if s.a.cfg.SchemaRegistry != nil {
-		for _, chunk := range s.a.cfg.SchemaRegistry() {
+	if a.cfg.SchemaRegistry != nil {
+		for _, chunk := range a.cfg.SchemaRegistry() {
 			if !send(chunk) {
 				return
 			}
@@ -74,11 +74,11 @@ func (s *session) handleSchemaRegistry(cmd *fodcv1.StreamSchemaRegistryResponse,
 }
 
 // handleCrash sends one message per record and no terminator.
-func (s *session) handleCrash(cmd *fodcv1.StreamCrashDiagnosticsResponse, send func(*fodcv1.StreamCrashDiagnosticsRequest) bool) {
-	if !cmd.GetRequestDiagnostics() || s.a.cfg.Crash == nil {
+func (a *Agent) handleCrash(cmd *fodcv1.StreamCrashDiagnosticsResponse, send func(*fodcv1.StreamCrashDiagnosticsRequest) bool) {
+	if !cmd.GetRequestDiagnostics() || a.cfg.Crash == nil {
 		return
 	}
-	for _, rec := range s.a.cfg.Crash() {
+	for _, rec := range a.cfg.Crash() {
 		if !send(rec) {
 			return
 		}
@@ -88,11 +88,11 @@ func (s *session) handleCrash(cmd *fodcv1.StreamCrashDiagnosticsResponse, send f
 // handlePressure answers a list with the records then list_complete, and a
 // fetch with 1 MiB data chunks then a last=true chunk (or a single error
 // chunk with last=true).
-func (s *session) handlePressure(cmd *fodcv1.StreamPressureProfilesResponse, send func(*fodcv1.StreamPressureProfilesRequest) bool) {
+func (a *Agent) handlePressure(cmd *fodcv1.StreamPressureProfilesResponse, send func(*fodcv1.StreamPressureProfilesRequest) bool) {
 	switch c := cmd.GetCommand().(type) {
 	case *fodcv1.StreamPressureProfilesResponse_ListProfiles:
-		if s.a.cfg.PressureRecords != nil {
-			for _, rec := range s.a.cfg.PressureRecords() {
+		if a.cfg.PressureRecords != nil {
+			for _, rec := range a.cfg.PressureRecords() {
 				if !send(&fodcv1.StreamPressureProfilesRequest{Payload: &fodcv1.StreamPressureProfilesRequest_Record{Record: rec}}) {
 					return
 				}
@@ -116,8 +116,8 @@ func (s *session) handlePressure(cmd *fodcv1.StreamPressureProfilesResponse, sen
 			}}
 		}
 		data, err := []byte(nil), errNoPressureFile
-		if s.a.cfg.PressureFile != nil {
-			data, err = s.a.cfg.PressureFile(f.GetProfileId(), f.GetType())
+		if a.cfg.PressureFile != nil {
+			data, err = a.cfg.PressureFile(f.GetProfileId(), f.GetType())
 		}
 		if err != nil {
 			send(chunk(nil, true, err.Error()))

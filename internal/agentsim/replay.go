@@ -9,13 +9,14 @@ import (
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/fixture"
+	"github.com/fodc-go/fodc/internal/protocol"
 )
 
 // FromRecording builds a Config that replays the agent side of a recorded
 // upstream session. ProxyAddr is left empty for the caller to fill in.
 //
 //   - Register is the first recorded RegisterAgentRequest.
-//   - Version, NoLifecycle and NoPressureProfiles follow the set of streams
+//   - Release, NoLifecycle and NoPressureProfiles follow the set of streams
 //     the recorded agent opened.
 //   - Metrics answers a latest command with the recorded reply to the first
 //     latest command and a window command with the recorded reply to the
@@ -110,13 +111,13 @@ func (r *replay) config(name string) (Config, error) {
 	switch {
 	case r.opened[fixture.MethodStreamCrashDiagnostics] || r.opened[fixture.MethodStreamPressureProfiles] ||
 		r.opened[fixture.MethodStreamSchemaRegistry]:
-		cfg.Version = VersionHEAD
+		cfg.Release = protocol.ReleaseHEAD
 		cfg.NoLifecycle = !r.opened[fixture.MethodStreamLifecycle]
 		cfg.NoPressureProfiles = !r.opened[fixture.MethodStreamPressureProfiles]
 	case r.opened[fixture.MethodStreamLifecycle]:
-		cfg.Version = VersionV0103
+		cfg.Release = protocol.ReleaseV0103
 	default:
-		cfg.Version = VersionV0100
+		cfg.Release = protocol.ReleaseV0100
 	}
 
 	cfg.Metrics = r.metrics()

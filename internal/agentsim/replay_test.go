@@ -9,6 +9,7 @@ import (
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/fixture"
+	"github.com/fodc-go/fodc/internal/protocol"
 )
 
 // recordedMetrics returns the recorded replies to the first latest and the
@@ -65,7 +66,7 @@ func checkReplayedMetrics(t *testing.T, rec *fixture.Recording, cfg Config, want
 func TestFromRecording(t *testing.T) {
 	tests := []struct {
 		name               string
-		version            Version
+		version            protocol.Release
 		noLifecycle        bool
 		wantMetrics        bool
 		wantWindow         bool
@@ -77,24 +78,24 @@ func TestFromRecording(t *testing.T) {
 		wantRegisterLabels map[string]string
 	}{
 		{
-			name: "head-agent-data-node", version: VersionHEAD, wantMetrics: true, wantWindow: true, wantLifecycle: true,
+			name: "head-agent-data-node", version: protocol.ReleaseHEAD, wantMetrics: true, wantWindow: true, wantLifecycle: true,
 			wantSchemaChunks: -1, wantCrash: 0, wantPressure: 0,
 		},
 		{
-			name: "head-agent-liaison-fake", version: VersionHEAD, wantMetrics: true, wantWindow: true, wantLifecycle: true,
+			name: "head-agent-liaison-fake", version: protocol.ReleaseHEAD, wantMetrics: true, wantWindow: true, wantLifecycle: true,
 			wantSchemaChunks: 1, wantCrash: 0, wantPressure: 1, wantProfileBytes: 7640,
 			wantRegisterLabels: map[string]string{"type": "hot", "zone": "z1"},
 		},
 		{
-			name: "v0.10.3-agent-data-node", version: VersionV0103, wantMetrics: true, wantWindow: true, wantLifecycle: true,
+			name: "v0.10.3-agent-data-node", version: protocol.ReleaseV0103, wantMetrics: true, wantWindow: true, wantLifecycle: true,
 			wantSchemaChunks: -1, wantCrash: -1, wantPressure: -1,
 		},
 		{
-			name: "head-agent-crash-diagnostics", version: VersionHEAD,
+			name: "head-agent-crash-diagnostics", version: protocol.ReleaseHEAD,
 			wantSchemaChunks: -1, wantCrash: 2, wantPressure: -1,
 		},
 		{
-			name: "head-agent-proxy-restart", version: VersionHEAD, noLifecycle: true, wantMetrics: true,
+			name: "head-agent-proxy-restart", version: protocol.ReleaseHEAD, noLifecycle: true, wantMetrics: true,
 			wantSchemaChunks: -1, wantCrash: -1, wantPressure: -1,
 			wantRegisterLabels: map[string]string{"type": "warm"},
 		},
@@ -115,7 +116,7 @@ func TestFromRecording(t *testing.T) {
 			require.NoError(t, err)
 			require.True(t, proto.Equal(wantReg, cfg.Register), "register: %v", cfg.Register)
 			require.Equal(t, tc.wantRegisterLabels, cfg.Register.GetLabels())
-			require.Equal(t, tc.version, cfg.Version)
+			require.Equal(t, tc.version, cfg.Release)
 			require.Equal(t, tc.noLifecycle, cfg.NoLifecycle)
 			require.False(t, cfg.NoPressureProfiles)
 

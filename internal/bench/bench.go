@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/fodc-go/fodc/internal/protocol"
 )
 
 // Config is everything fodc-bench can be told.
@@ -76,7 +78,7 @@ func DefaultConfig() Config {
 			Series: 1000, Families: 50, Labels: 4, Cardinality: 10,
 			HistogramShare: 0.2, Buckets: 10, NodeType: "hot",
 		},
-		Version:        VersionHEAD,
+		Version:        protocol.ReleaseHEAD.String(),
 		FlapPeriod:     30 * time.Second,
 		HistoryDepth:   30,
 		HistoryStep:    10 * time.Second,
@@ -144,7 +146,7 @@ func (c *Config) Validate() error {
 	if err := c.Shape.validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if _, err := streamsOf(c.Version); err != nil {
+	if _, err := protocol.ParseRelease(c.Version); err != nil {
 		errs = append(errs, fmt.Errorf("--agent-version: %w", err))
 	}
 	for _, f := range []struct {
@@ -211,7 +213,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		defer func() { _ = f.Close() }()
 		proxyOut = f
 	}
-	cfg.Shape.Typed = cfg.Version != VersionV0100
+	release, err := protocol.ParseRelease(cfg.Version)
+	if err != nil {
+		return nil, fmt.Errorf("--agent-version: %w", err)
+	}
+	cfg.Shape.Typed = release.Typed()
 	rep := &Report{Config: summarize(cfg)}
 
 	if cfg.SpawnProxy != "" {
@@ -248,7 +254,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 		ProxyAddr:         cfg.ProxyAddr,
 		Agents:            cfg.Agents,
 		AgentsPerConn:     cfg.AgentsPerConn,
-		Version:           cfg.Version,
+		Release:           release,
 		Shape:             cfg.Shape,
 		Payloads:          payloads,
 		ReplyLatency:      cfg.ReplyLatency,

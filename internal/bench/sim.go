@@ -16,37 +16,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/protocol"
 )
-
-// Agent versions the simulator imitates; they decide which streams an
-// agent opens (PROTOCOL.md §2.2).
-const (
-	VersionHEAD  = "head"    // all seven streams
-	VersionV0103 = "v0.10.3" // register, metrics, topology, lifecycle
-	VersionV0100 = "v0.10.0" // register, metrics, topology
-)
-
-// Stream kinds a simulated agent opens besides RegisterAgent.
-const (
-	streamMetrics        = "metrics"
-	streamTopology       = "topology"
-	streamLifecycle      = "lifecycle"
-	streamSchemaRegistry = "schema_registry"
-	streamCrash          = "crash"
-	streamPressure       = "pressure"
-)
-
-func streamsOf(version string) ([]string, error) {
-	switch version {
-	case VersionHEAD, "":
-		return []string{streamMetrics, streamTopology, streamLifecycle, streamSchemaRegistry, streamCrash, streamPressure}, nil
-	case VersionV0103:
-		return []string{streamMetrics, streamTopology, streamLifecycle}, nil
-	case VersionV0100:
-		return []string{streamMetrics, streamTopology}, nil
-	}
-	return nil, fmt.Errorf("unknown agent version %q: want %s, %s or %s", version, VersionHEAD, VersionV0103, VersionV0100)
-}
 
 // SimConfig configures a Simulator.
 type SimConfig struct {
@@ -58,8 +29,9 @@ type SimConfig struct {
 	// opens up to seven streams; keep AgentsPerConn*7 within the proxy's
 	// concurrent stream limit (64 for ours).
 	AgentsPerConn int
-	// Version selects the streams each agent opens (default VersionHEAD).
-	Version string
+	// Release selects the streams each agent opens (default
+	// protocol.ReleaseHEAD).
+	Release protocol.Release
 	// Shape supplies the registration's role and node type.
 	Shape Shape
 	// Payloads are the metrics replies. Required.
@@ -109,9 +81,19 @@ type SimStats struct {
 // nothing else, and heartbeats are sent by a few shared goroutines. Replies
 // are marshalled ahead of time (see Payloads). Its methods are safe for
 // concurrent use; Run may be called once.
+//
+// It keeps its own session loop instead of running agentconn sessions,
+// which the simulated upstream agent (agentsim) and our agent use: an
+// agentconn session owns a ClientConn, a sender goroutine beside every
+// receiver and a heartbeat goroutine, which would triple the goroutines
+// per agent and give each agent a connection of its own, and it cannot
+// send the pre-marshalled replies. What the wire needs is shared all the
+// same: the streams of each release (protocol.Release.Streams), the
+// agent_id metadata key and the registration rule
+// (protocol.AcceptRegistration).
 type Simulator struct {
 	cfg     SimConfig
-	streams []string
+	streams []protocol.Kind
 	codec   rawCodec
 	logger  *slog.Logger
 	conns   []*grpc.ClientConn
@@ -143,10 +125,7 @@ func NewSimulator(cfg SimConfig) (*Simulator, error) {
 	if cfg.Agents < 0 || cfg.Agents >= 1_000_000 {
 		return nil, fmt.Errorf("--agents (%d) must be within [0, 999999]", cfg.Agents)
 	}
-	streams, err := streamsOf(cfg.Version)
-	if err != nil {
-		return nil, err
-	}
+	streams := cfg.Release.Streams()
 	codec, err := newRawCodec()
 	if err != nil {
 		return nil, err
@@ -388,17 +367,17 @@ func (a *simAgent) session(ctx context.Context) bool {
 		return false
 	}
 	resp, err := reg.Recv()
-	if err != nil || !resp.GetSuccess() || resp.GetAgentId() == "" {
-		if err == nil {
-			a.sim.logger.Debug("Registration refused", "pod_name", a.pod, "message", resp.GetMessage())
-		}
+	if err != nil {
 		return false
 	}
-	if sec := resp.GetHeartbeatIntervalSeconds(); sec > 0 {
-		a.sim.hbInterval.Store(int64(time.Duration(sec) * time.Second))
+	agentID, interval, err := protocol.AcceptRegistration(resp, time.Duration(a.sim.hbInterval.Load()))
+	if err != nil {
+		a.sim.logger.Debug("Registration refused", "pod_name", a.pod, "err", err)
+		return false
 	}
+	a.sim.hbInterval.Store(int64(interval))
 	a.sim.registrations.Add(1)
-	mdCtx := metadata.AppendToOutgoingContext(sctx, "agent_id", resp.GetAgentId())
+	mdCtx := metadata.AppendToOutgoingContext(sctx, protocol.MetadataAgentID, agentID)
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -450,16 +429,16 @@ func (a *simAgent) heartbeat() {
 
 // open opens one stream and starts the goroutine that answers its
 // commands, one after another. Any end of the stream ends the session.
-func (a *simAgent) open(ctx context.Context, client fodcv1.FODCServiceClient, kind string, endSession context.CancelFunc, wg *sync.WaitGroup) error {
+func (a *simAgent) open(ctx context.Context, client fodcv1.FODCServiceClient, kind protocol.Kind, endSession context.CancelFunc, wg *sync.WaitGroup) error {
 	var loop func()
 	switch kind {
-	case streamMetrics:
+	case protocol.KindMetrics:
 		st, err := client.StreamMetrics(ctx, grpc.ForceCodecV2(a.sim.codec))
 		if err != nil {
 			return err
 		}
 		loop = func() { a.serveMetrics(ctx, st) }
-	case streamTopology:
+	case protocol.KindTopology:
 		st, err := client.StreamClusterTopology(ctx)
 		if err != nil {
 			return err
@@ -472,7 +451,7 @@ func (a *simAgent) open(ctx context.Context, client fodcv1.FODCServiceClient, ki
 				return []*fodcv1.StreamClusterTopologyRequest{{Timestamp: timestamppb.Now(), Topology: &fodcv1.Topology{}}}
 			})
 		}
-	case streamLifecycle:
+	case protocol.KindLifecycle:
 		st, err := client.StreamLifecycle(ctx)
 		if err != nil {
 			return err
@@ -485,7 +464,7 @@ func (a *simAgent) open(ctx context.Context, client fodcv1.FODCServiceClient, ki
 				return []*fodcv1.StreamLifecycleRequest{{Timestamp: timestamppb.Now(), PodName: a.pod, LifecycleData: &fodcv1.LifecycleData{}}}
 			})
 		}
-	case streamSchemaRegistry:
+	case protocol.KindSchemaRegistry:
 		st, err := client.StreamSchemaRegistry(ctx)
 		if err != nil {
 			return err
@@ -498,7 +477,7 @@ func (a *simAgent) open(ctx context.Context, client fodcv1.FODCServiceClient, ki
 				return []*fodcv1.StreamSchemaRegistryRequest{{Done: true}}
 			})
 		}
-	case streamCrash:
+	case protocol.KindCrash:
 		st, err := client.StreamCrashDiagnostics(ctx)
 		if err != nil {
 			return err
@@ -507,7 +486,7 @@ func (a *simAgent) open(ctx context.Context, client fodcv1.FODCServiceClient, ki
 		loop = func() {
 			serveCommands(st, func(*fodcv1.StreamCrashDiagnosticsResponse) []*fodcv1.StreamCrashDiagnosticsRequest { return nil })
 		}
-	case streamPressure:
+	case protocol.KindPressure:
 		st, err := client.StreamPressureProfiles(ctx)
 		if err != nil {
 			return err

@@ -15,6 +15,7 @@ import (
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agentsim"
 	"github.com/fodc-go/fodc/internal/fixture"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy"
 )
 
@@ -182,8 +183,8 @@ func TestSchemaConsistencyWithFailingLiaison(t *testing.T) {
 	is := second.Groups[0].SchemaConsistency.Issues[0]
 	require.Equal(t, "SCHEMA_ISSUE_TYPE_CACHE_STALE", is.Type)
 	require.Equal(t, "data-0", is.Node)
-	require.Equal(t, 2, broken.Commands(agentsim.StreamSchemaRegistry))
-	require.Equal(t, 2, good.Commands(agentsim.StreamSchemaRegistry))
+	require.Equal(t, 2, broken.Commands(protocol.KindSchemaRegistry))
+	require.Equal(t, 2, good.Commands(protocol.KindSchemaRegistry))
 
 	r := get(t, base+"/metrics")
 	require.Contains(t, r.body, "\nbanyandb_fodc_schema_consistency_status{group=\"sw_metric\"} 2\n")
@@ -213,7 +214,7 @@ func TestLifecycleAgentThatNeverAnswers(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	require.LessOrEqual(t, silent.Commands(agentsim.StreamLifecycle), 4, "one command per collection at most")
+	require.LessOrEqual(t, silent.Commands(protocol.KindLifecycle), 4, "one command per collection at most")
 }
 
 // Topology is merged across agents by node name and call id.

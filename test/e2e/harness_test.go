@@ -52,7 +52,7 @@ func connect(t testing.TB, p *proxy.Proxy, cfg agentsim.Config) *agentsim.Agent 
 			return false
 		}
 		for _, kind := range a.Streams() {
-			if !p.Streams.Has(id, protocol.Kind(kind)) {
+			if !p.Streams.Has(id, kind) {
 				return false
 			}
 		}

@@ -22,6 +22,7 @@ import (
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agentsim"
 	"github.com/fodc-go/fodc/internal/fixture"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy"
 )
 
@@ -82,8 +83,8 @@ func counterValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 // Older upstream releases open fewer streams; they work all the same.
 func TestOlderUpstreamReleases(t *testing.T) {
 	p, _ := startProxy(t, nil)
-	for i, v := range []agentsim.Version{agentsim.VersionV0100, agentsim.VersionV0103} {
-		a := connect(t, p, agentsim.Config{Version: v, Register: dataNode(fmt.Sprintf("old-%d", i), "warm")})
+	for i, v := range []protocol.Release{protocol.ReleaseV0100, protocol.ReleaseV0103} {
+		a := connect(t, p, agentsim.Config{Release: v, Register: dataNode(fmt.Sprintf("old-%d", i), "warm")})
 		require.Eventually(t, func() bool { return a.Heartbeats() >= 2 }, wait, 10*time.Millisecond)
 		require.Zero(t, a.Reconnects(), v.String())
 	}
@@ -113,7 +114,7 @@ func TestConcurrentLatestAndWindowGetTheirOwnAnswers(t *testing.T) {
 	for i := range 3 {
 		pod := fmt.Sprintf("data-%d", i)
 		connect(t, p, agentsim.Config{Register: dataNode(pod, "hot"), Metrics: markers(pod),
-			ReplyDelay: func(string) time.Duration { return 100 * time.Millisecond }})
+			ReplyDelay: func(protocol.Kind) time.Duration { return 100 * time.Millisecond }})
 	}
 	base := "http://" + p.HTTPAddr()
 	start := time.Now().Add(-time.Minute).UTC().Truncate(time.Second)
@@ -153,7 +154,7 @@ func TestHungAgentIsMarkedDownAndOthersReturned(t *testing.T) {
 	for i := range 3 {
 		agents = append(agents, connect(t, p, agentsim.Config{Register: dataNode(fmt.Sprintf("data-%d", i), "hot")}))
 	}
-	agents[1].SetHang(agentsim.StreamMetrics, true)
+	agents[1].SetHang(protocol.KindMetrics, true)
 	r := get(t, "http://"+p.HTTPAddr()+"/metrics", "X-Prometheus-Scrape-Timeout-Seconds", "2")
 	require.Equal(t, http.StatusOK, r.code)
 	require.Equal(t, "3", r.header.Get("X-Fodc-Agents-Selected"))
@@ -171,7 +172,7 @@ func TestHungAgentIsMarkedDownAndOthersReturned(t *testing.T) {
 	// The simulated agent dropped the commands it saw while hung, so its
 	// stream is misaligned: the proxy notices the stale command, closes the
 	// stream, and the agent re-registers and answers again.
-	agents[1].SetHang(agentsim.StreamMetrics, false)
+	agents[1].SetHang(protocol.KindMetrics, false)
 	require.Eventually(t, func() bool {
 		r := get(t, "http://"+p.HTTPAddr()+"/metrics")
 		return r.header.Get("X-Fodc-Agents-Answered") == "3"

@@ -3,15 +3,8 @@ package uplink
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
-)
 
-// Stream names used in metrics, logs and Status.
-const (
-	StreamRegister = "register"
-	StreamMetrics  = "metrics"
-	StreamTopology = "topology"
-	// StreamNodeConfig is the ExtStreamNodeConfig extension stream.
-	StreamNodeConfig = "node_config"
+	"github.com/fodc-go/fodc/internal/protocol"
 )
 
 type metrics struct {
@@ -56,11 +49,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Streams switched off for a connection because the proxy does not implement them.",
 		}, []string{"stream"}),
 	}
-	for _, s := range []string{StreamMetrics, StreamTopology, StreamNodeConfig} {
-		m.commands.WithLabelValues(s)
-		m.replyErrors.WithLabelValues(s)
-		m.streamsDisabled.WithLabelValues(s)
+	for _, k := range []protocol.Kind{protocol.KindMetrics, protocol.KindTopology, protocol.KindNodeConfig} {
+		m.commands.WithLabelValues(k.String())
+		m.replyErrors.WithLabelValues(k.String())
+		m.streamsDisabled.WithLabelValues(k.String())
 	}
-	m.replyErrors.WithLabelValues(StreamRegister)
+	m.replyErrors.WithLabelValues(protocol.KindRegister.String())
 	return m
 }

@@ -59,7 +59,7 @@ func TestNodeConfigAnsweredInOrder(t *testing.T) {
 		require.Equal(t, []string{"1s"}, r.GetStartupParams()["measure-flush-timeout"].GetValues())
 	}
 	require.Equal(t, int64(5), calls.Load(), "one collection per command")
-	require.Equal(t, 5.0, testutil.ToFloat64(c.m.commands.WithLabelValues(StreamNodeConfig)))
+	require.Equal(t, 5.0, testutil.ToFloat64(c.m.commands.WithLabelValues(protocol.KindNodeConfig.String())))
 	st := c.Status()
 	require.Empty(t, st.Unimplemented)
 	require.Equal(t, 1, st.Registrations)
@@ -103,15 +103,15 @@ func TestNodeConfigUnimplementedKeepsOtherStreams(t *testing.T) {
 	require.NoError(t, err)
 	startClient(t, c)
 
-	require.Eventually(t, func() bool { return len(c.Status().Unimplemented) == 2 }, wait, 5*time.Millisecond)
-	require.ElementsMatch(t, []string{StreamTopology, StreamNodeConfig}, c.Status().Unimplemented)
+	waitStatus(t, c, func(st Status) bool { return len(st.Unimplemented) == 2 })
+	require.ElementsMatch(t, []string{protocol.KindTopology.String(), protocol.KindNodeConfig.String()}, c.Status().Unimplemented)
 	// A heartbeat that arrives after the switch-off proves the registration
 	// stream outlived it.
 	_, hbAtSwitchOff, _, _ := up.snapshot()
-	require.Eventually(t, func() bool {
+	up.waitUntil(t, func() bool {
 		_, hb, replies, _ := up.snapshot()
 		return hb > hbAtSwitchOff && len(replies) >= 1
-	}, wait, 10*time.Millisecond)
+	})
 	regs, _, replies, _ := up.snapshot()
 	require.Len(t, regs, 1, "no reconnect loop")
 	require.Len(t, replies[0].GetMetrics(), 1, "the metrics command was answered")
@@ -121,6 +121,6 @@ func TestNodeConfigUnimplementedKeepsOtherStreams(t *testing.T) {
 	require.Equal(t, 1, st.Attempts)
 	require.Empty(t, st.LastError)
 	require.Zero(t, testutil.ToFloat64(c.m.reconnects))
-	require.Equal(t, 1.0, testutil.ToFloat64(c.m.streamsDisabled.WithLabelValues(StreamNodeConfig)))
+	require.Equal(t, 1.0, testutil.ToFloat64(c.m.streamsDisabled.WithLabelValues(protocol.KindNodeConfig.String())))
 	require.Zero(t, calls.Load())
 }

@@ -16,6 +16,7 @@ import (
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agent/recorder"
 	"github.com/fodc-go/fodc/internal/agent/scrape"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy"
 	"github.com/fodc-go/fodc/internal/roles"
 	"github.com/fodc-go/fodc/internal/testutil/testproxy"
@@ -41,6 +42,14 @@ func startClient(t *testing.T, c *Client) {
 		cancel()
 		require.NoError(t, <-done)
 	})
+}
+
+// waitStatus waits until cond holds for c's status.
+func waitStatus(t *testing.T, c *Client, cond func(Status) bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	require.NoError(t, c.WaitStatus(ctx, cond))
 }
 
 func getJSON(t *testing.T, u string, v any) {
@@ -181,7 +190,7 @@ func TestAgainstOurProxy(t *testing.T) {
 	})
 
 	t.Run("heartbeats keep one registration", func(t *testing.T) {
-		require.Eventually(t, func() bool { return c.Status().Heartbeats >= 2 }, wait, 10*time.Millisecond)
+		waitStatus(t, c, func(st Status) bool { return st.Heartbeats >= 2 })
 		st := c.Status()
 		require.True(t, st.Connected)
 		require.Equal(t, 1, st.Registrations)
@@ -189,8 +198,8 @@ func TestAgainstOurProxy(t *testing.T) {
 		require.Empty(t, st.Unimplemented)
 		require.Equal(t, 1.0, testutil.ToFloat64(c.m.connected))
 		require.Equal(t, 1.0, testutil.ToFloat64(c.m.registrations))
-		require.GreaterOrEqual(t, testutil.ToFloat64(c.m.commands.WithLabelValues(StreamMetrics)), 5.0)
-		require.GreaterOrEqual(t, testutil.ToFloat64(c.m.commands.WithLabelValues(StreamTopology)), 1.0)
-		require.Zero(t, testutil.ToFloat64(c.m.replyErrors.WithLabelValues(StreamMetrics)))
+		require.GreaterOrEqual(t, testutil.ToFloat64(c.m.commands.WithLabelValues(protocol.KindMetrics.String())), 5.0)
+		require.GreaterOrEqual(t, testutil.ToFloat64(c.m.commands.WithLabelValues(protocol.KindTopology.String())), 1.0)
+		require.Zero(t, testutil.ToFloat64(c.m.replyErrors.WithLabelValues(protocol.KindMetrics.String())))
 	})
 }

@@ -1,24 +1,27 @@
 // Package uplink is the agent's client of the FODC proxy: it registers the
 // node, heartbeats, and answers the proxy's metrics and topology commands.
 //
-// One Client runs one connection at a time. A session creates a gRPC
-// ClientConn, opens RegisterAgent, sends the registration and waits for
+// One Client runs one connection at a time: an agentconn session set up for
+// our agent (registration timeout, a stream answered Unimplemented is
+// switched off, commands read ahead up to a bound). A session creates a
+// gRPC ClientConn, opens RegisterAgent, sends the registration and waits for
 // the reply (success and a non-empty agent_id), adopts the proxy's
 // heartbeat interval, and opens StreamMetrics, StreamClusterTopology and,
 // when Options.NodeConfig is set, ExtStreamNodeConfig (an extension of this
 // project) with the gRPC metadata agent_id. Every stream has a receiver
-// goroutine and a sender goroutine, the only caller of Send and CloseSend on that
-// stream; commands are answered exactly once each, in order. Heartbeats
-// are the registration request re-sent, with the current identity, on the
-// registration stream.
+// goroutine and a sender goroutine, the only caller of Send and CloseSend on
+// that stream; commands are answered exactly once each, in order.
+// Heartbeats are the registration request re-sent, with the current
+// identity, on the registration stream.
 //
 // A stream the proxy does not implement (codes.Unimplemented on its first
 // Recv, e.g. topology against an old proxy, or the configuration extension
-// against an upstream proxy) is switched off for that connection. Any other stream error, or the end of the registration
-// stream, ends the session: every stream is half-closed, the connection
-// closed, and the Client connects again. A session that stayed healthy is
-// followed by a prompt retry; failed attempts wait a capped exponential
-// backoff with jitter, reset after the next healthy session.
+// against an upstream proxy) is switched off for that connection. Any other
+// stream error, or the end of the registration stream, ends the session:
+// every stream is half-closed, the connection closed, and the Client
+// connects again. A session that stayed healthy is followed by a prompt
+// retry; failed attempts wait a capped exponential backoff with jitter,
+// reset after the next healthy session.
 package uplink
 
 import (
@@ -114,7 +117,8 @@ type Status struct {
 	Attempts int
 	// Heartbeats counts heartbeats sent.
 	Heartbeats int
-	// Unimplemented lists the streams switched off in the live session.
+	// Unimplemented lists the kinds (protocol.Kind names) of the streams
+	// switched off in the live session.
 	Unimplemented []string
 	// LastError is the error that ended the last session or attempt.
 	LastError string
@@ -127,10 +131,10 @@ type Client struct {
 	logger *slog.Logger
 	m      *metrics
 
-	mu         sync.Mutex // guards the fields below
-	running    bool
-	st         Status
-	registered chan struct{} // closed and replaced on every registration
+	mu      sync.Mutex // guards the fields below
+	running bool
+	st      Status
+	changed chan struct{} // closed and replaced on every change of st
 }
 
 // New validates opts, applies defaults and returns a Client that has not
@@ -171,10 +175,10 @@ func New(opts Options) (*Client, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &Client{
-		opts:       opts,
-		logger:     opts.Logger.With("component", "uplink"),
-		m:          newMetrics(opts.Registerer),
-		registered: make(chan struct{}),
+		opts:    opts,
+		logger:  opts.Logger.With("component", "uplink"),
+		m:       newMetrics(opts.Registerer),
+		changed: make(chan struct{}),
 	}, nil
 }
 
@@ -196,16 +200,12 @@ func (c *Client) Run(ctx context.Context) error {
 		if attempt > 0 {
 			c.m.reconnects.Inc()
 		}
-		c.mu.Lock()
-		c.st.Attempts++
-		c.mu.Unlock()
+		c.update(func(st *Status) { st.Attempts++ })
 		healthy, err := c.runSession(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		c.mu.Lock()
-		c.st.LastError = err.Error()
-		c.mu.Unlock()
+		c.update(func(st *Status) { st.LastError = err.Error() })
 		if healthy {
 			// A healthy session was lost (e.g. the proxy restarted): retry
 			// at once, and back off from the start if that fails.
@@ -238,9 +238,16 @@ func (c *Client) WaitRegistered(ctx context.Context, n int) error {
 	if n < 1 {
 		return fmt.Errorf("uplink: registration number %d out of range", n)
 	}
+	return c.WaitStatus(ctx, func(st Status) bool { return st.Registrations >= n })
+}
+
+// WaitStatus blocks until cond holds for the Client's status, checked now
+// and after every change, or ctx ends. cond runs with the Client locked and
+// must not call its methods.
+func (c *Client) WaitStatus(ctx context.Context, cond func(Status) bool) error {
 	c.mu.Lock()
-	for c.st.Registrations < n {
-		ch := c.registered
+	for !cond(c.st) {
+		ch := c.changed
 		c.mu.Unlock()
 		select {
 		case <-ctx.Done():
@@ -253,38 +260,46 @@ func (c *Client) WaitRegistered(ctx context.Context, n int) error {
 	return nil
 }
 
-func (c *Client) setRegistered(id string) {
+// update changes the status (and the metrics that mirror it) under the
+// lock and wakes WaitStatus.
+func (c *Client) update(f func(*Status)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.st.Connected = true
-	c.st.AgentID = id
-	c.st.Registrations++
-	c.st.Unimplemented = nil
-	close(c.registered)
-	c.registered = make(chan struct{})
-	c.m.connected.Set(1)
-	c.m.registrations.Inc()
+	f(&c.st)
+	close(c.changed)
+	c.changed = make(chan struct{})
+}
+
+func (c *Client) setRegistered(id string) {
+	c.update(func(st *Status) {
+		st.Connected = true
+		st.AgentID = id
+		st.Registrations++
+		st.Unimplemented = nil
+		c.m.connected.Set(1)
+		c.m.registrations.Inc()
+	})
 }
 
 func (c *Client) setUnregistered() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.st.Connected = false
-	c.st.AgentID = ""
-	c.st.Unimplemented = nil
-	c.m.connected.Set(0)
+	c.update(func(st *Status) {
+		st.Connected = false
+		st.AgentID = ""
+		st.Unimplemented = nil
+		c.m.connected.Set(0)
+	})
 }
 
 func (c *Client) setUnimplemented(stream string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.st.Unimplemented = append(c.st.Unimplemented, stream)
-	c.m.streamsDisabled.WithLabelValues(stream).Inc()
+	c.update(func(st *Status) {
+		st.Unimplemented = append(st.Unimplemented, stream)
+		c.m.streamsDisabled.WithLabelValues(stream).Inc()
+	})
 }
 
 func (c *Client) heartbeatSent() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.st.Heartbeats++
-	c.m.heartbeats.Inc()
+	c.update(func(st *Status) {
+		st.Heartbeats++
+		c.m.heartbeats.Inc()
+	})
 }

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/roles"
 )
 
@@ -32,6 +33,46 @@ type upstreamProxy struct {
 	heartbeats    int
 	replies       []*fodcv1.StreamMetricsRequest
 	metricsIDs    []string
+	changed       chan struct{} // closed and replaced on every record; nil until first asked for
+}
+
+// record changes the recorded state under the lock and wakes waitUntil.
+func (p *upstreamProxy) record(f func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f()
+	if p.changed != nil {
+		close(p.changed)
+		p.changed = nil
+	}
+}
+
+// changes returns a channel that is closed at the next record.
+func (p *upstreamProxy) changes() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.changed == nil {
+		p.changed = make(chan struct{})
+	}
+	return p.changed
+}
+
+// waitUntil blocks until cond, re-checked after every record, holds.
+func (p *upstreamProxy) waitUntil(t *testing.T, cond func() bool, msgAndArgs ...any) {
+	t.Helper()
+	timeout := time.NewTimer(wait)
+	defer timeout.Stop()
+	for {
+		ch := p.changes()
+		if cond() {
+			return
+		}
+		select {
+		case <-ch:
+		case <-timeout.C:
+			require.FailNow(t, "condition not met at the upstream proxy", msgAndArgs...)
+		}
+	}
 }
 
 func (p *upstreamProxy) RegisterAgent(st grpc.BidiStreamingServer[fodcv1.RegisterAgentRequest, fodcv1.RegisterAgentResponse]) error {
@@ -50,9 +91,7 @@ func (p *upstreamProxy) RegisterAgent(st grpc.BidiStreamingServer[fodcv1.Registe
 		_ = st.Send(&fodcv1.RegisterAgentResponse{Success: false, Message: msg})
 		return status.Error(codes.Unknown, msg)
 	}
-	p.mu.Lock()
-	p.registrations = append(p.registrations, req)
-	p.mu.Unlock()
+	p.record(func() { p.registrations = append(p.registrations, req) })
 	if err := st.Send(&fodcv1.RegisterAgentResponse{Success: true, Message: "Agent registered successfully", HeartbeatIntervalSeconds: 1, AgentId: uuid.NewString()}); err != nil {
 		return err
 	}
@@ -60,17 +99,13 @@ func (p *upstreamProxy) RegisterAgent(st grpc.BidiStreamingServer[fodcv1.Registe
 		if _, err := st.Recv(); err != nil {
 			return nil
 		}
-		p.mu.Lock()
-		p.heartbeats++
-		p.mu.Unlock()
+		p.record(func() { p.heartbeats++ })
 	}
 }
 
 func (p *upstreamProxy) StreamMetrics(st grpc.BidiStreamingServer[fodcv1.StreamMetricsRequest, fodcv1.StreamMetricsResponse]) error {
 	md, _ := metadata.FromIncomingContext(st.Context())
-	p.mu.Lock()
-	p.metricsIDs = append(p.metricsIDs, md.Get("agent_id")...)
-	p.mu.Unlock()
+	p.record(func() { p.metricsIDs = append(p.metricsIDs, md.Get("agent_id")...) })
 	if err := st.Send(&fodcv1.StreamMetricsResponse{}); err != nil {
 		return err
 	}
@@ -79,9 +114,7 @@ func (p *upstreamProxy) StreamMetrics(st grpc.BidiStreamingServer[fodcv1.StreamM
 		if err != nil {
 			return nil
 		}
-		p.mu.Lock()
-		p.replies = append(p.replies, reply)
-		p.mu.Unlock()
+		p.record(func() { p.replies = append(p.replies, reply) })
 	}
 }
 
@@ -131,10 +164,10 @@ func TestAgainstUpstreamProxy(t *testing.T) {
 	require.NoError(t, err)
 	startClient(t, c)
 
-	require.Eventually(t, func() bool {
+	up.waitUntil(t, func() bool {
 		_, hb, replies, _ := up.snapshot()
 		return hb >= 2 && len(replies) >= 1
-	}, wait, 10*time.Millisecond, "heartbeats at the proxy's 1s interval, not the agent's 1h")
+	}, "heartbeats at the proxy's 1s interval, not the agent's 1h")
 	regs, _, replies, ids := up.snapshot()
 	require.Len(t, regs, 1, "no reconnect loop")
 	require.Equal(t, "ROLE_DATA", regs[0].GetNodeRole())
@@ -144,8 +177,8 @@ func TestAgainstUpstreamProxy(t *testing.T) {
 	require.Equal(t, []string{ids[0]}, []string{st.AgentID}, "streams carry the agent_id metadata")
 	require.Equal(t, 1, st.Registrations)
 	require.Equal(t, 1, st.Attempts)
-	require.Equal(t, []string{StreamTopology}, st.Unimplemented)
-	require.Equal(t, 1.0, testutil.ToFloat64(c.m.streamsDisabled.WithLabelValues(StreamTopology)))
+	require.Equal(t, []string{protocol.KindTopology.String()}, st.Unimplemented)
+	require.Equal(t, 1.0, testutil.ToFloat64(c.m.streamsDisabled.WithLabelValues(protocol.KindTopology.String())))
 	require.Zero(t, testutil.ToFloat64(c.m.reconnects))
 	require.Len(t, replies[0].GetMetrics(), 1)
 	require.Equal(t, map[string]string{"x": "1", "node_role": "ROLE_DATA", "pod_name": "data-warm-0", "node_type": "warm"},
@@ -223,15 +256,11 @@ func TestProxyDownBacksOff(t *testing.T) {
 	go func() { defer close(served); cl.serve() }()
 	defer func() { _ = lis.Close(); <-served }()
 
-	var (
-		mu    sync.Mutex
-		waits []time.Duration
-	)
+	// after hands every wait to the test, which releases it.
+	waits := make(chan time.Duration, 1)
 	release := make(chan time.Time)
 	after := func(d time.Duration) <-chan time.Time {
-		mu.Lock()
-		waits = append(waits, d)
-		mu.Unlock()
+		waits <- d
 		return release
 	}
 	c, err := New(Options{
@@ -242,21 +271,29 @@ func TestProxyDownBacksOff(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
+	var got []time.Duration
+	nextWait := func() {
+		t.Helper()
+		select {
+		case d := <-waits:
+			got = append(got, d)
+		case <-time.After(wait):
+			t.Fatalf("no wait after attempt %d", len(got)+1)
+		}
+	}
 	for i := range 4 {
-		require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(waits) == i+1 }, wait, time.Millisecond)
+		nextWait()
 		require.Equal(t, i+1, c.Status().Attempts, "no attempt without a wait")
 		require.GreaterOrEqual(t, cl.n.Load(), int64(i+1), "every attempt dials")
 		release <- time.Time{}
 	}
-	require.Eventually(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(waits) == 5 }, wait, time.Millisecond)
+	nextWait()
 	cancel()
 	require.NoError(t, <-done)
-	mu.Lock()
-	defer mu.Unlock()
 	for i, base := range []time.Duration{100, 200, 400, 400, 400} {
 		base *= time.Millisecond
-		require.GreaterOrEqual(t, waits[i], base, "wait %d", i)
-		require.LessOrEqual(t, waits[i], base+base/2, "wait %d", i)
+		require.GreaterOrEqual(t, got[i], base, "wait %d", i)
+		require.LessOrEqual(t, got[i], base+base/2, "wait %d", i)
 	}
 	require.Equal(t, 4.0, testutil.ToFloat64(c.m.reconnects))
 	require.Zero(t, testutil.ToFloat64(c.m.connected))

@@ -3,8 +3,8 @@ package agentsvc
 import (
 	"cmp"
 	"context"
-	"log/slog"
 	"errors"
+	"log/slog"
 	"net"
 	"testing"
 	"time"

@@ -48,7 +48,7 @@ func data(pod string) *fodcv1.RegisterAgentRequest {
 func TestTopologyCallersShareOneCollection(t *testing.T) {
 	e := proxytest.Start(t, nil, agentsvc.Options{}, streams.Limits{})
 	a, _ := e.StartAgent(t, agentsim.Config{Register: data("data-0"),
-		ReplyDelay: func(string) time.Duration { return 200 * time.Millisecond }}, protocol.KindTopology)
+		ReplyDelay: func(protocol.Kind) time.Duration { return 200 * time.Millisecond }}, protocol.KindTopology)
 	c := newViews(t, e, Options{})
 	var wg sync.WaitGroup
 	for range 5 {
@@ -58,14 +58,14 @@ func TestTopologyCallersShareOneCollection(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	require.Equal(t, 1, a.Commands(agentsim.StreamTopology))
+	require.Equal(t, 1, a.Commands(protocol.KindTopology))
 }
 
 // A caller that gives up does not cancel the collection for the others.
 func TestTopologyCallerGivingUpDoesNotCancelOthers(t *testing.T) {
 	e := proxytest.Start(t, nil, agentsvc.Options{}, streams.Limits{})
 	e.StartAgent(t, agentsim.Config{Register: data("data-0"),
-		ReplyDelay: func(string) time.Duration { return 200 * time.Millisecond }}, protocol.KindTopology)
+		ReplyDelay: func(protocol.Kind) time.Duration { return 200 * time.Millisecond }}, protocol.KindTopology)
 	c := newViews(t, e, Options{})
 	impatient, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -102,8 +102,8 @@ func TestLifecycleFailedAgentIsNotWaitedForAgain(t *testing.T) {
 			}
 			return &fodcv1.StreamLifecycleRequest{PodName: "data-flaky"}
 		},
-		ReplyDelay: func(stream string) time.Duration {
-			if stream == agentsim.StreamLifecycle {
+		ReplyDelay: func(kind protocol.Kind) time.Duration {
+			if kind == protocol.KindLifecycle {
 				return 100 * time.Millisecond
 			}
 			return 0
@@ -126,7 +126,7 @@ func TestLifecycleFailedAgentIsNotWaitedForAgain(t *testing.T) {
 	second, err := c.Lifecycle(context.Background())
 	require.NoError(t, err)
 	require.Equal(t, 1, second.Summary.NotResponded, "the failed agent was not waited for")
-	require.Equal(t, 2, flaky.Commands(agentsim.StreamLifecycle), "one command per round")
+	require.Equal(t, 2, flaky.Commands(protocol.KindLifecycle), "one command per round")
 
 	// Its late answer cleared the failure: the third round waits for it.
 	require.Eventually(t, func() bool { _, pending := ls.Pending(); return !pending }, proxytest.Wait, time.Millisecond)

@@ -20,6 +20,7 @@ import (
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agentsim"
 	"github.com/fodc-go/fodc/internal/fixture"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/proxy/streams"
 	"github.com/fodc-go/fodc/internal/roles"
@@ -167,12 +168,12 @@ func TestRecordsSurviveReconnectWithoutDuplicates(t *testing.T) {
 	require.NotEqual(t, id1, id2)
 
 	// Before the new agent re-sends anything, the pod's records are kept.
-	a.SetHang(agentsim.StreamCrash, true)
+	a.SetHang(protocol.KindCrash, true)
 	got := e.c.Collect(context.Background(), registry.Filter{})
 	require.Len(t, got, 2)
 	require.Equal(t, id1, got[0].AgentID)
 
-	a.SetHang(agentsim.StreamCrash, false)
+	a.SetHang(protocol.KindCrash, false)
 	got = e.collectUntil(t, registry.Filter{}, 2, id2)
 	require.Equal(t, "a1", got[0].Rec.GetArtifactDir())
 	require.Equal(t, "a2", got[1].Rec.GetArtifactDir())

@@ -22,6 +22,7 @@ import (
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agentsim"
 	"github.com/fodc-go/fodc/internal/fixture"
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/proxy/streams"
 	"github.com/fodc-go/fodc/internal/roles"
@@ -171,27 +172,27 @@ func TestDownloadErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			before := testutil.ToFloat64(e.c.metrics.rounds.WithLabelValues(resultOK))
-			commands := a.Commands(agentsim.StreamPressure)
+			commands := a.Commands(protocol.KindPressure)
 			var buf buffer
 			n, err := e.c.Download(context.Background(), tc.pod, tc.profile, tc.typ, buf.start)
 			require.ErrorIs(t, err, tc.want)
 			require.Zero(t, n)
 			require.Zero(t, buf.started)
 			require.Equal(t, tc.rounds, testutil.ToFloat64(e.c.metrics.rounds.WithLabelValues(resultOK))-before)
-			require.Equal(t, commands+int(tc.rounds), a.Commands(agentsim.StreamPressure))
+			require.Equal(t, commands+int(tc.rounds), a.Commands(protocol.KindPressure))
 		})
 	}
 
 	// A cached profile is downloaded without another round.
 	_, err := e.c.List(context.Background(), registry.Filter{})
 	require.NoError(t, err)
-	commands := a.Commands(agentsim.StreamPressure)
+	commands := a.Commands(protocol.KindPressure)
 	var buf buffer
 	_, err = e.c.Download(context.Background(), "DATA-0", "p1", TypeHeap, buf.start)
 	require.NoError(t, err)
 	require.Equal(t, "x", buf.String())
 	require.Equal(t, "data-0-ROLE_DATA-p1-heap.pprof", buf.name)
-	require.Equal(t, commands+1, a.Commands(agentsim.StreamPressure)) // the fetch only
+	require.Equal(t, commands+1, a.Commands(protocol.KindPressure)) // the fetch only
 }
 
 // An empty file still starts the response, after the agent said it is
@@ -374,7 +375,7 @@ func TestConcurrentListsShareOneRound(t *testing.T) {
 		results <- got
 	}
 	go list(registry.Filter{})
-	require.Eventually(t, func() bool { return a.Commands(agentsim.StreamPressure) == 1 }, wait, time.Millisecond)
+	require.Eventually(t, func() bool { return a.Commands(protocol.KindPressure) == 1 }, wait, time.Millisecond)
 	go list(registry.Filter{PodName: "data-0"})
 	require.Eventually(t, func() bool { return e.waiters(id) == 2 }, wait, time.Millisecond)
 	g.open()
@@ -382,7 +383,7 @@ func TestConcurrentListsShareOneRound(t *testing.T) {
 		require.Equal(t, []string{"data-0/p1"}, ids(receive(t, results)))
 	}
 	require.Equal(t, 1.0, testutil.ToFloat64(e.c.metrics.rounds.WithLabelValues(resultOK)))
-	require.Equal(t, 1, a.Commands(agentsim.StreamPressure))
+	require.Equal(t, 1, a.Commands(protocol.KindPressure))
 }
 
 // A round abandoned by its callers overlaps the next one on a slow agent;
@@ -415,7 +416,7 @@ func TestOverlappingRoundsNeverEmptyTheCache(t *testing.T) {
 		}
 		abandoned <- err
 	}()
-	require.Eventually(t, func() bool { return a.Commands(agentsim.StreamPressure) == 2 }, wait, time.Millisecond)
+	require.Eventually(t, func() bool { return a.Commands(protocol.KindPressure) == 2 }, wait, time.Millisecond)
 	cancel()
 	require.ErrorIs(t, receive(t, abandoned), context.Canceled)
 	require.Zero(t, e.waiters(id))
@@ -445,7 +446,7 @@ func TestFailedRoundKeepsEntries(t *testing.T) {
 		PressureRecords: records(profRec("p1", base, TypeHeap))})
 	before := e.listUntil(t, 1, id)
 
-	a.SetHang(agentsim.StreamPressure, true)
+	a.SetHang(protocol.KindPressure, true)
 	got, err := e.c.List(context.Background(), registry.Filter{})
 	require.NoError(t, err)
 	require.Equal(t, before, got)
@@ -468,7 +469,7 @@ func TestEntriesFollowThePod(t *testing.T) {
 
 	require.True(t, e.reg.Unregister(id1, registry.ReasonUnregistered))
 	id2 := e.waitAttached(t, a.Agent, 2)
-	a.SetHang(agentsim.StreamPressure, true)
+	a.SetHang(protocol.KindPressure, true)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	got, err := e.c.List(ctx, registry.Filter{PodName: "data-0"})
 	cancel()
@@ -476,7 +477,7 @@ func TestEntriesFollowThePod(t *testing.T) {
 	require.Equal(t, []string{"data-0/old", "data-0/p1"}, ids(got))
 	require.Equal(t, id1, got[0].AgentID)
 
-	a.SetHang(agentsim.StreamPressure, false)
+	a.SetHang(protocol.KindPressure, false)
 	recs.Store(&[]*fodcv1.PressureProfileRecord{profRec("p1", base, TypeHeap), profRec("p2", base, TypeHeap)})
 	got, err = e.c.List(context.Background(), registry.Filter{PodName: "data-0"})
 	require.NoError(t, err)
@@ -512,12 +513,12 @@ func TestListOrderAndFilters(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d, l := data.Commands(agentsim.StreamPressure), liaison.Commands(agentsim.StreamPressure)
+			d, l := data.Commands(protocol.KindPressure), liaison.Commands(protocol.KindPressure)
 			got, err := e.c.List(context.Background(), tc.filter)
 			require.NoError(t, err)
 			require.Equal(t, tc.want, ids(got))
-			require.Equal(t, d+tc.dataAsks, data.Commands(agentsim.StreamPressure))
-			require.Equal(t, l+tc.liaisonAsk, liaison.Commands(agentsim.StreamPressure))
+			require.Equal(t, d+tc.dataAsks, data.Commands(protocol.KindPressure))
+			require.Equal(t, l+tc.liaisonAsk, liaison.Commands(protocol.KindPressure))
 		})
 	}
 }

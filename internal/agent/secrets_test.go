@@ -3,15 +3,12 @@ package agent
 import (
 	"context"
 	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -152,58 +149,4 @@ func TestSecretsNeverLeaveTheAgent(t *testing.T) {
 		require.Contains(t, got[0], "--etcd-password '<redacted>'", "the agent's own flag is redacted too")
 		require.Contains(t, got[0], "--measure-flush-timeout=1s")
 	})
-}
-
-// A collection blocked in a read (a FIFO that nobody writes stands in for a
-// /proc file of a process stuck in the kernel) is not waited for beyond the
-// timeout: callers get the agent's parameters and an error, share the one
-// blocked collection instead of starting more, and once the read returns
-// the next caller gets a full report.
-func TestBlockedReadIsBoundedByTheTimeout(t *testing.T) {
-	root := t.TempDir()
-	const pid = 4242
-	dir := filepath.Join(root, strconv.Itoa(pid))
-	require.NoError(t, os.Mkdir(dir, 0o755))
-	fifo := filepath.Join(dir, "cmdline")
-	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
-
-	cfg := DefaultConfig()
-	cfg.NodePID = pid
-	cfg.NodeConfigTimeout = 50 * time.Millisecond
-	s := newNodeConfigSource(&cfg, map[string][]string{"pod-name": {"p"}, "auth-token": {"tok-abc123"}}, slog.New(slog.DiscardHandler))
-	s.opts.ProcRoot = root
-
-	for range 2 {
-		r := s.Get(context.Background())
-		require.Equal(t, []string{"collection of the node's configuration did not finish within 50ms"}, r.GetErrors())
-		require.Equal(t, []string{"p"}, values(r.GetAgentParams(), "pod-name"))
-		require.Equal(t, []string{nodeconfig.Redacted}, values(r.GetAgentParams(), "auth-token"))
-		require.Empty(t, r.GetStartupParams())
-		requireNoSecret(t, r)
-	}
-	s.mu.Lock()
-	blocked := s.running
-	s.mu.Unlock()
-	require.NotNil(t, blocked, "the blocked collection is still running and shared")
-
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	r := s.Get(ctx)
-	require.Len(t, r.GetErrors(), 1)
-	require.Contains(t, r.GetErrors()[0], "abandoned: context canceled")
-
-	// Unblock the read: the reader is waiting, so this open does not block.
-	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
-	require.NoError(t, err)
-	_, err = w.WriteString("banyand\x00data\x00--k=v\x00")
-	require.NoError(t, err)
-	require.NoError(t, w.Close())
-	<-blocked.done
-
-	require.NoError(t, os.Remove(fifo))
-	require.NoError(t, os.WriteFile(fifo, []byte("banyand\x00data\x00--k=v2\x00"), 0o600))
-	s.timeout = wait
-	r = s.Get(context.Background())
-	require.Equal(t, []string{"v2"}, values(r.GetStartupParams(), "k"), "a fresh collection, not the blocked one's result")
-	s.close(wait)
 }
