@@ -218,7 +218,6 @@ func (s *Service) firstRegistration(stream fodcv1.FODCService_RegisterAgentServe
 	}
 }
 
-
 // finish counts and translates the error that ended a stream.
 func (s *Service) finish(kind protocol.Kind, err error) error {
 	st := toStatus(err)

@@ -65,7 +65,7 @@ type API struct {
 	now    func() time.Time
 	logger *slog.Logger
 
-	metrics *metrics // the API's own series
+	metrics *metrics                              // the API's own series
 	answers *flight.Group[string, *metricsAnswer] // shares identical /metrics answers
 }
 
