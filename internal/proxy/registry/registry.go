@@ -15,7 +15,9 @@
 //
 // A heartbeat timeout alone never makes an entry offline: only the end of
 // the stream does. The health sweep (Run, Sweep) removes an unconnected or
-// offline entry once it has been silent for the cleanup timeout.
+// offline entry once it has been silent for the cleanup timeout. List
+// returns entries of every status unless its Filter says otherwise, so
+// callers that talk to agents check Agent.Status.
 //
 // Unlike the upstream proxy (PROTOCOL.md §7 W5), a node that registers again
 // supersedes its previous entry (in any status) at once, so reconnect storms
@@ -64,7 +66,7 @@ var (
 	// registration stream ended, so the id is no longer usable. errors.Is
 	// reports it as ErrNotFound too.
 	ErrOffline error = offlineError{}
-	// ErrTooManyAgents means the registry is full of live agents.
+	// ErrTooManyAgents means the registry is full of online agents.
 	ErrTooManyAgents = errors.New("too many agents")
 	// ErrInvalidRegistration means a registration lacks required identity.
 	ErrInvalidRegistration = errors.New("invalid registration")
@@ -123,8 +125,8 @@ const (
 	// ReasonRestart means the entry was loaded from the state file when the
 	// proxy started; the node has not registered with this proxy process.
 	ReasonRestart Reason = "proxy_restart"
-	// ReasonEvicted means the registry was full and this was the unconnected
-	// entry that had been silent longest.
+	// ReasonEvicted means the registry was full and this was the offline
+	// entry (or, without one, the unconnected entry) silent longest.
 	ReasonEvicted Reason = "evicted"
 	// ReasonShutdown means the proxy is shutting down (Close takes every
 	// entry offline with it).

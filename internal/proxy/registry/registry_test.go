@@ -86,8 +86,17 @@ func (s *syncBuffer) records(t *testing.T) []map[string]any {
 // the options.
 func newHarness(t *testing.T, maxAgents int, mods ...func(*Options)) *harness {
 	t.Helper()
+	return newHarnessAt(t, harnessStart, maxAgents, mods...)
+}
+
+// harnessStart is when the harness clock starts.
+var harnessStart = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// newHarnessAt is newHarness with the clock starting at start.
+func newHarnessAt(t *testing.T, start time.Time, maxAgents int, mods ...func(*Options)) *harness {
+	t.Helper()
 	h := &harness{
-		clock: &fakeClock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)},
+		clock: &fakeClock{t: start},
 		prom:  prometheus.NewRegistry(),
 		logs:  &syncBuffer{},
 	}

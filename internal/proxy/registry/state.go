@@ -75,7 +75,7 @@ func (r *Registry) stateLocked() *stateDoc {
 	if len(es) > r.maxAgents {
 		es = es[:r.maxAgents]
 	}
-	doc := &stateDoc{Version: stateVersion, SavedAt: r.now(), Agents: make([]stateAgent, 0, len(es))}
+	doc := &stateDoc{Version: stateVersion, SavedAt: r.now().UTC(), Agents: make([]stateAgent, 0, len(es))}
 	for _, e := range es {
 		a := &e.agent
 		sa := stateAgent{
@@ -85,18 +85,19 @@ func (r *Registry) stateLocked() *stateDoc {
 			Role:             a.Role.String(),
 			ContainerNames:   slices.Clone(a.ContainerNames),
 			Labels:           cloneLabels(a.Labels),
-			RegisteredAt:     a.RegisteredAt,
-			LastSeen:         a.LastSeen,
+			RegisteredAt:     a.RegisteredAt.UTC(),
+			LastSeen:         a.LastSeen.UTC(),
 			Status:           a.Status,
 			DisconnectReason: a.DisconnectReason,
 		}
 		if a.Primary != (Address{}) {
-			sa.Primary = &stateAddress{IP: a.Primary.IP, Port: a.Primary.Port}
+			p := stateAddress(a.Primary)
+			sa.Primary = &p
 		}
 		if len(a.Secondary) > 0 {
 			sa.Secondary = make(map[string]stateAddress, len(a.Secondary))
 			for name, addr := range a.Secondary {
-				sa.Secondary[name] = stateAddress{IP: addr.IP, Port: addr.Port}
+				sa.Secondary[name] = stateAddress(addr)
 			}
 		}
 		doc.Agents = append(doc.Agents, sa)
@@ -336,7 +337,7 @@ func (sa stateAgent) agent() (Agent, error) {
 		Labels:         cloneLabels(sa.Labels),
 	}
 	if sa.Primary != nil {
-		id.Primary = Address{IP: sa.Primary.IP, Port: sa.Primary.Port}
+		id.Primary = Address(*sa.Primary)
 	}
 	if id.PodName == "" && id.Primary.IP == "" {
 		return Agent{}, errors.New("neither pod_name nor primary.ip is set")
@@ -344,7 +345,7 @@ func (sa stateAgent) agent() (Agent, error) {
 	if len(sa.Secondary) > 0 {
 		id.Secondary = make(map[string]Address, len(sa.Secondary))
 		for name, addr := range sa.Secondary {
-			id.Secondary[name] = Address{IP: addr.IP, Port: addr.Port}
+			id.Secondary[name] = Address(addr)
 		}
 	}
 	return Agent{
