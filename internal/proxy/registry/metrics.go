@@ -1,6 +1,9 @@
 package registry
 
 import (
+	"maps"
+	"slices"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 )
@@ -44,10 +47,14 @@ func newMetrics(reg prometheus.Registerer, r *Registry) (*metrics, error) {
 }
 
 // agentsDesc describes the fodc_proxy_agents gauge.
-var agentsDesc = prometheus.NewDesc("fodc_proxy_agents", "Agents in the registry, by status (online or unconnected).", []string{"status"}, nil)
+var agentsDesc = prometheus.NewDesc("fodc_proxy_agents",
+	"Agents in the registry, by status (online, unconnected or offline) and role (such as liaison or datanode-hot).",
+	[]string{"status", "role"}, nil)
 
-// agentsCollector reports the registry's agent counts at scrape time, both
-// read under one lock so that they add up to the total.
+// agentsCollector reports the registry's agent counts at scrape time, all
+// read under one lock so that they add up to the table size and are never
+// stale. Every role that has an entry gets one series per status, zero
+// included; a role without entries has no series.
 type agentsCollector struct {
 	r *Registry
 }
@@ -57,7 +64,15 @@ func (c *agentsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- agentsDes
 
 // Collect implements prometheus.Collector.
 func (c *agentsCollector) Collect(ch chan<- prometheus.Metric) {
-	online, total := c.r.Counts()
-	ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(online), string(StatusOnline))
-	ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue, float64(total-online), string(StatusUnconnected))
+	counts := c.r.countsByRole()
+	roleNames := make(map[string]bool)
+	for k := range counts {
+		roleNames[k.role] = true
+	}
+	for _, role := range slices.Sorted(maps.Keys(roleNames)) {
+		for _, st := range allStatuses {
+			ch <- prometheus.MustNewConstMetric(agentsDesc, prometheus.GaugeValue,
+				float64(counts[roleStatus{role: role, status: st}]), string(st), role)
+		}
+	}
 }

@@ -1,12 +1,37 @@
 // Package registry keeps the proxy's table of registered agents (DESIGN.md
-// §1.1): who each agent is, when it last sent a heartbeat, and whether it is
-// online. A health sweep marks silent agents unconnected and later removes
-// them.
+// §1.1): who each agent is, when it was last seen, and whether it is still
+// connected.
+//
+// An entry has one of three statuses:
+//
+//   - online: its registration stream is open and heartbeats arrive;
+//   - unconnected: its registration stream is still open but no heartbeat
+//     arrived within the heartbeat timeout (a heartbeat makes it online
+//     again);
+//   - offline: its registration stream ended (Disconnect), the proxy shut
+//     down (Close), or the entry was loaded from the state file after a
+//     proxy restart. The node stays listed, with its last-seen time and the
+//     reason it went away, but its agent id is no longer usable.
+//
+// A heartbeat timeout alone never makes an entry offline: only the end of
+// the stream does. The health sweep (Run, Sweep) removes an unconnected or
+// offline entry once it has been silent for the cleanup timeout. List
+// returns entries of every status unless its Filter says otherwise, so
+// callers that talk to agents check Agent.Status.
 //
 // Unlike the upstream proxy (PROTOCOL.md §7 W5), a node that registers again
-// supersedes its previous entry at once, so reconnect storms neither leave
-// stale duplicates nor use up --max-agents. Removed ids are remembered for a
-// while so that callers can tell an agent why its id is no longer valid.
+// supersedes its previous entry (in any status) at once, so reconnect storms
+// neither leave stale duplicates nor use up --max-agents. When the table is
+// full, the offline entry silent longest is evicted first, then the
+// unconnected one; online entries are never evicted. Removed ids are
+// remembered for a while so that callers can tell an agent why its id is no
+// longer valid.
+//
+// With Options.StateFile set, the node identities (never collected data) are
+// saved to a JSON file on membership changes (debounced by Run) and on
+// Close, and loaded again by New as offline entries with the reason
+// "proxy restart", so that nodes that do not come back after a restart stay
+// visible until the cleanup timeout.
 package registry
 
 import (
@@ -18,6 +43,7 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,9 +59,14 @@ import (
 // Errors returned by the registry. They are wrapped with detail; compare
 // with errors.Is.
 var (
-	// ErrNotFound means the agent id is not registered (any more).
+	// ErrNotFound means the agent id is not registered (any more). An
+	// offline id yields ErrOffline, which also matches ErrNotFound.
 	ErrNotFound = errors.New("agent not found")
-	// ErrTooManyAgents means the registry is full of live agents.
+	// ErrOffline means the agent id belongs to an offline entry: its
+	// registration stream ended, so the id is no longer usable. errors.Is
+	// reports it as ErrNotFound too.
+	ErrOffline error = offlineError{}
+	// ErrTooManyAgents means the registry is full of online agents.
 	ErrTooManyAgents = errors.New("too many agents")
 	// ErrInvalidRegistration means a registration lacks required identity.
 	ErrInvalidRegistration = errors.New("invalid registration")
@@ -47,6 +78,15 @@ var (
 	ErrClosed = errors.New("registry closed")
 )
 
+// offlineError is the type of ErrOffline; it matches ErrNotFound as well so
+// that callers that only know ErrNotFound keep working.
+type offlineError struct{}
+
+func (offlineError) Error() string { return "agent offline" }
+
+// Is reports ErrNotFound as equivalent.
+func (offlineError) Is(target error) bool { return target == ErrNotFound }
+
 // tombstoneCap is how many removed ids Forgotten remembers.
 const tombstoneCap = 4096
 
@@ -57,15 +97,24 @@ type Status string
 const (
 	// StatusOnline means a heartbeat arrived within the heartbeat timeout.
 	StatusOnline Status = "online"
-	// StatusUnconnected means no heartbeat arrived within the heartbeat
-	// timeout; the entry is removed after the cleanup timeout.
+	// StatusUnconnected means the registration stream is still open but
+	// no heartbeat arrived within the heartbeat timeout; the entry is
+	// removed after the cleanup timeout.
 	StatusUnconnected Status = "unconnected"
+	// StatusOffline means the registration stream ended (or the proxy
+	// restarted); the node stays listed until the cleanup timeout after it
+	// was last seen, but its agent id is no longer usable.
+	StatusOffline Status = "offline"
 )
 
-// Reason says why an entry left the registry.
+// allStatuses lists every Status, in display order.
+var allStatuses = []Status{StatusOnline, StatusUnconnected, StatusOffline}
+
+// Reason says why an entry went offline or left the registry.
 type Reason string
 
-// The removal reasons.
+// The reasons. Disconnect and Close take an entry offline; the others
+// remove it.
 const (
 	// ReasonSuperseded means the same node registered again.
 	ReasonSuperseded Reason = "superseded"
@@ -73,16 +122,22 @@ const (
 	ReasonExpired Reason = "expired"
 	// ReasonDisconnected means the agent's registration stream ended.
 	ReasonDisconnected Reason = "disconnected"
-	// ReasonEvicted means the registry was full and this was the unconnected
-	// entry that had been silent longest.
+	// ReasonRestart means the entry was loaded from the state file when the
+	// proxy started; the node has not registered with this proxy process.
+	ReasonRestart Reason = "proxy_restart"
+	// ReasonEvicted means the registry was full and this was the offline
+	// entry (or, without one, the unconnected entry) silent longest.
 	ReasonEvicted Reason = "evicted"
-	// ReasonShutdown means the proxy is shutting down.
+	// ReasonShutdown means the proxy is shutting down (Close takes every
+	// entry offline with it).
 	ReasonShutdown Reason = "shutdown"
 	// ReasonUnregistered means an explicit request removed the entry.
 	ReasonUnregistered Reason = "unregistered"
 )
 
-// allReasons lists every Reason, to initialise the removal counters.
+// allReasons lists the reasons an entry is removed for, to initialise the
+// removal counters. ReasonRestart is not among them: it only takes entries
+// offline.
 var allReasons = []Reason{ReasonSuperseded, ReasonExpired, ReasonDisconnected, ReasonEvicted, ReasonShutdown, ReasonUnregistered}
 
 // Address is a network endpoint of a node.
@@ -129,10 +184,27 @@ type Agent struct {
 	Identity
 	// RegisteredAt is when the agent registered.
 	RegisteredAt time.Time
-	// LastHeartbeat is when the last registration or heartbeat arrived.
+	// LastHeartbeat is when the last registration or heartbeat arrived. It
+	// always equals LastSeen; it is kept for existing callers.
 	LastHeartbeat time.Time
-	// Status is the agent's liveness at the last sweep or heartbeat.
+	// Status is the agent's liveness at the last sweep, heartbeat or
+	// disconnection.
 	Status Status
+	// LastSeen is when the last registration or heartbeat arrived (for an
+	// entry loaded from the state file, the saved time). The sweep removes
+	// unconnected and offline entries CleanupTimeout after it.
+	LastSeen time.Time
+	// DisconnectedAt is when the entry went offline (for an entry loaded
+	// from the state file, when it was loaded); zero unless Status is
+	// StatusOffline.
+	DisconnectedAt time.Time
+	// DisconnectReason says why the entry went offline, such as
+	// "stream ended: Unavailable", "proxy shutdown" or "proxy restart";
+	// empty unless Status is StatusOffline.
+	DisconnectReason string
+	// PreviousID is the id of the entry of the same node that this
+	// registration replaced (in any status), or "" if there was none.
+	PreviousID string
 }
 
 // Options configures a Registry.
@@ -154,6 +226,15 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the registry's metrics; nil means no metrics.
 	Registerer prometheus.Registerer
+	// StateFile, if set, is where the node identities are persisted: New
+	// loads the file if it exists (its entries become offline with the
+	// reason "proxy restart"; entries already silent for CleanupTimeout are
+	// skipped) and fails, naming the file, if it is unreadable, corrupt, of
+	// an unknown version or larger than 8 MiB. Run saves it, at most once a
+	// second, after membership changes, and Close saves it one last time.
+	// Writes are atomic: a temporary file in the same directory is synced
+	// and renamed over it.
+	StateFile string
 }
 
 // Validate reports every problem with o, naming the flag that fixes it.
@@ -185,21 +266,33 @@ type Registry struct {
 	newID            func() string
 	logger           *slog.Logger
 	metrics          *metrics
+	stateFile        string
+	changed          chan struct{}                       // signals Run that the state file is stale
+	rename           func(oldpath, newpath string) error // os.Rename; tests replace it
+
+	saveMu sync.Mutex // serialises state file writes; taken before mu
 
 	mu     sync.Mutex        // guards the fields below
 	agents map[string]*entry // by agent id
-	byKey  map[string]*entry // by identity key; one live entry per node
+	byKey  map[string]*entry // by identity key; one entry per node
 	tombs  tombstones
 	closed bool
+	dirty  bool // membership changed since the last save
+	seen   bool // a heartbeat arrived since the last save
 }
 
 // entry is the registry's own record of an agent. Its fields change only
 // under Registry.mu and only while the entry is in the registry.
 type entry struct {
-	agent   Agent
-	key     string
-	removed chan struct{} // closed when the entry leaves the registry
+	agent  Agent
+	key    string
+	gone   chan struct{} // closed when the id stops being usable: offline or removed
+	reason Reason        // why the entry went offline; empty while usable
 }
+
+// usable reports whether e's id may still be used for streams and
+// heartbeats.
+func (e *entry) usable() bool { return e.agent.Status != StatusOffline }
 
 // tombstone remembers why an id left the registry.
 type tombstone struct {
@@ -215,8 +308,9 @@ type tombstones struct {
 	next  int      // slot in order that the next id takes
 }
 
-// New validates opts and returns an empty registry. It starts no
-// goroutines; call Run to sweep periodically.
+// New validates opts and returns a registry, empty or, when
+// opts.StateFile exists, holding its nodes as offline entries. It starts no
+// goroutines; call Run to sweep periodically and save the state file.
 func New(opts Options) (*Registry, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
@@ -228,6 +322,9 @@ func New(opts Options) (*Registry, error) {
 		now:              opts.Now,
 		newID:            opts.NewID,
 		logger:           opts.Logger,
+		stateFile:        opts.StateFile,
+		changed:          make(chan struct{}, 1),
+		rename:           os.Rename,
 		agents:           make(map[string]*entry),
 		byKey:            make(map[string]*entry),
 		tombs:            tombstones{byID: make(map[string]tombstone), order: make([]string, 0, tombstoneCap)},
@@ -242,6 +339,15 @@ func New(opts Options) (*Registry, error) {
 		r.logger = slog.New(slog.DiscardHandler)
 	}
 	r.logger = r.logger.With("component", "registry")
+	if r.stateFile != "" {
+		st, err := readState(r.stateFile)
+		if err != nil {
+			return nil, err
+		}
+		if err := r.restore(st); err != nil {
+			return nil, err
+		}
+	}
 	m, err := newMetrics(opts.Registerer, r)
 	if err != nil {
 		return nil, err
@@ -264,9 +370,10 @@ func identityKey(id Identity) string {
 
 // Register adds an agent under a fresh id, with status online. A previous
 // entry of the same node (same pod and containers, or same primary address
-// without a pod name) is removed as superseded. At capacity, the unconnected
-// entry that has been silent longest is evicted; if every entry is online,
-// Register fails with ErrTooManyAgents.
+// without a pod name), whatever its status, is removed as superseded and its
+// id returned in Agent.PreviousID. At capacity, the offline entry that has
+// been silent longest is evicted, else the unconnected one silent longest;
+// if every entry is online, Register fails with ErrTooManyAgents.
 func (r *Registry) Register(id Identity) (Agent, error) {
 	a, removed, err := r.register(id)
 	r.logRemovals(removed)
@@ -299,11 +406,16 @@ func (r *Registry) register(id Identity) (Agent, []removal, error) {
 		return Agent{}, nil, fmt.Errorf("%w: the proxy is shutting down; register with it again after it restarts", ErrClosed)
 	}
 	var removed []removal
+	var previous string
 	if old, ok := r.byKey[key]; ok {
+		previous = old.agent.ID
 		removed = append(removed, r.removeLocked(old, ReasonSuperseded))
 		r.metrics.supersessions.Inc()
 	} else if len(r.agents) >= r.maxAgents {
-		victim := r.oldestUnconnectedLocked()
+		victim := r.oldestLocked(StatusOffline)
+		if victim == nil {
+			victim = r.oldestLocked(StatusUnconnected)
+		}
 		if victim == nil {
 			return Agent{}, nil, fmt.Errorf("%w: maximum number of agents (%d) reached and all are online; raise --max-agents", ErrTooManyAgents, r.maxAgents)
 		}
@@ -320,43 +432,60 @@ func (r *Registry) register(id Identity) (Agent, []removal, error) {
 			Identity:      cloneIdentity(id),
 			RegisteredAt:  now,
 			LastHeartbeat: now,
+			LastSeen:      now,
 			Status:        StatusOnline,
+			PreviousID:    previous,
 		},
-		key:     key,
-		removed: make(chan struct{}),
+		key:  key,
+		gone: make(chan struct{}),
 	}
 	e.agent.Role = role
 	r.agents[agentID] = e
 	r.byKey[key] = e
+	r.changedLocked()
 	return snapshot(e.agent), removed, nil
 }
 
-// oldestUnconnectedLocked returns the unconnected entry with the oldest
-// heartbeat (ties broken by id), or nil if every entry is online.
-func (r *Registry) oldestUnconnectedLocked() *entry {
+// oldestLocked returns the entry with status st that was seen longest ago
+// (ties broken by id), or nil if there is none.
+func (r *Registry) oldestLocked(st Status) *entry {
 	var victim *entry
 	for _, e := range r.agents {
-		if e.agent.Status != StatusUnconnected {
+		if e.agent.Status != st {
 			continue
 		}
-		if victim == nil || e.agent.LastHeartbeat.Before(victim.agent.LastHeartbeat) ||
-			(e.agent.LastHeartbeat.Equal(victim.agent.LastHeartbeat) && e.agent.ID < victim.agent.ID) {
+		if victim == nil || e.agent.LastSeen.Before(victim.agent.LastSeen) ||
+			(e.agent.LastSeen.Equal(victim.agent.LastSeen) && e.agent.ID < victim.agent.ID) {
 			victim = e
 		}
 	}
 	return victim
 }
 
+// changedLocked records a membership change so that Run saves the state
+// file soon.
+func (r *Registry) changedLocked() {
+	if r.stateFile == "" {
+		return
+	}
+	r.dirty = true
+	select {
+	case r.changed <- struct{}{}:
+	default:
+	}
+}
+
 // Heartbeat records a heartbeat from agentID and marks it online. A
 // non-empty, valid, specified hb.RoleName replaces the stored role; the
 // labels are always replaced by hb.Labels (PROTOCOL.md §7 W15), and the tier
 // is recomputed from them. Pod name, containers and addresses are fixed at
-// registration and ignored here. An unknown id yields ErrNotFound, or
-// ErrSuperseded when a newer registration of the same node replaced it.
+// registration and ignored here. An unknown id yields ErrNotFound, an
+// offline one ErrOffline (which matches ErrNotFound too), and ErrSuperseded
+// when a newer registration of the same node replaced it.
 func (r *Registry) Heartbeat(agentID string, hb Identity) (Agent, error) {
 	r.mu.Lock()
 	e, ok := r.agents[agentID]
-	if !ok {
+	if !ok || !e.usable() {
 		err := r.goneErrLocked(agentID)
 		r.mu.Unlock()
 		return Agent{}, err
@@ -372,9 +501,14 @@ func (r *Registry) Heartbeat(agentID string, hb Identity) (Agent, error) {
 	if role, err := roles.FromRegistration(a.RoleName, a.Labels); err == nil {
 		a.Role = role
 	}
-	a.LastHeartbeat = r.now()
+	now := r.now()
+	a.LastHeartbeat, a.LastSeen = now, now
 	revived := a.Status != StatusOnline
 	a.Status = StatusOnline
+	r.seen = true
+	if revived {
+		r.changedLocked()
+	}
 	out := snapshot(*a)
 	r.mu.Unlock()
 	if revived {
@@ -383,8 +517,11 @@ func (r *Registry) Heartbeat(agentID string, hb Identity) (Agent, error) {
 	return out, nil
 }
 
-// goneErrLocked explains why agentID is not in the registry.
+// goneErrLocked explains why agentID is not usable.
 func (r *Registry) goneErrLocked(agentID string) error {
+	if e, ok := r.agents[agentID]; ok {
+		return fmt.Errorf("%w: agent %s went offline (%s); register again", ErrOffline, agentID, e.agent.DisconnectReason)
+	}
 	t, ok := r.tombs.byID[agentID]
 	switch {
 	case !ok:
@@ -400,8 +537,47 @@ func (r *Registry) goneErrLocked(agentID string) error {
 	}
 }
 
-// Unregister removes agentID for the given reason and reports whether it
-// was registered.
+// Disconnect takes agentID offline: its registration stream ended. The
+// entry stays listed with status StatusOffline, its LastSeen, and
+// DisconnectReason set to detail (or to reason when detail is empty), until
+// the sweep removes it CleanupTimeout after LastSeen or the same node
+// registers again. Its Removed channel is closed, so streams that use the id
+// end, and Heartbeat, Removed and new streams refuse the id; Forgotten
+// reports reason. The gRPC service calls it, instead of Unregister, when a
+// registration stream ends, with ReasonDisconnected and a short detail such
+// as "stream ended: Unavailable". It reports whether agentID was usable; an
+// unknown, removed or already offline id is left alone.
+func (r *Registry) Disconnect(agentID string, reason Reason, detail string) bool {
+	r.mu.Lock()
+	e, ok := r.agents[agentID]
+	if !ok || !e.usable() {
+		r.mu.Unlock()
+		return false
+	}
+	r.offlineLocked(e, reason, detail)
+	out := e.agent
+	r.mu.Unlock()
+	r.logger.Info("Agent offline", "agent_id", out.ID, "pod_name", out.PodName, "role", out.Role.String(),
+		"reason", string(reason), "detail", out.DisconnectReason, "last_seen", out.LastSeen)
+	return true
+}
+
+// offlineLocked takes a usable entry offline and closes its channel.
+func (r *Registry) offlineLocked(e *entry, reason Reason, detail string) {
+	if detail == "" {
+		detail = string(reason)
+	}
+	e.agent.Status = StatusOffline
+	e.agent.DisconnectedAt = r.now()
+	e.agent.DisconnectReason = detail
+	e.reason = reason
+	close(e.gone)
+	r.changedLocked()
+}
+
+// Unregister removes agentID, in any status, for the given reason and
+// reports whether it was in the registry. Unlike Disconnect, the node
+// disappears from List at once.
 func (r *Registry) Unregister(agentID string, reason Reason) bool {
 	r.mu.Lock()
 	e, ok := r.agents[agentID]
@@ -416,7 +592,8 @@ func (r *Registry) Unregister(agentID string, reason Reason) bool {
 	return ok
 }
 
-// Get returns a snapshot of agentID's entry.
+// Get returns a snapshot of agentID's entry, including an offline one (see
+// Agent.Status).
 func (r *Registry) Get(agentID string) (Agent, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -427,30 +604,37 @@ func (r *Registry) Get(agentID string) (Agent, bool) {
 	return snapshot(e.agent), true
 }
 
-// Removed returns a channel that is closed when agentID leaves the registry
-// for any reason. ok is false, and the channel nil, if agentID is not
-// registered now.
+// Removed returns a channel that is closed when agentID stops being usable:
+// when its entry goes offline or leaves the registry, for any reason. ok is
+// false, and the channel nil, if agentID is not usable now (unknown,
+// removed or offline), so callers also use it to admit new streams.
 func (r *Registry) Removed(agentID string) (<-chan struct{}, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.agents[agentID]
-	if !ok {
+	if !ok || !e.usable() {
 		return nil, false
 	}
-	return e.removed, true
+	return e.gone, true
 }
 
-// Forgotten reports why a recently removed agentID left the registry. Only
-// the last few thousand removals are remembered; ok is false for older,
-// unknown or still registered ids.
+// Forgotten reports why agentID is no longer usable: the reason its entry
+// went offline (the entry is still listed), or the reason it was recently
+// removed. Only the last few thousand removals are remembered; ok is false
+// for older, unknown or usable ids.
 func (r *Registry) Forgotten(agentID string) (Reason, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if e, ok := r.agents[agentID]; ok {
+		return e.reason, !e.usable()
+	}
 	t, ok := r.tombs.byID[agentID]
 	return t.reason, ok
 }
 
-// Filter selects agents for List. Zero fields select everything.
+// Filter selects agents for List. Zero fields select everything, offline
+// entries included: callers that talk to agents check Agent.Status (or set
+// Status or ExcludeOffline).
 type Filter struct {
 	// Role selects agents whose role matches it (roles.Role.Match) when
 	// HasRole is set.
@@ -463,6 +647,12 @@ type Filter struct {
 	PodName string
 	// AgentID selects one agent id.
 	AgentID string
+	// Status selects agents with exactly this status; "" selects every
+	// status.
+	Status Status
+	// ExcludeOffline drops offline entries, leaving the agents whose ids
+	// are usable (online and unconnected).
+	ExcludeOffline bool
 }
 
 // List returns snapshots of the agents that f selects, sorted by pod name
@@ -474,6 +664,9 @@ func (r *Registry) List(f Filter) []Agent {
 	for _, e := range r.agents {
 		a := &e.agent
 		if f.AgentID != "" && a.ID != f.AgentID {
+			continue
+		}
+		if (f.Status != "" && a.Status != f.Status) || (f.ExcludeOffline && a.Status == StatusOffline) {
 			continue
 		}
 		if f.HasRole && !a.Role.Match(f.Role) {
@@ -496,8 +689,8 @@ func (r *Registry) List(f Filter) []Agent {
 
 // ByIdentity returns the agents whose primary address is ip:port, whose
 // role matches role (roles.Role.Match), and whose labels include every
-// key-value pair of labels. Online agents come first, then the rest, each
-// sorted by pod name and id.
+// key-value pair of labels. Online agents come first, then unconnected, then
+// offline ones, each sorted by pod name and id.
 func (r *Registry) ByIdentity(ip string, port int, role roles.Role, labels map[string]string) []Agent {
 	r.mu.Lock()
 	var out []Agent
@@ -516,10 +709,14 @@ func (r *Registry) ByIdentity(ip string, port int, role roles.Role, labels map[s
 }
 
 func statusRank(s Status) int {
-	if s == StatusOnline {
+	switch s {
+	case StatusOnline:
 		return 0
+	case StatusUnconnected:
+		return 1
+	default:
+		return 2
 	}
-	return 1
 }
 
 // hasLabels reports whether have contains every pair of want.
@@ -557,37 +754,72 @@ func sameIP(a, b string) bool {
 	return strings.EqualFold(a, b)
 }
 
-// Counts returns the number of online agents and of all agents.
+// Counts returns the number of online agents and of all entries, offline
+// ones included. CountByStatus splits the rest by status.
 func (r *Registry) Counts() (online, total int) {
+	c := r.CountByStatus()
+	return c.Online, c.Online + c.Unconnected + c.Offline
+}
+
+// StatusCounts is the number of entries per status.
+type StatusCounts struct {
+	Online, Unconnected, Offline int
+}
+
+// CountByStatus returns the number of entries per status, read at one
+// instant so that they add up to the table size.
+func (r *Registry) CountByStatus() StatusCounts {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.countsLocked()
-}
-
-func (r *Registry) countsLocked() (online, total int) {
+	var c StatusCounts
 	for _, e := range r.agents {
-		if e.agent.Status == StatusOnline {
-			online++
+		switch e.agent.Status {
+		case StatusOnline:
+			c.Online++
+		case StatusUnconnected:
+			c.Unconnected++
+		default:
+			c.Offline++
 		}
 	}
-	return online, len(r.agents)
+	return c
 }
 
-// Sweep runs one health pass at the current time: agents silent for longer
-// than the heartbeat timeout become unconnected, and agents silent for
-// longer than the cleanup timeout are removed.
+// roleStatus keys the per-role counts.
+type roleStatus struct {
+	role   string
+	status Status
+}
+
+// countsByRole returns the number of entries per role (roles.Role.String)
+// and status.
+func (r *Registry) countsByRole() map[roleStatus]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[roleStatus]int)
+	for _, e := range r.agents {
+		out[roleStatus{role: e.agent.Role.String(), status: e.agent.Status}]++
+	}
+	return out
+}
+
+// Sweep runs one health pass at the current time: online agents silent for
+// longer than the heartbeat timeout become unconnected (they stay so, not
+// offline, while their stream is open), and entries of any status silent
+// for longer than the cleanup timeout are removed as expired.
 func (r *Registry) Sweep() {
 	r.mu.Lock()
 	now := r.now()
 	var removed []removal
 	var offline []Agent
 	for _, e := range r.agents {
-		silent := now.Sub(e.agent.LastHeartbeat)
+		silent := now.Sub(e.agent.LastSeen)
 		switch {
 		case silent > r.cleanupTimeout:
 			removed = append(removed, r.removeLocked(e, ReasonExpired))
 		case silent > r.heartbeatTimeout && e.agent.Status == StatusOnline:
 			e.agent.Status = StatusUnconnected
+			r.changedLocked()
 			offline = append(offline, e.agent) // fields read only for logging
 		}
 	}
@@ -599,32 +831,85 @@ func (r *Registry) Sweep() {
 	r.logRemovals(removed)
 }
 
+// stateSaveDelay is how long Run waits after a membership change before it
+// saves the state file, so that a burst of changes costs one write and the
+// file is written at most once per delay.
+const stateSaveDelay = time.Second
+
 // Run sweeps every HeartbeatTimeout/2 until ctx is done, then returns nil.
-// It is meant to be an actor of the proxy's run.Group.
+// With a state file, it also saves the file stateSaveDelay after a
+// membership change (coalescing the changes in between), after sweeps that
+// follow heartbeats (so that saved last-seen times stay recent), and once
+// more, if anything is unsaved, when ctx is done. Failed saves are logged
+// and retried after the next sweep. It is meant to be an actor of the
+// proxy's run.Group.
 func (r *Registry) Run(ctx context.Context) error {
 	t := time.NewTicker(max(r.heartbeatTimeout/2, time.Millisecond))
 	defer t.Stop()
+	var save *time.Timer
+	var saveC <-chan time.Time
+	arm := func() {
+		if saveC == nil && r.stateFile != "" {
+			save = time.NewTimer(stateSaveDelay)
+			saveC = save.C
+		}
+	}
+	defer func() {
+		if save != nil {
+			save.Stop()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
+			r.logSaveErr(r.saveState())
 			return nil
 		case <-t.C:
 			r.Sweep()
+			if r.unsaved() {
+				arm()
+			}
+		case <-r.changed:
+			arm()
+		case <-saveC:
+			saveC = nil
+			r.logSaveErr(r.saveState())
 		}
 	}
 }
 
-// Close removes every agent with ReasonShutdown and makes later
-// registrations fail with ErrClosed. It is idempotent.
+// Close takes every usable entry offline with ReasonShutdown (closing its
+// Removed channel so that its streams end), saves the state file, if any,
+// and makes later registrations fail with ErrClosed. The entries stay in the
+// table, and the file records the nodes with the status they had just
+// before the shutdown, so the next proxy lists them again. It is
+// idempotent; a failed save is logged.
 func (r *Registry) Close() {
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
 	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
 	r.closed = true
-	removed := make([]removal, 0, len(r.agents))
+	var st *stateDoc
+	if r.stateFile != "" {
+		st = r.stateLocked()
+		r.dirty, r.seen = false, false
+	}
+	n := 0
 	for _, e := range r.agents {
-		removed = append(removed, r.removeLocked(e, ReasonShutdown))
+		if e.usable() {
+			r.offlineLocked(e, ReasonShutdown, "proxy shutdown")
+			n++
+		}
 	}
 	r.mu.Unlock()
-	r.logRemovals(removed)
+	r.logger.Info("Registry closed", "agents_offline", n)
+	if st != nil {
+		r.logSaveErr(r.writeState(st))
+	}
 }
 
 // removal is an entry that left the registry, kept for logging after the
@@ -634,14 +919,18 @@ type removal struct {
 	reason Reason
 }
 
-// removeLocked takes e out of the registry, closes its Removed channel,
-// remembers the reason and counts it.
+// removeLocked takes e out of the registry, closes its Removed channel
+// unless it is offline (then it is closed already), remembers the reason
+// and counts it.
 func (r *Registry) removeLocked(e *entry, reason Reason) removal {
 	delete(r.agents, e.agent.ID)
 	if r.byKey[e.key] == e {
 		delete(r.byKey, e.key)
 	}
-	close(e.removed)
+	if e.usable() {
+		close(e.gone)
+	}
+	r.changedLocked()
 	r.tombs.add(e.agent.ID, tombstone{reason: reason, podName: e.agent.PodName, key: e.key})
 	r.metrics.removals.WithLabelValues(string(reason)).Inc()
 	return removal{e: e, reason: reason}

@@ -82,16 +82,26 @@ func (s *syncBuffer) records(t *testing.T) []map[string]any {
 }
 
 // newHarness builds a registry on a fake clock with sequential ids
-// ("agent-1", "agent-2", ...) and a private metrics registry.
-func newHarness(t *testing.T, maxAgents int) *harness {
+// ("agent-1", "agent-2", ...) and a private metrics registry; mods adjust
+// the options.
+func newHarness(t *testing.T, maxAgents int, mods ...func(*Options)) *harness {
+	t.Helper()
+	return newHarnessAt(t, harnessStart, maxAgents, mods...)
+}
+
+// harnessStart is when the harness clock starts.
+var harnessStart = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// newHarnessAt is newHarness with the clock starting at start.
+func newHarnessAt(t *testing.T, start time.Time, maxAgents int, mods ...func(*Options)) *harness {
 	t.Helper()
 	h := &harness{
-		clock: &fakeClock{t: time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)},
+		clock: &fakeClock{t: start},
 		prom:  prometheus.NewRegistry(),
 		logs:  &syncBuffer{},
 	}
 	var seq atomic.Int64
-	r, err := New(Options{
+	opts := Options{
 		HeartbeatTimeout: hbTimeout,
 		CleanupTimeout:   cleanupTimeout,
 		MaxAgents:        maxAgents,
@@ -99,7 +109,11 @@ func newHarness(t *testing.T, maxAgents int) *harness {
 		NewID:            func() string { return fmt.Sprintf("agent-%d", seq.Add(1)) },
 		Logger:           slog.New(slog.NewJSONHandler(h.logs, nil)),
 		Registerer:       h.prom,
-	})
+	}
+	for _, mod := range mods {
+		mod(&opts)
+	}
+	r, err := New(opts)
 	require.NoError(t, err)
 	h.r = r
 	return h
@@ -529,7 +543,6 @@ func TestRemovedCloses(t *testing.T) {
 		{ReasonExpired, func(h *harness, _ string) { h.clock.Advance(cleanupTimeout + 1); h.r.Sweep() }},
 		{ReasonDisconnected, func(h *harness, id string) { h.r.Unregister(id, ReasonDisconnected) }},
 		{ReasonUnregistered, func(h *harness, id string) { h.r.Unregister(id, ReasonUnregistered) }},
-		{ReasonShutdown, func(h *harness, _ string) { h.r.Close() }},
 		{ReasonEvicted, func(h *harness, _ string) {
 			h.clock.Advance(hbTimeout + 1)
 			h.r.Sweep()
@@ -608,15 +621,25 @@ func TestForgottenIsBounded(t *testing.T) {
 
 func TestClose(t *testing.T) {
 	h := newHarness(t, 10)
-	h.register(t, pod("a"))
+	a := h.register(t, pod("a"))
 	h.register(t, pod("b"))
+	removed, _ := h.r.Removed(a.ID)
 	h.r.Close()
-	_, total := h.r.Counts()
-	require.Zero(t, total)
+	// The nodes stay known, offline, so that they are not forgotten.
+	require.Equal(t, StatusCounts{Offline: 2}, h.r.CountByStatus())
+	require.True(t, isClosed(removed))
+	got, ok := h.r.Get(a.ID)
+	require.True(t, ok)
+	require.Equal(t, StatusOffline, got.Status)
+	require.Equal(t, "proxy shutdown", got.DisconnectReason)
+	reason, ok := h.r.Forgotten(a.ID)
+	require.True(t, ok)
+	require.Equal(t, ReasonShutdown, reason)
 	_, err := h.r.Register(pod("c"))
 	require.ErrorIs(t, err, ErrClosed)
 	h.r.Close() // idempotent
-	require.Equal(t, 2.0, testutil.ToFloat64(h.r.metrics.removals.WithLabelValues(string(ReasonShutdown))))
+	require.False(t, h.r.Disconnect(a.ID, ReasonDisconnected, ""))
+	require.Zero(t, testutil.ToFloat64(h.r.metrics.removals.WithLabelValues(string(ReasonShutdown))))
 }
 
 // fleet registers a small mixed cluster and returns its agents by pod name.
@@ -767,10 +790,11 @@ func TestMetrics(t *testing.T) {
 	_, _ = h.r.Register(Identity{})
 
 	want := `
-# HELP fodc_proxy_agents Agents in the registry, by status (online or unconnected).
+# HELP fodc_proxy_agents Agents in the registry, by status (online, unconnected or offline) and role (such as liaison or datanode-hot).
 # TYPE fodc_proxy_agents gauge
-fodc_proxy_agents{status="online"} 1
-fodc_proxy_agents{status="unconnected"} 1
+fodc_proxy_agents{role="datanode-hot",status="offline"} 0
+fodc_proxy_agents{role="datanode-hot",status="online"} 1
+fodc_proxy_agents{role="datanode-hot",status="unconnected"} 1
 # HELP fodc_proxy_registrations_total Agent registrations, by result (accepted or rejected).
 # TYPE fodc_proxy_registrations_total counter
 fodc_proxy_registrations_total{result="accepted"} 3
@@ -801,8 +825,8 @@ func TestMetricsPedantic(t *testing.T) {
 	require.NoError(t, err)
 	n, err := testutil.GatherAndCount(reg, "fodc_proxy_agents")
 	require.NoError(t, err)
-	require.Equal(t, 2, n)
-	require.Equal(t, 2, testutil.CollectAndCount(&agentsCollector{r: r}))
+	require.Equal(t, 3, n)
+	require.Equal(t, 3, testutil.CollectAndCount(&agentsCollector{r: r}))
 }
 
 func TestLogsRegistration(t *testing.T) {
@@ -879,10 +903,14 @@ func TestConcurrentUse(t *testing.T) {
 				for _, got := range h.r.List(Filter{Role: roles.Role{Kind: roles.KindData}, HasRole: true}) {
 					got.Labels["mutate"] = "snapshot" // must not race with the registry
 				}
-				if i%10 == 0 {
+				switch i % 10 {
+				case 0:
 					h.clock.Advance(time.Second)
 					h.r.Sweep()
 					h.r.Unregister(a.ID, ReasonDisconnected)
+				case 5:
+					h.r.Disconnect(a.ID, ReasonDisconnected, "stream ended: Canceled")
+					_, _ = h.r.Heartbeat(a.ID, Identity{})
 				}
 			}
 		})
