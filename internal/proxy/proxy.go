@@ -99,9 +99,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		HeartbeatTimeout: cfg.AgentHeartbeatTimeout,
 		CleanupTimeout:   cfg.AgentCleanupTimeout,
 		MaxAgents:        cfg.MaxAgents,
-		Logger:           logger,
-		Registerer:       reg,
-	})
+	}, logger, reg)
 	if err != nil {
 		return nil, err
 	}

@@ -56,7 +56,7 @@ func newHarness(t *testing.T, opts testOpts) *harness {
 func newHarnessWith(t *testing.T, opts testOpts, raw bool) *harness {
 	t.Helper()
 	prom := prometheus.NewRegistry()
-	reg, err := registry.New(registry.Options{HeartbeatTimeout: 30 * time.Second, CleanupTimeout: 5 * time.Minute, MaxAgents: 100})
+	reg, err := registry.New(registry.Options{HeartbeatTimeout: 30 * time.Second, CleanupTimeout: 5 * time.Minute, MaxAgents: 100}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	require.NoError(t, err)
 	table := streams.NewTable(streams.Limits{SendQueueLen: 64, MaxPending: cmp.Or(opts.MaxPendingCommands, 32), MaxCommandAge: opts.MaxCommandAge})
 	svc, err := New(Options{

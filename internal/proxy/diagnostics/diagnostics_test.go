@@ -210,7 +210,7 @@ func TestRecordsOfGonePodsArePruned(t *testing.T) {
 // runs on synctest's clock.
 func TestConcurrentCollectsShareOneRound(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10})
+		reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 		require.NoError(t, err)
 		table := streams.NewTable(streams.Limits{SendQueueLen: 8, MaxPending: 8})
 		prom := prometheus.NewRegistry()
@@ -286,7 +286,7 @@ func receive[T any](t *testing.T, ch <-chan T) T {
 }
 
 func TestCollectWithoutStreamsDoesNotWait(t *testing.T) {
-	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10})
+	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	require.NoError(t, err)
 	c, err := New(withDefaults(Options{Registry: reg, Window: time.Hour, Streams: streams.NewTable(streams.Limits{})}),
 		slog.New(slog.DiscardHandler), prometheus.NewRegistry())
@@ -362,7 +362,7 @@ func TestCacheBounds(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			clk := proxytest.NewClock(base)
-			reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10, Now: clk.Now})
+			reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10, Now: clk.Now}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 			require.NoError(t, err)
 			prom := prometheus.NewRegistry()
 			c, err := New(withDefaults(Options{Registry: reg, MaxRecords: tc.maxRecords, MaxAge: tc.maxAge, Now: clk.Now,
@@ -431,7 +431,7 @@ func TestWriteJSON(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
-	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10})
+	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	require.NoError(t, err)
 	table := streams.NewTable(streams.Limits{})
 	logger, prom := slog.New(slog.DiscardHandler), prometheus.NewRegistry()

@@ -91,7 +91,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{agents: map[string]*fakeAgent{}, now: time.Unix(1_800_000_000, 0)}
 	clock := func() time.Time { e.mu.Lock(); defer e.mu.Unlock(); return e.now }
-	reg, err := registry.New(registry.Options{HeartbeatTimeout: 30 * time.Second, CleanupTimeout: 5 * time.Minute, MaxAgents: 10, Now: clock})
+	reg, err := registry.New(registry.Options{HeartbeatTimeout: 30 * time.Second, CleanupTimeout: 5 * time.Minute, MaxAgents: 10, Now: clock}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	require.NoError(t, err)
 	e.reg = reg
 	own := prometheus.NewRegistry()

@@ -560,7 +560,7 @@ func TestWriteJSON(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
-	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10})
+	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	require.NoError(t, err)
 	table := streams.NewTable(streams.Limits{})
 	logger, prom := slog.New(slog.DiscardHandler), prometheus.NewRegistry()

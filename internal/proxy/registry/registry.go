@@ -222,10 +222,6 @@ type Options struct {
 	Now func() time.Time
 	// NewID returns a fresh agent id; nil means a random UUID v4.
 	NewID func() string
-	// Logger receives lifecycle events; nil discards them.
-	Logger *slog.Logger
-	// Registerer receives the registry's metrics; nil means no metrics.
-	Registerer prometheus.Registerer
 	// StateFile, if set, is where the node identities are persisted: New
 	// loads the file if it exists (its entries become offline with the
 	// reason "proxy restart"; entries already silent for CleanupTimeout are
@@ -308,12 +304,16 @@ type tombstones struct {
 	next  int      // slot in order that the next id takes
 }
 
-// New validates opts and returns a registry, empty or, when
+// New validates opts and returns a registry whose metrics go to reg and
+// whose events go to logger, empty or, when
 // opts.StateFile exists, holding its nodes as offline entries. It starts no
 // goroutines; call Run to sweep periodically and save the state file.
-func New(opts Options) (*Registry, error) {
+func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Registry, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
+	}
+	if logger == nil || reg == nil {
+		return nil, errors.New("registry: logger and registerer are required")
 	}
 	r := &Registry{
 		heartbeatTimeout: opts.HeartbeatTimeout,
@@ -321,7 +321,7 @@ func New(opts Options) (*Registry, error) {
 		maxAgents:        opts.MaxAgents,
 		now:              opts.Now,
 		newID:            opts.NewID,
-		logger:           opts.Logger,
+		logger:           logger.With("component", "registry"),
 		stateFile:        opts.StateFile,
 		changed:          make(chan struct{}, 1),
 		rename:           os.Rename,
@@ -335,10 +335,6 @@ func New(opts Options) (*Registry, error) {
 	if r.newID == nil {
 		r.newID = uuid.NewString
 	}
-	if r.logger == nil {
-		r.logger = slog.New(slog.DiscardHandler)
-	}
-	r.logger = r.logger.With("component", "registry")
 	if r.stateFile != "" {
 		st, err := readState(r.stateFile)
 		if err != nil {
@@ -348,7 +344,7 @@ func New(opts Options) (*Registry, error) {
 			return nil, err
 		}
 	}
-	m, err := newMetrics(opts.Registerer, r)
+	m, err := newMetrics(reg, r)
 	if err != nil {
 		return nil, err
 	}

@@ -107,13 +107,11 @@ func newHarnessAt(t *testing.T, start time.Time, maxAgents int, mods ...func(*Op
 		MaxAgents:        maxAgents,
 		Now:              h.clock.Now,
 		NewID:            func() string { return fmt.Sprintf("agent-%d", seq.Add(1)) },
-		Logger:           slog.New(slog.NewJSONHandler(h.logs, nil)),
-		Registerer:       h.prom,
 	}
 	for _, mod := range mods {
 		mod(&opts)
 	}
-	r, err := New(opts)
+	r, err := New(opts, slog.New(slog.NewJSONHandler(h.logs, nil)), h.prom)
 	require.NoError(t, err)
 	h.r = r
 	return h
@@ -157,7 +155,7 @@ func TestNewValidates(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := New(tc.opts)
+			r, err := New(tc.opts, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 			require.Error(t, err)
 			require.Nil(t, r)
 			for _, s := range tc.wantSubs {
@@ -214,7 +212,7 @@ func TestRegister(t *testing.T) {
 }
 
 func TestRegisterDefaultIDIsUUIDv4(t *testing.T) {
-	r, err := New(Options{HeartbeatTimeout: time.Second, CleanupTimeout: time.Minute, MaxAgents: 10})
+	r, err := New(Options{HeartbeatTimeout: time.Second, CleanupTimeout: time.Minute, MaxAgents: 10}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	require.NoError(t, err)
 	a, err := r.Register(pod("p"))
 	require.NoError(t, err)
@@ -819,7 +817,7 @@ fodc_proxy_agent_removals_total{reason="unregistered"} 0
 // Collect agree, which a pedantic registry verifies on every Gather.
 func TestMetricsPedantic(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	r, err := New(Options{HeartbeatTimeout: time.Second, CleanupTimeout: time.Minute, MaxAgents: 1, Registerer: reg})
+	r, err := New(Options{HeartbeatTimeout: time.Second, CleanupTimeout: time.Minute, MaxAgents: 1}, slog.New(slog.DiscardHandler), reg)
 	require.NoError(t, err)
 	_, err = r.Register(pod("p"))
 	require.NoError(t, err)
@@ -855,7 +853,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 // time.Now (Options.Now is nil) advance together without real waiting.
 func TestRunSweeps(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		r, err := New(Options{HeartbeatTimeout: hbTimeout, CleanupTimeout: cleanupTimeout, MaxAgents: 10})
+		r, err := New(Options{HeartbeatTimeout: hbTimeout, CleanupTimeout: cleanupTimeout, MaxAgents: 10}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 		require.NoError(t, err)
 		a, err := r.Register(pod("p"))
 		require.NoError(t, err)

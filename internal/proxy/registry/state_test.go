@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
@@ -267,7 +269,7 @@ func TestStateLoadErrors(t *testing.T) {
 				require.NoError(t, os.WriteFile(path, []byte(tc.content), 0o600))
 			}
 			r, err := New(Options{HeartbeatTimeout: hbTimeout, CleanupTimeout: cleanupTimeout, MaxAgents: 10,
-				Now: func() time.Time { return harnessStart }, StateFile: path})
+				Now: func() time.Time { return harnessStart }, StateFile: path}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 			require.Error(t, err)
 			require.Nil(t, r)
 			require.ErrorContains(t, err, "registry state file "+path+": ")
@@ -400,7 +402,7 @@ func TestStateCapsEntries(t *testing.T) {
 func TestRunSavesDebounced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "state.json")
-		r, err := New(Options{HeartbeatTimeout: hbTimeout, CleanupTimeout: cleanupTimeout, MaxAgents: 10, StateFile: path})
+		r, err := New(Options{HeartbeatTimeout: hbTimeout, CleanupTimeout: cleanupTimeout, MaxAgents: 10, StateFile: path}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 		require.NoError(t, err)
 		ctx, cancel := context.WithCancel(t.Context())
 		done := make(chan error, 1)

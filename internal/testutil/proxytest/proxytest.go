@@ -43,7 +43,7 @@ type Env struct {
 // agents are told to heartbeat hourly, so that tests decide who is online.
 func Start(t *testing.T, now func() time.Time, svc agentsvc.Options, limits streams.Limits) *Env {
 	t.Helper()
-	reg, err := registry.New(registry.Options{HeartbeatTimeout: 30 * time.Second, CleanupTimeout: 5 * time.Minute, MaxAgents: 100, Now: now})
+	reg, err := registry.New(registry.Options{HeartbeatTimeout: 30 * time.Second, CleanupTimeout: 5 * time.Minute, MaxAgents: 100, Now: now}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	require.NoError(t, err)
 	limits.SendQueueLen = cmp.Or(limits.SendQueueLen, 64)
 	limits.MaxPending = cmp.Or(limits.MaxPending, 32)
