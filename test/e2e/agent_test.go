@@ -58,6 +58,7 @@ func stopProxyProcess(t *testing.T, pp *proxyProcess) {
 // killed and a new one starts on the same port, the agent registers again
 // within its backoff and its metrics flow again.
 func TestAgentSurvivesProxyRestart(t *testing.T) {
+	slow(t)
 	node := httptest.NewServer(synth.Handler([]synth.Node{{Pod: "e2e-data-0", Role: roles.Role{Kind: roles.KindData, Tier: "hot"}, Seed: 7}}, nil))
 	defer node.Close()
 	proxyArgs := []string{"--heartbeat-interval", "1s", "--agent-heartbeat-timeout", "5s"}

@@ -194,6 +194,7 @@ func TestSchemaConsistencyWithFailingLiaison(t *testing.T) {
 // returns the others, and the next call does not wait the full timeout for
 // it again nor pile up commands on it.
 func TestLifecycleAgentThatNeverAnswers(t *testing.T) {
+	slow(t)
 	p, _ := startProxy(t, func(c *proxy.Config) { c.LifecycleTimeout = 2 * time.Second })
 	base := "http://" + p.HTTPAddr()
 	silent := connect(t, p, agentsim.Config{Register: dataNode("data-silent", "hot"),

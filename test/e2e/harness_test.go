@@ -125,6 +125,16 @@ func getHealth(t testing.TB, base string) health {
 	return h
 }
 
+// slow skips a test under -short (make test-short): it waits for
+// heartbeats or keepalives on the real clock, builds binaries or runs
+// external programs.
+func slow(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("slow end-to-end test; run without -short")
+	}
+}
+
 // requireTool returns the path of an external tool, skipping the test when
 // it is missing unless FODC_REQUIRE_TOOLS=1 (CI) makes that a failure.
 func requireTool(t *testing.T, name string) string {
@@ -147,6 +157,7 @@ var (
 
 // binary builds a command of this module once per test run.
 func binary(t *testing.T, name string) string {
+	slow(t)
 	t.Helper()
 	buildOnce.Do(func() {
 		buildDir, buildErr = os.MkdirTemp("", "fodc-e2e-bin")

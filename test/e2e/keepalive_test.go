@@ -96,6 +96,7 @@ func (r *relay) close() {
 // seconds and the agent is unregistered, long before the heartbeat sweep
 // would remove it (upstream weakness W4).
 func TestHalfOpenConnectionIsDroppedByKeepalive(t *testing.T) {
+	slow(t)
 	p, _ := startProxy(t, func(c *proxy.Config) {
 		c.GRPCKeepaliveTime = time.Second
 		c.GRPCKeepaliveTimeout = time.Second

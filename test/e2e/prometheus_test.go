@@ -55,6 +55,7 @@ func promQuery(base, q string) []promResult {
 // A real Prometheus scrapes the proxy: its API then shows the agents'
 // series with their node labels, and up == 1 for the proxy target.
 func TestRealPrometheusScrapesProxy(t *testing.T) {
+	slow(t)
 	bin := requireTool(t, "prometheus")
 	p, _ := startProxy(t, nil)
 	connect(t, p, agentsim.Config{Register: dataNode("data-hot-0", "hot")})

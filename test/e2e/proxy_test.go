@@ -29,6 +29,7 @@ import (
 // An upstream HEAD agent opens all seven streams; it must stay connected
 // through several heartbeats without a single reconnect (PROTOCOL.md §2.7).
 func TestUpstreamAgentStaysConnectedThroughHeartbeats(t *testing.T) {
+	slow(t)
 	p, reg := startProxy(t, nil)
 	a := connect(t, p, agentsim.Config{Register: dataNode("data-0", "hot")})
 	require.Eventually(t, func() bool { return a.Heartbeats() >= 3 }, wait, 10*time.Millisecond)
@@ -82,6 +83,7 @@ func counterValue(t *testing.T, reg prometheus.Gatherer, name string) float64 {
 
 // Older upstream releases open fewer streams; they work all the same.
 func TestOlderUpstreamReleases(t *testing.T) {
+	slow(t)
 	p, _ := startProxy(t, nil)
 	for i, v := range []protocol.Release{protocol.ReleaseV0100, protocol.ReleaseV0103} {
 		a := connect(t, p, agentsim.Config{Release: v, Register: dataNode(fmt.Sprintf("old-%d", i), "warm")})
@@ -149,6 +151,7 @@ func TestConcurrentLatestAndWindowGetTheirOwnAnswers(t *testing.T) {
 // A hung agent costs one deadline: /metrics returns the other agents and
 // marks the hung one down.
 func TestHungAgentIsMarkedDownAndOthersReturned(t *testing.T) {
+	slow(t)
 	p, _ := startProxy(t, func(c *proxy.Config) { c.AgentReplyTimeout = 3 * time.Second })
 	var agents []*agentsim.Agent
 	for i := range 3 {
@@ -208,6 +211,8 @@ func TestRegistrationStormLeavesOneAgent(t *testing.T) {
 // Every recorded upstream session replays through the proxy: it registers,
 // and its recorded metrics come out of /metrics enriched.
 func TestFixtureReplay(t *testing.T) {
+	slow(t)
+	promtool := requireTool(t, "promtool") // before any work, not half-way
 	names, err := fixture.Names()
 	require.NoError(t, err)
 	for _, name := range names {
@@ -234,7 +239,7 @@ func TestFixtureReplay(t *testing.T) {
 				for k, v := range cfg.Register.GetLabels() {
 					require.Contains(t, r.body, fmt.Sprintf(`node_%s="%s"`, k, v))
 				}
-				require.NoError(t, promtoolCheck(t, r.body))
+				require.NoError(t, promtoolCheck(promtool, r.body))
 			}
 
 			// The recorded window reply comes back with its own timestamps.
@@ -261,9 +266,7 @@ func TestFixtureReplay(t *testing.T) {
 
 // promtoolCheck runs `promtool check metrics` and fails on format errors;
 // lint findings (naming conventions of the agents' metrics) are allowed.
-func promtoolCheck(t *testing.T, body string) error {
-	t.Helper()
-	bin := requireTool(t, "promtool")
+func promtoolCheck(bin, body string) error {
 	cmd := exec.Command(bin, "check", "metrics")
 	cmd.Stdin = strings.NewReader(body)
 	out, err := cmd.CombinedOutput()

@@ -83,6 +83,9 @@ type windowSeries struct {
 // sample keeps its own time (series that appear late or skip a scrape
 // too), bounds are inclusive, and latest values carry the identity.
 func TestAgainstOurProxy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for real heartbeats; run without -short")
+	}
 	p := startProxy(t)
 	rec, err := recorder.New(recorder.Options{BudgetBytes: 8 << 20})
 	require.NoError(t, err)

@@ -156,6 +156,9 @@ func (s fixedSource) clone() []*fodcv1.Metric {
 // enum role, the tier label and the pod name; the topology stream it does
 // not implement is switched off, not a reason to reconnect.
 func TestAgainstUpstreamProxy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for real heartbeats; run without -short")
+	}
 	up := &upstreamProxy{}
 	addr := serveFake(t, up)
 	id := Identity{Role: roles.Role{Kind: roles.KindData, Tier: "warm"}, PodName: "data-warm-0"}
