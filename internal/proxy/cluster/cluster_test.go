@@ -5,7 +5,9 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -85,54 +87,75 @@ func TestTopologyCallerGivingUpDoesNotCancelOthers(t *testing.T) {
 
 // An agent whose lifecycle collection failed is waited for only briefly in
 // the next round (it answers that round too late to be counted), and is
-// waited for normally again once it has answered.
+// waited for normally again once it has answered. The agents are played
+// through their stream handles, so the rounds run on synctest's clock and
+// the margins are exact.
 func TestLifecycleFailedAgentIsNotWaitedForAgain(t *testing.T) {
-	e := proxytest.Start(t, nil, agentsvc.Options{}, streams.Limits{})
-	var mu sync.Mutex
-	calls := 0
-	flaky, _ := e.StartAgent(t, agentsim.Config{Register: data("data-flaky"),
-		// The first collection fails (nothing is sent); later ones answer
-		// after 100ms.
-		Lifecycle: func() *fodcv1.StreamLifecycleRequest {
-			mu.Lock()
-			defer mu.Unlock()
-			calls++
-			if calls == 1 {
-				return nil
-			}
-			return &fodcv1.StreamLifecycleRequest{PodName: "data-flaky"}
-		},
-		ReplyDelay: func(kind protocol.Kind) time.Duration {
-			if kind == protocol.KindLifecycle {
-				return 100 * time.Millisecond
-			}
-			return 0
-		}}, protocol.KindLifecycle)
-	e.StartAgent(t, agentsim.Config{Register: data("data-ok")}, protocol.KindLifecycle)
-	c := newViews(t, e, Options{LifecycleTimeout: 400 * time.Millisecond, FailedAgentWait: time.Millisecond})
+	synctest.Test(t, func(t *testing.T) {
+		reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10},
+			slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		require.NoError(t, err)
+		table := streams.NewTable(streams.Limits{SendQueueLen: 8, MaxPending: 8})
+		// lifecycleAgent registers pod and answers its n-th lifecycle
+		// command with answer(n) after delay, or never when answer is nil.
+		lifecycleAgent := func(pod string, delay time.Duration, answer func(n int) bool) (*streams.Lifecycle, *atomic.Int32) {
+			a, err := reg.Register(registry.Identity{RoleName: "ROLE_DATA", PodName: pod})
+			require.NoError(t, err)
+			ls, err := table.OpenLifecycle(a.ID)
+			require.NoError(t, err)
+			t.Cleanup(func() { ls.Close(nil) })
+			commands := new(atomic.Int32)
+			go func() {
+				for {
+					select {
+					case <-ls.Outbox():
+						if !answer(int(commands.Add(1))) {
+							continue
+						}
+						time.Sleep(delay)
+						ls.Receive(&fodcv1.StreamLifecycleRequest{PodName: pod})
+					case <-ls.Done():
+						return
+					}
+				}
+			}()
+			return ls, commands
+		}
+		// The flaky agent's first collection fails (nothing is sent);
+		// later ones answer after 100ms.
+		flaky, flakyCommands := lifecycleAgent("data-flaky", 100*time.Millisecond, func(n int) bool { return n > 1 })
+		lifecycleAgent("data-ok", 0, func(int) bool { return true })
+		c, err := New(Options{
+			Registry: reg, Streams: table,
+			TopologyTimeout: 5 * time.Second, LifecycleTimeout: 400 * time.Millisecond, FailedAgentWait: time.Millisecond,
+			RegistryTimeout: 50 * time.Second, ConfigTimeout: 5 * time.Second, ConfigCacheTTL: 15 * time.Second,
+		}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		require.NoError(t, err)
 
-	first, err := c.Lifecycle(context.Background())
-	require.NoError(t, err)
-	require.Equal(t, 1, first.Summary.NotResponded)
+		first, err := c.Lifecycle(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, 1, first.Summary.NotResponded)
 
-	// Its command is still unanswered after the lifecycle timeout: the next
-	// round asks again but waits only FailedAgentWait, shorter than the
-	// agent's 100ms answer.
-	ls, ok := e.Streams.Lifecycle(podID(t, e, "data-flaky"))
-	require.True(t, ok)
-	since, pending := ls.Pending()
-	require.True(t, pending)
-	require.Eventually(t, func() bool { return time.Since(since) > 400*time.Millisecond }, proxytest.Wait, time.Millisecond)
-	second, err := c.Lifecycle(context.Background())
-	require.NoError(t, err)
-	require.Equal(t, 1, second.Summary.NotResponded, "the failed agent was not waited for")
-	require.Equal(t, 2, flaky.Commands(protocol.KindLifecycle), "one command per round")
+		// Its command is still unanswered after the lifecycle timeout: the
+		// next round asks again but waits only FailedAgentWait, shorter than
+		// the agent's 100ms answer.
+		_, pending := flaky.Pending()
+		require.True(t, pending)
+		time.Sleep(time.Millisecond) // the pending command is now older than the timeout
+		second, err := c.Lifecycle(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, 1, second.Summary.NotResponded, "the failed agent was not waited for")
+		require.EqualValues(t, 2, flakyCommands.Load(), "one command per round")
 
-	// Its late answer cleared the failure: the third round waits for it.
-	require.Eventually(t, func() bool { _, pending := ls.Pending(); return !pending }, proxytest.Wait, time.Millisecond)
-	third, err := c.Lifecycle(context.Background())
-	require.NoError(t, err)
-	require.Equal(t, 2, third.Summary.Responded)
+		// Its late answer cleared the failure: the third round waits for it.
+		time.Sleep(100 * time.Millisecond)
+		synctest.Wait()
+		_, pending = flaky.Pending()
+		require.False(t, pending)
+		third, err := c.Lifecycle(t.Context())
+		require.NoError(t, err)
+		require.Equal(t, 2, third.Summary.Responded)
+	})
 }
 
 func podID(t *testing.T, e *proxytest.Env, pod string) string {
