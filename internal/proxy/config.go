@@ -31,6 +31,29 @@ type Config struct {
 	DiagnosticsWindow     time.Duration
 	ConfigIgnoreParams    string
 	ShutdownGrace         time.Duration
+
+	// Limits at every input; each violation is counted.
+	GRPCHandshakeTimeout   time.Duration
+	GRPCMaxConnections     int
+	RegistrationsPerSecond float64
+	RegistrationBurst      int
+	MaxRegistrationLabels  int
+	MaxContainers          int
+	MaxNameLength          int
+	MaxValueLength         int
+	MaxSeriesPerReply      int
+	MaxLabelsPerSeries     int
+	MaxLabelNameLength     int
+	MaxLabelValueLength    int
+	MaxMetricNameLength    int
+	MaxCrashRecordBytes    int
+	MaxCrashBytes          int
+	MaxProfileRecordBytes  int
+	MaxProfileBytes        int
+	// Admission control: concurrent requests per endpoint class.
+	MaxInflightMetrics   int
+	MaxInflightCluster   int
+	MaxInflightDownloads int
 }
 
 // DefaultConfig returns the design's defaults (DESIGN.md §1.5), except the
@@ -56,6 +79,27 @@ func DefaultConfig() Config {
 		ConfigCacheTTL:        15 * time.Second,
 		DiagnosticsWindow:     time.Second,
 		ShutdownGrace:         5 * time.Second,
+
+		GRPCHandshakeTimeout:   5 * time.Second,
+		GRPCMaxConnections:     4096,
+		RegistrationsPerSecond: 2,
+		RegistrationBurst:      10,
+		MaxRegistrationLabels:  64,
+		MaxContainers:          16,
+		MaxNameLength:          253, // a Kubernetes object name
+		MaxValueLength:         1024,
+		MaxSeriesPerReply:      1_000_000,
+		MaxLabelsPerSeries:     64,
+		MaxLabelNameLength:     256,
+		MaxLabelValueLength:    4096,
+		MaxMetricNameLength:    256,
+		MaxCrashRecordBytes:    1 << 20,
+		MaxCrashBytes:          64 << 20,
+		MaxProfileRecordBytes:  64 << 10,
+		MaxProfileBytes:        16 << 20,
+		MaxInflightMetrics:     16,
+		MaxInflightCluster:     8,
+		MaxInflightDownloads:   4,
 	}
 }
 
@@ -80,6 +124,27 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ConfigCacheTTL, "config-cache-ttl", c.ConfigCacheTTL, "Reuse a node configuration collection this young for /cluster/config.")
 	fs.StringVar(&c.ConfigIgnoreParams, "config-ignore-params", c.ConfigIgnoreParams, "Per-node parameters left out of /cluster/config/consistency: comma-separated globs; a leading + adds to the defaults, otherwise they are replaced; none ignores nothing.")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "Time allowed for a graceful stop before connections are closed.")
+
+	fs.DurationVar(&c.GRPCHandshakeTimeout, "grpc-handshake-timeout", c.GRPCHandshakeTimeout, "Close an agent connection that has not completed the HTTP/2 handshake within this time.")
+	fs.IntVar(&c.GRPCMaxConnections, "grpc-max-connections", c.GRPCMaxConnections, "Most agent connections open at once; more are closed at once and counted.")
+	fs.Float64Var(&c.RegistrationsPerSecond, "registrations-per-second", c.RegistrationsPerSecond, "Steady rate of registrations accepted from one peer IP (0: no limit).")
+	fs.IntVar(&c.RegistrationBurst, "registration-burst", c.RegistrationBurst, "Registrations one peer IP may make at once before --registrations-per-second applies.")
+	fs.IntVar(&c.MaxRegistrationLabels, "max-registration-labels", c.MaxRegistrationLabels, "Most node labels (and secondary addresses) one registration may carry.")
+	fs.IntVar(&c.MaxContainers, "max-containers", c.MaxContainers, "Most container names one registration may carry.")
+	fs.IntVar(&c.MaxNameLength, "max-name-length", c.MaxNameLength, "Longest pod name, container name, role, node label name or address name, in bytes.")
+	fs.IntVar(&c.MaxValueLength, "max-value-length", c.MaxValueLength, "Longest node label value or address an agent may register, in bytes.")
+	fs.IntVar(&c.MaxSeriesPerReply, "max-series-per-reply", c.MaxSeriesPerReply, "Most metrics in one agent reply (a window reply has one per sample); a larger reply is refused whole.")
+	fs.IntVar(&c.MaxLabelsPerSeries, "max-labels-per-series", c.MaxLabelsPerSeries, "Most labels on one series an agent sends; a reply with more is refused whole.")
+	fs.IntVar(&c.MaxLabelNameLength, "max-label-name-length", c.MaxLabelNameLength, "Longest label name in an agent reply, in bytes; a reply with a longer one is refused whole.")
+	fs.IntVar(&c.MaxLabelValueLength, "max-label-value-length", c.MaxLabelValueLength, "Longest label value in an agent reply, in bytes; a reply with a longer one is refused whole.")
+	fs.IntVar(&c.MaxMetricNameLength, "max-metric-name-length", c.MaxMetricNameLength, "Longest metric name in an agent reply, in bytes; a reply with a longer one is refused whole.")
+	fs.IntVar(&c.MaxCrashRecordBytes, "max-crash-record-bytes", c.MaxCrashRecordBytes, "Largest crash record kept, in bytes; a larger one is dropped and counted.")
+	fs.IntVar(&c.MaxCrashBytes, "max-crash-bytes", c.MaxCrashBytes, "Bytes of crash records kept in all; the records of the oldest crashes are evicted first.")
+	fs.IntVar(&c.MaxProfileRecordBytes, "max-profile-record-bytes", c.MaxProfileRecordBytes, "Largest pressure-profile record kept, in bytes; a larger one is dropped and counted.")
+	fs.IntVar(&c.MaxProfileBytes, "max-profile-bytes", c.MaxProfileBytes, "Bytes of pressure-profile records kept in all; the oldest captures are evicted first.")
+	fs.IntVar(&c.MaxInflightMetrics, "max-inflight-metrics", c.MaxInflightMetrics, "Distinct /metrics and /metrics-windows collections run at once; more get 503 with Retry-After.")
+	fs.IntVar(&c.MaxInflightCluster, "max-inflight-cluster", c.MaxInflightCluster, "Cluster-view, diagnostics and profile-list requests served at once; more get 503 with Retry-After.")
+	fs.IntVar(&c.MaxInflightDownloads, "max-inflight-downloads", c.MaxInflightDownloads, "Profile downloads streamed at once; more get 503 with Retry-After.")
 }
 
 // Validate reports every invalid setting at once, naming the flags.
@@ -121,10 +186,49 @@ func (c *Config) Validate() error {
 		{"--grpc-keepalive-time", c.GRPCKeepaliveTime},
 		{"--grpc-keepalive-timeout", c.GRPCKeepaliveTimeout},
 		{"--shutdown-grace", c.ShutdownGrace},
+		{"--grpc-handshake-timeout", c.GRPCHandshakeTimeout},
 	} {
 		if d.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s (%s) must be positive", d.flag, d.v))
 		}
+	}
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{
+		{"--grpc-max-connections", c.GRPCMaxConnections},
+		{"--max-registration-labels", c.MaxRegistrationLabels},
+		{"--max-containers", c.MaxContainers},
+		{"--max-name-length", c.MaxNameLength},
+		{"--max-value-length", c.MaxValueLength},
+		{"--max-series-per-reply", c.MaxSeriesPerReply},
+		{"--max-labels-per-series", c.MaxLabelsPerSeries},
+		{"--max-label-name-length", c.MaxLabelNameLength},
+		{"--max-label-value-length", c.MaxLabelValueLength},
+		{"--max-metric-name-length", c.MaxMetricNameLength},
+		{"--max-crash-record-bytes", c.MaxCrashRecordBytes},
+		{"--max-crash-bytes", c.MaxCrashBytes},
+		{"--max-profile-record-bytes", c.MaxProfileRecordBytes},
+		{"--max-profile-bytes", c.MaxProfileBytes},
+		{"--max-inflight-metrics", c.MaxInflightMetrics},
+		{"--max-inflight-cluster", c.MaxInflightCluster},
+		{"--max-inflight-downloads", c.MaxInflightDownloads},
+	} {
+		if n.v < 1 {
+			errs = append(errs, fmt.Errorf("%s (%d) must be positive", n.flag, n.v))
+		}
+	}
+	if c.RegistrationsPerSecond < 0 {
+		errs = append(errs, fmt.Errorf("--registrations-per-second (%g) must not be negative", c.RegistrationsPerSecond))
+	}
+	if c.RegistrationsPerSecond > 0 && c.RegistrationBurst < 1 {
+		errs = append(errs, fmt.Errorf("--registration-burst (%d) must be positive", c.RegistrationBurst))
+	}
+	if c.MaxCrashRecordBytes > c.MaxCrashBytes {
+		errs = append(errs, fmt.Errorf("--max-crash-record-bytes (%d) must not exceed --max-crash-bytes (%d)", c.MaxCrashRecordBytes, c.MaxCrashBytes))
+	}
+	if c.MaxProfileRecordBytes > c.MaxProfileBytes {
+		errs = append(errs, fmt.Errorf("--max-profile-record-bytes (%d) must not exceed --max-profile-bytes (%d)", c.MaxProfileRecordBytes, c.MaxProfileBytes))
 	}
 	if _, err := configreport.ParseIgnore(c.ConfigIgnoreParams); err != nil {
 		errs = append(errs, fmt.Errorf("--config-ignore-params: %w", err))

@@ -21,6 +21,7 @@ import (
 	"github.com/fodc-go/fodc/internal/proxy/agentsvc"
 	"github.com/fodc-go/fodc/internal/proxy/cluster"
 	"github.com/fodc-go/fodc/internal/proxy/configreport"
+	"github.com/fodc-go/fodc/internal/proxy/decode"
 	"github.com/fodc-go/fodc/internal/proxy/diagnostics"
 	"github.com/fodc-go/fodc/internal/proxy/httpapi"
 	"github.com/fodc-go/fodc/internal/proxy/pressure"
@@ -109,11 +110,13 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		MaxCommandAge: cfg.AgentReplyTimeout,
 	})
 	crashes, err := diagnostics.New(diagnostics.Options{
-		Registry:   agents,
-		Streams:    table,
-		Window:     cfg.DiagnosticsWindow,
-		MaxRecords: maxCrashRecords,
-		MaxAge:     crashRecordMaxAge,
+		Registry:       agents,
+		Streams:        table,
+		Window:         cfg.DiagnosticsWindow,
+		MaxRecords:     maxCrashRecords,
+		MaxAge:         crashRecordMaxAge,
+		MaxRecordBytes: cfg.MaxCrashRecordBytes,
+		MaxBytes:       cfg.MaxCrashBytes,
 	}, logger, reg)
 	if err != nil {
 		return nil, err
@@ -123,6 +126,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		Streams:           table,
 		ListTimeout:       pressureListTimeout,
 		MaxProfilesPerPod: maxProfilesPerPod,
+		MaxRecordBytes:    cfg.MaxProfileRecordBytes,
+		MaxBytes:          cfg.MaxProfileBytes,
 	}, logger, reg)
 	if err != nil {
 		return nil, err
@@ -132,12 +137,26 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		Streams:           table,
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		RegistrationWait:  registrationWait,
-		OnCrashRecord:     crashes.OnRecord,
+		Limits: agentsvc.RegistrationLimits{
+			MaxLabels:     cfg.MaxRegistrationLabels,
+			MaxContainers: cfg.MaxContainers,
+			MaxNameLen:    cfg.MaxNameLength,
+			MaxValueLen:   cfg.MaxValueLength,
+			PerPeerRate:   cfg.RegistrationsPerSecond,
+			PerPeerBurst:  cfg.RegistrationBurst,
+		},
+		OnCrashRecord: crashes.OnRecord,
 	}, logger, reg)
 	if err != nil {
 		return nil, err
 	}
-	scraper, err := scrape.New(agents, table, logger, reg)
+	scraper, err := scrape.New(agents, table, decode.Limits{
+		MaxSeries:        cfg.MaxSeriesPerReply,
+		MaxLabels:        cfg.MaxLabelsPerSeries,
+		MaxLabelNameLen:  cfg.MaxLabelNameLength,
+		MaxLabelValueLen: cfg.MaxLabelValueLength,
+		MaxNameLen:       cfg.MaxMetricNameLength,
+	}, logger, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -160,8 +179,13 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		return nil, err
 	}
 	api, err := httpapi.New(httpapi.Options{
-		Registry:       agents,
-		Scraper:        scraper,
+		Registry: agents,
+		Scraper:  scraper,
+		Admission: httpapi.Admission{
+			Metrics:   cfg.MaxInflightMetrics,
+			Cluster:   cfg.MaxInflightCluster,
+			Downloads: cfg.MaxInflightDownloads,
+		},
 		Cluster:        views,
 		Diagnostics:    crashes,
 		Pressure:       profiles,
@@ -175,6 +199,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 
 	grpcSrv := grpc.NewServer(
 		grpc.MaxRecvMsgSize(cfg.GRPCMaxMsgSize),
+		// A connection that never completes the HTTP/2 handshake holds a
+		// file descriptor: grpc-go's default keeps it 120s.
+		grpc.ConnectionTimeout(cfg.GRPCHandshakeTimeout),
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		// Upstream agents configure no keepalive, so the server probes: a
 		// half-open connection is noticed within time+timeout (W4).
@@ -186,10 +213,24 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 	)
 	agentsvc.Register(grpcSrv, svc)
 
-	grpcLis, err := net.Listen("tcp", cfg.GRPCListenAddr)
+	connsOpen := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "fodc_proxy_grpc_connections_open",
+		Help: "Agent-facing gRPC connections open.",
+	})
+	connsRejected := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "fodc_proxy_grpc_connections_rejected_total",
+		Help: "Agent-facing connections closed at once because --grpc-max-connections were open.",
+	})
+	for _, c := range []prometheus.Collector{connsOpen, connsRejected} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	rawGRPCLis, err := net.Listen("tcp", cfg.GRPCListenAddr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on --grpc-listen-addr %s: %w", cfg.GRPCListenAddr, err)
 	}
+	grpcLis := newCapListener(rawGRPCLis, cfg.GRPCMaxConnections, connsOpen, connsRejected)
 	httpLis, err := net.Listen("tcp", cfg.HTTPListenAddr)
 	if err != nil {
 		_ = grpcLis.Close()

@@ -12,6 +12,9 @@ type metrics struct {
 	slowDisconnects  *prometheus.CounterVec
 	repliesDiscarded *prometheus.CounterVec
 	heartbeats       prometheus.Counter
+	// registrationsRejected counts registrations and heartbeats refused
+	// for a limit, by reason.
+	registrationsRejected *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -30,7 +33,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"stream", "code"}),
 		slowDisconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fodc_proxy_agent_slow_disconnects_total",
-			Help: "Agent streams closed because the agent did not keep up with commands.",
+			Help: "Agent streams closed because the agent left a command unanswered past --agent-reply-timeout.",
 		}, []string{"stream"}),
 		repliesDiscarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fodc_proxy_agent_replies_discarded_total",
@@ -40,8 +43,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fodc_proxy_agent_heartbeats_total",
 			Help: "Heartbeats received from agents.",
 		}),
+		registrationsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_registrations_rejected_total",
+			Help: "Registrations and heartbeats refused for being over a limit, by reason (labels, containers, name_length, value_length, rate).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.streamsOpen, m.streamsRejected, m.streamErrors, m.slowDisconnects, m.repliesDiscarded, m.heartbeats} {
+	for _, r := range []string{reasonLabels, reasonContainers, reasonNameLength, reasonValueLength, reasonRate} {
+		m.registrationsRejected.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{m.streamsOpen, m.streamsRejected, m.streamErrors, m.slowDisconnects, m.repliesDiscarded, m.heartbeats, m.registrationsRejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -14,6 +14,7 @@ package agentsvc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"sync"
@@ -44,6 +45,9 @@ type Options struct {
 	// RegistrationWait bounds how long a new registration stream may stay
 	// silent before its first message. Required.
 	RegistrationWait time.Duration
+	// Limits bound what registrations and heartbeats may carry and how
+	// often one peer may register.
+	Limits RegistrationLimits
 	// OnCrashRecord receives every crash record an agent sends. Optional.
 	OnCrashRecord func(agentID string, rec *fodcv1.StreamCrashDiagnosticsRequest)
 }
@@ -56,6 +60,7 @@ type Service struct {
 	opts    Options
 	logger  *slog.Logger
 	metrics *metrics
+	perPeer *peerLimiter // nil: no rate limit
 
 	drainOnce sync.Once
 	draining  chan struct{}
@@ -84,6 +89,7 @@ func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Service
 		opts:     opts,
 		logger:   logger.With("component", "agentsvc"),
 		metrics:  m,
+		perPeer:  newPeerLimiter(opts.Limits.PerPeerRate, opts.Limits.PerPeerBurst),
 		draining: make(chan struct{}),
 	}, nil
 }
@@ -135,6 +141,16 @@ func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) e
 	if err != nil {
 		return toStatus(err)
 	}
+	if lerr := s.admit(ctx, first); lerr != nil {
+		code := codes.InvalidArgument
+		if lerr.reason == reasonRate {
+			code = codes.ResourceExhausted
+		}
+		s.metrics.streamsRejected.WithLabelValues(protocol.KindRegister.String(), code.String()).Inc()
+		// Upstream agents read the message before the stream ends.
+		_ = stream.Send(&fodcv1.RegisterAgentResponse{Success: false, Message: lerr.Error()})
+		return status.Error(code, lerr.Error())
+	}
 	agent, err := s.opts.Registry.Register(identityFrom(first))
 	if err != nil {
 		code := codes.InvalidArgument
@@ -172,6 +188,10 @@ func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) e
 	go func() {
 		recvErr <- recvLoop(stream, func(hb *fodcv1.RegisterAgentRequest) error {
 			s.metrics.heartbeats.Inc()
+			if lerr := s.opts.Limits.check(hb); lerr != nil {
+				s.metrics.registrationsRejected.WithLabelValues(lerr.reason).Inc()
+				return status.Errorf(codes.InvalidArgument, "heartbeat refused: %v", lerr)
+			}
 			if _, err := s.opts.Registry.Heartbeat(agent.ID, identityFrom(hb)); err != nil {
 				return status.Errorf(codes.NotFound, "heartbeat: %v; register again", err)
 			}
@@ -191,6 +211,21 @@ func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) e
 		s.logger.Info("Agent disconnected", "agent_id", agent.ID, "pod_name", agent.PodName, "err", err)
 	}
 	return s.finish(protocol.KindRegister, err)
+}
+
+// admit applies the registration limits and the per-peer rate to a first
+// registration message, counting and logging a refusal.
+func (s *Service) admit(ctx context.Context, first *fodcv1.RegisterAgentRequest) *limitError {
+	peer := peerAddr(ctx)
+	lerr := s.opts.Limits.check(first)
+	if lerr == nil && !s.perPeer.allow(peer, time.Now()) {
+		lerr = &limitError{reasonRate, fmt.Sprintf("too many registrations from %s; retry later", truncate(peer))}
+	}
+	if lerr != nil {
+		s.metrics.registrationsRejected.WithLabelValues(lerr.reason).Inc()
+		s.logger.Warn("Registration refused", "pod_name", truncate(first.GetPodName()), "peer", peer, "reason", lerr.reason, "err", lerr)
+	}
+	return lerr
 }
 
 // firstRegistration waits for the registration message, but not past
@@ -315,9 +350,9 @@ func serve[Req, Cmd any, H handle[Cmd]](s *Service, kind protocol.Kind, st serve
 	err = sendUntilDone(st, h, recvErr, removed, s.draining, func() error { return s.removedStatus(agentID) })
 	h.Close(err)
 	cause := h.Err()
-	if errors.Is(cause, streams.ErrSlow) || errors.Is(cause, streams.ErrStuck) {
+	if errors.Is(cause, streams.ErrStuck) {
 		s.metrics.slowDisconnects.WithLabelValues(kind.String()).Inc()
-		s.logger.Warn("Disconnected slow agent stream", "agent_id", agentID, "stream", kind)
+		s.logger.Warn("Disconnected agent stream that left a command unanswered", "agent_id", agentID, "stream", kind, "err", cause)
 	}
 	s.logger.Debug("Agent stream closed", "agent_id", agentID, "stream", kind, "err", cause)
 	return s.finish(kind, cause)

@@ -275,35 +275,48 @@ func decodeReply(t *testing.T, r *series.RawMetrics) *fodcv1.StreamMetricsReques
 	return &m
 }
 
-func TestHungAgentIsDisconnectedWhenQueueFills(t *testing.T) {
+// A full command queue fails the caller, never the agent: 40 distinct
+// requests against a queue of 2 get ErrBusy beyond it while the agent keeps
+// its stream, and nothing counts as a slow disconnect (issue: 40 concurrent
+// /metrics-windows requests used to disconnect a healthy agent).
+func TestFullQueueFailsCallersNotTheAgent(t *testing.T) {
 	h := newHarness(t, testOpts{MaxPendingCommands: 2})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, id := h.register(t, ctx, "data-0")
 	st, err := h.client.StreamMetrics(withID(ctx, id))
 	require.NoError(t, err)
-	hang := make(chan struct{}) // never closed: the agent never answers
+	release := make(chan struct{})
 	done := make(chan struct{})
-	go func() { defer close(done); answer(st, hang) }()
+	go func() { defer close(done); answer(st, release) }()
 	var ms *streams.Metrics
 	require.Eventually(t, func() bool { var ok bool; ms, ok = h.table.Metrics(id); return ok }, 10*time.Second, time.Millisecond)
 
+	// Two requests fill the queue; the agent holds its answers.
+	held := make(chan error, 2)
 	for i := range 2 {
-		rctx, rcancel := context.WithTimeout(ctx, 20*time.Millisecond)
-		_, err := ms.Request(rctx, series.Window{Start: time.Unix(int64(i+1), 0)})
-		rcancel()
-		require.ErrorIs(t, err, context.DeadlineExceeded)
+		go func() {
+			_, err := ms.Request(ctx, series.Window{Start: time.Unix(int64(i+1), 0)})
+			held <- err
+		}()
 	}
-	_, err = ms.Request(ctx, series.Window{})
-	require.ErrorIs(t, err, streams.ErrSlow)
-	<-done // the agent's stream ended
-	_, err = st.Recv()
-	require.Equal(t, codes.ResourceExhausted, status.Code(err))
-	require.Eventually(t, func() bool {
-		return testutil.ToFloat64(h.svc.metrics.slowDisconnects.WithLabelValues(protocol.KindMetrics.String())) == 1
-	}, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return ms.Pending() == 2 }, 10*time.Second, time.Millisecond)
+	for i := range 38 {
+		_, err := ms.Request(ctx, series.Window{Start: time.Unix(int64(100+i), 0)})
+		require.ErrorIs(t, err, streams.ErrBusy)
+	}
+	require.NoError(t, ms.Err(), "the agent keeps its stream")
 	_, ok := h.table.Metrics(id)
-	require.False(t, ok, "a closed stream is forgotten at once (W17)")
+	require.True(t, ok, "still attached")
+	close(release) // the agent answers from now on
+	// The held commands were read while hung: they stay unanswered, as a
+	// real hung agent leaves them, and their callers give up.
+	cancel()
+	for range 2 {
+		require.ErrorIs(t, <-held, context.Canceled)
+	}
+	require.Zero(t, testutil.ToFloat64(h.svc.metrics.slowDisconnects.WithLabelValues(protocol.KindMetrics.String())))
+	<-done
 }
 
 func TestLateReplyIsDiscarded(t *testing.T) {

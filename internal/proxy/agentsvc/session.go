@@ -52,6 +52,13 @@ func sendUntilDone[Req, Resp any](st serverStream[Req, Resp], h handle[Resp],
 		case <-h.Done():
 			return h.Err()
 		case <-removed:
+			// A drain also removes the agent (its registration stream
+			// ends): the drain is the cause the agent must see.
+			select {
+			case <-draining:
+				return errDraining
+			default:
+			}
 			return removedStatus()
 		case <-draining:
 			return errDraining
@@ -82,7 +89,7 @@ func toStatus(err error) error {
 	switch {
 	case err == nil, errors.Is(err, io.EOF), errors.Is(err, streams.ErrClosed):
 		return nil
-	case errors.Is(err, streams.ErrSlow), errors.Is(err, streams.ErrStuck):
+	case errors.Is(err, streams.ErrStuck):
 		return status.Error(codes.ResourceExhausted, err.Error())
 	case errors.Is(err, streams.ErrDuplicate):
 		return status.Error(codes.AlreadyExists, err.Error())

@@ -35,6 +35,45 @@ const (
 	tsNanos   protowire.Number = 2
 )
 
+// Limits bound one reply. A reply over any of them is refused whole (a
+// *LimitError), never truncated: a partial reply would look like a node
+// that lost series. A zero field means no limit.
+type Limits struct {
+	// MaxSeries bounds the metrics of one reply (a window reply has one
+	// per sample).
+	MaxSeries int
+	// MaxLabels bounds the labels of one metric as the agent sent them.
+	MaxLabels int
+	// MaxLabelNameLen and MaxLabelValueLen bound one label, in bytes.
+	MaxLabelNameLen  int
+	MaxLabelValueLen int
+	// MaxNameLen bounds a metric name, in bytes.
+	MaxNameLen int
+}
+
+// The reasons of a LimitError, as metrics and /cluster show them.
+const (
+	ReasonSeriesPerReply   = "series_per_reply"
+	ReasonLabelsPerSeries  = "labels_per_series"
+	ReasonLabelNameLength  = "label_name_length"
+	ReasonLabelValueLength = "label_value_length"
+	ReasonMetricNameLength = "metric_name_length"
+)
+
+// LimitError is a reply refused because it is over one of the Limits.
+type LimitError struct {
+	// Reason is one of the Reason* constants.
+	Reason string
+	// Got and Limit are the offending size and the limit.
+	Got, Limit int
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("reply over the %s limit (%d > %d)", e.Reason, e.Got, e.Limit)
+}
+
+func over(limit, got int) bool { return limit > 0 && got > limit }
+
 // Errors Batch wraps.
 var (
 	errMalformed   = errors.New("malformed protobuf")
@@ -68,8 +107,15 @@ var (
 // and the last entry of a duplicate label key wins).
 //
 // The result keeps no memory of raw, which the caller may reuse as soon
-// as Batch returns. It is safe to call concurrently.
+// as Batch returns. It is safe to call concurrently. Batch applies no
+// Limits; the proxy decodes through Limits.Batch.
 func Batch(info NodeInfo, raw []byte, receivedAt time.Time, window bool) (series.Batch, error) {
+	return Limits{}.Batch(info, raw, receivedAt, window)
+}
+
+// Batch is the package's Batch for a reply that must stay within l: a
+// reply over a limit is refused with a *LimitError.
+func (l Limits) Batch(info NodeInfo, raw []byte, receivedAt time.Time, window bool) (series.Batch, error) {
 	out := series.Batch{Node: info.Node}
 	count, replyTs, err := scanReply(raw)
 	if err != nil {
@@ -78,7 +124,11 @@ func Batch(info NodeInfo, raw []byte, receivedAt time.Time, window bool) (series
 	if count == 0 {
 		return out, nil
 	}
+	if over(l.MaxSeries, count) {
+		return series.Batch{Node: info.Node}, &LimitError{Reason: ReasonSeriesPerReply, Got: count, Limit: l.MaxSeries}
+	}
 	d := decoder{
+		lim:       l,
 		extra:     nodeLabels(info),
 		defaultMs: receivedAt.UnixMilli(),
 		keys:      make([]key, 0, count),
@@ -225,6 +275,7 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 
 // decoder accumulates the metrics of one reply.
 type decoder struct {
+	lim       Limits
 	extra     series.Labels
 	defaultMs int64
 	keys      []key
@@ -286,6 +337,9 @@ func (d *decoder) metric(b []byte) error {
 		}
 		b = b[n:]
 	}
+	if err := d.checkLimits(k.name, d.buf[start:]); err != nil {
+		return err
+	}
 	k.ms = d.defaultMs
 	if ts.set {
 		k.ms = ts.millis()
@@ -294,6 +348,29 @@ func (d *decoder) metric(b []byte) error {
 	d.strBytes += len(k.name) + len(k.help)
 	d.starts = append(d.starts, int32(start))
 	d.keys = append(d.keys, k)
+	return nil
+}
+
+// checkLimits holds one metric, as the agent sent it, to the limits.
+func (d *decoder) checkLimits(name string, labels series.Labels) error {
+	l := d.lim
+	if over(l.MaxNameLen, len(name)) {
+		return &LimitError{Reason: ReasonMetricNameLength, Got: len(name), Limit: l.MaxNameLen}
+	}
+	if over(l.MaxLabels, len(labels)) {
+		return &LimitError{Reason: ReasonLabelsPerSeries, Got: len(labels), Limit: l.MaxLabels}
+	}
+	if l.MaxLabelNameLen <= 0 && l.MaxLabelValueLen <= 0 {
+		return nil
+	}
+	for _, lb := range labels {
+		if over(l.MaxLabelNameLen, len(lb.Name)) {
+			return &LimitError{Reason: ReasonLabelNameLength, Got: len(lb.Name), Limit: l.MaxLabelNameLen}
+		}
+		if over(l.MaxLabelValueLen, len(lb.Value)) {
+			return &LimitError{Reason: ReasonLabelValueLength, Got: len(lb.Value), Limit: l.MaxLabelValueLen}
+		}
+	}
 	return nil
 }
 

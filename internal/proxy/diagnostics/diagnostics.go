@@ -29,6 +29,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"google.golang.org/protobuf/proto"
+
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/proxy/flight"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
@@ -62,6 +64,12 @@ type Options struct {
 	// MaxAge is how long a record stays cached after it last arrived: a
 	// record that no agent re-sent for that long is dropped.
 	MaxAge time.Duration
+	// MaxRecordBytes bounds one record (its protobuf size); a larger one
+	// is dropped and counted.
+	MaxRecordBytes int
+	// MaxBytes bounds the records kept in all; beyond it the records of
+	// the oldest crashes are evicted first.
+	MaxBytes int
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 }
@@ -78,7 +86,22 @@ type Record struct {
 	Rec *fodcv1.StreamCrashDiagnosticsRequest
 	// ReceivedAt is when the record last arrived.
 	ReceivedAt time.Time
+
+	size int // protobuf size of Rec, counted against MaxBytes
 }
+
+// Reasons counted by fodc_proxy_crash_records_rejected_total.
+const (
+	// RejectSize means the record was over MaxRecordBytes.
+	RejectSize = "record_size"
+	// RejectUnsolicited means the proxy had not asked the agent.
+	RejectUnsolicited = "unsolicited"
+)
+
+// askGrace is how long after a collection's window a record of the agent
+// asked is still taken: agents re-send every record they hold, one
+// message each, and a slow agent may finish after the window.
+const askGrace = 5 * time.Second
 
 // key identifies a crash artifact across reconnects of its pod.
 type key struct {
@@ -87,6 +110,8 @@ type key struct {
 }
 
 type metrics struct {
+	bytes    prometheus.Gauge
+	rejected *prometheus.CounterVec
 	records  prometheus.Gauge
 	evicted  *prometheus.CounterVec
 	requests prometheus.Counter
@@ -95,6 +120,14 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
+		bytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fodc_proxy_crash_record_bytes",
+			Help: "Bytes of crash records currently cached (protobuf size).",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_crash_records_rejected_total",
+			Help: "Crash records dropped on arrival, by reason (record_size, unsolicited).",
+		}, []string{"reason"}),
 		records: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fodc_proxy_crash_records",
 			Help: "Crash records currently cached.",
@@ -115,7 +148,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{EvictCapacity, EvictExpired, EvictAgentGone} {
 		m.evicted.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{m.records, m.evicted, m.requests, m.waiting} {
+	for _, r := range []string{RejectSize, RejectUnsolicited} {
+		m.rejected.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{m.bytes, m.rejected, m.records, m.evicted, m.requests, m.waiting} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -131,6 +167,8 @@ type Cache struct {
 	window     time.Duration
 	maxRecords int
 	maxAge     time.Duration
+	maxRecord  int
+	maxBytes   int
 	now        func() time.Time
 	logger     *slog.Logger
 	metrics    *metrics
@@ -138,8 +176,10 @@ type Cache struct {
 	// that want it.
 	asks *flight.Group[string, struct{}]
 
-	mu      sync.Mutex // guards records
+	mu      sync.Mutex // guards the fields below
 	records map[key]*Record
+	bytes   int                  // the records' sizes, summed
+	asked   map[string]time.Time // agent id -> when a request was last sent
 }
 
 // New validates opts and returns an empty Cache whose metrics go to reg.
@@ -148,8 +188,8 @@ func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Cache, 
 	if opts.Registry == nil || opts.Streams == nil {
 		errs = append(errs, errors.New("diagnostics: registry and stream table are required"))
 	}
-	if opts.Window <= 0 || opts.MaxRecords <= 0 || opts.MaxAge <= 0 {
-		errs = append(errs, errors.New("diagnostics: window, record limit and maximum age must be positive"))
+	if opts.Window <= 0 || opts.MaxRecords <= 0 || opts.MaxAge <= 0 || opts.MaxRecordBytes <= 0 || opts.MaxBytes <= 0 {
+		errs = append(errs, errors.New("diagnostics: window, record and byte limits and maximum age must be positive"))
 	}
 	if logger == nil || reg == nil {
 		errs = append(errs, errors.New("diagnostics: logger and registerer are required"))
@@ -170,11 +210,14 @@ func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Cache, 
 		window:     opts.Window,
 		maxRecords: opts.MaxRecords,
 		maxAge:     opts.MaxAge,
+		maxRecord:  opts.MaxRecordBytes,
+		maxBytes:   opts.MaxBytes,
 		now:        opts.Now,
 		logger:     logger.With("component", "diagnostics"),
 		metrics:    m,
 		asks:       flight.New(flight.Options[string, struct{}]{}),
 		records:    make(map[key]*Record),
+		asked:      make(map[string]time.Time),
 	}, nil
 }
 
@@ -193,16 +236,37 @@ func (c *Cache) OnRecord(agentID string, rec *fodcv1.StreamCrashDiagnosticsReque
 		c.logger.Debug("Dropping crash record of an unregistered agent", "agent_id", agentID, "artifact_dir", rec.GetArtifactDir())
 		return
 	}
+	size := proto.Size(rec)
+	if size > c.maxRecord {
+		c.metrics.rejected.WithLabelValues(RejectSize).Inc()
+		c.logger.Warn("Dropping oversize crash record", "agent_id", agentID, "pod_name", a.PodName, "bytes", size, "limit", c.maxRecord)
+		return
+	}
+	now := c.now()
 	k := key{pod: strings.ToLower(a.PodName), dir: rec.GetArtifactDir()}
-	r := &Record{AgentID: a.ID, PodName: a.PodName, Role: a.Role.WireName(), Rec: rec, ReceivedAt: c.now()}
+	r := &Record{AgentID: a.ID, PodName: a.PodName, Role: a.Role.WireName(), Rec: rec, ReceivedAt: now, size: size}
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if at, ok := c.asked[agentID]; !ok || now.Sub(at) > c.window+askGrace {
+		c.metrics.rejected.WithLabelValues(RejectUnsolicited).Inc()
+		c.logger.Debug("Dropping crash record nobody asked for", "agent_id", agentID, "pod_name", a.PodName)
+		return
+	}
+	if old, ok := c.records[k]; ok {
+		c.bytes -= old.size
+	}
 	c.records[k] = r
-	for len(c.records) > c.maxRecords {
+	c.bytes += size
+	for len(c.records) > c.maxRecords || c.bytes > c.maxBytes {
 		c.evictOldestLocked()
 	}
+	c.setGaugesLocked()
+}
+
+func (c *Cache) setGaugesLocked() {
 	c.metrics.records.Set(float64(len(c.records)))
+	c.metrics.bytes.Set(float64(c.bytes))
 }
 
 // evictOldestLocked drops the record of the oldest crash (ties broken by
@@ -217,6 +281,7 @@ func (c *Cache) evictOldestLocked() {
 			oldest, oldestAt, first = k, at, false
 		}
 	}
+	c.bytes -= c.records[oldest].size
 	delete(c.records, oldest)
 	c.metrics.evicted.WithLabelValues(EvictCapacity).Inc()
 }
@@ -272,6 +337,9 @@ func (c *Cache) Collect(ctx context.Context, f registry.Filter) []Record {
 // ask sends a request to one agent and waits the window for its records;
 // the agent is not asked again until the window has ended.
 func (c *Cache) ask(st *streams.Crash) error {
+	c.mu.Lock()
+	c.asked[st.AgentID()] = c.now()
+	c.mu.Unlock()
 	if err := st.Request(); err != nil {
 		c.logger.Debug("Crash record request not sent", "agent_id", st.AgentID(), "err", err)
 		return err
@@ -299,14 +367,21 @@ func (c *Cache) prune() {
 	for k, r := range c.records {
 		switch {
 		case !live[k.pod]:
+			c.bytes -= r.size
 			delete(c.records, k)
 			c.metrics.evicted.WithLabelValues(EvictAgentGone).Inc()
 		case now.Sub(r.ReceivedAt) > c.maxAge:
+			c.bytes -= r.size
 			delete(c.records, k)
 			c.metrics.evicted.WithLabelValues(EvictExpired).Inc()
 		}
 	}
-	c.metrics.records.Set(float64(len(c.records)))
+	for id, at := range c.asked {
+		if now.Sub(at) > c.window+askGrace {
+			delete(c.asked, id)
+		}
+	}
+	c.setGaugesLocked()
 }
 
 // cached returns copies of the records of pods (lower-cased names), sorted.

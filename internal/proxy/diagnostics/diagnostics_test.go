@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
@@ -282,7 +284,7 @@ func TestCollectWithoutStreamsDoesNotWait(t *testing.T) {
 	require.NoError(t, err)
 	a, err := reg.Register(registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0"})
 	require.NoError(t, err)
-	c.OnRecord(a.ID, crashRec("a1", "x", base))
+	offer(c, a.ID, crashRec("a1", "x", base))
 	// The agent has no crash stream: nothing is asked, nothing waited for
 	// (a one-hour window would time the test out).
 	require.Len(t, c.Collect(context.Background(), registry.Filter{}), 1)
@@ -366,7 +368,7 @@ func TestCacheBounds(t *testing.T) {
 			for _, s := range tc.steps {
 				clk.Advance(s.advance)
 				if s.pod != "" {
-					c.OnRecord(ids[s.pod], crashRec(s.dir, "x", base.Add(s.crash)))
+					offer(c, ids[s.pod], crashRec(s.dir, "x", base.Add(s.crash)))
 				}
 			}
 			got := c.Collect(context.Background(), registry.Filter{})
@@ -435,4 +437,42 @@ func TestNewValidates(t *testing.T) {
 	c, err := New(withDefaults(Options{Registry: reg, Streams: table}), logger, prom)
 	require.NoError(t, err)
 	require.Equal(t, time.Second, c.window)
+}
+
+// Records over the size limits never stay: one over MaxRecordBytes is
+// dropped on arrival, the total stays within MaxBytes by evicting the
+// oldest crashes, and a record nobody asked for is dropped.
+func TestRecordSizeLimits(t *testing.T) {
+	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10},
+		slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err)
+	a, err := reg.Register(registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0"})
+	require.NoError(t, err)
+	one := proto.Size(crashRec("d0", "x", base))
+	prom := prometheus.NewRegistry()
+	c, err := New(withDefaults(Options{Registry: reg, Streams: streams.NewTable(streams.Limits{}),
+		MaxRecordBytes: one + 100, MaxBytes: 3*one + 10}), slog.New(slog.DiscardHandler), prom)
+	require.NoError(t, err)
+
+	big := crashRec("big", strings.Repeat("x", 200), base)
+	offer(c, a.ID, big)
+	require.Equal(t, 1.0, testutil.ToFloat64(c.metrics.rejected.WithLabelValues(RejectSize)))
+
+	for i := range 5 { // d0 is the oldest crash, d4 the newest
+		offer(c, a.ID, crashRec(fmt.Sprintf("d%d", i), "x", base.Add(time.Duration(i)*time.Minute)))
+	}
+	got := c.cached(map[string]bool{"data-0": true})
+	require.Len(t, got, 3, "three records fit in MaxBytes")
+	require.Equal(t, "d2", got[0].Rec.GetArtifactDir())
+	require.LessOrEqual(t, testutil.ToFloat64(c.metrics.bytes), float64(3*one+10))
+	require.Equal(t, 2.0, testutil.ToFloat64(c.metrics.evicted.WithLabelValues(EvictCapacity)))
+
+	c.mu.Lock() // the last request was an hour ago
+	c.asked[a.ID] = c.now().Add(-time.Hour)
+	c.mu.Unlock()
+	c.OnRecord(a.ID, crashRec("unasked", "x", base.Add(time.Hour)))
+	require.Equal(t, 1.0, testutil.ToFloat64(c.metrics.rejected.WithLabelValues(RejectUnsolicited)))
+	for _, r := range c.cached(map[string]bool{"data-0": true}) {
+		require.NotEqual(t, "unasked", r.Rec.GetArtifactDir())
+	}
 }

@@ -53,7 +53,17 @@ func withDefaults(opts Options) Options {
 	opts.Window = cmp.Or(opts.Window, time.Second)
 	opts.MaxRecords = cmp.Or(opts.MaxRecords, 1000)
 	opts.MaxAge = cmp.Or(opts.MaxAge, 24*time.Hour)
+	opts.MaxRecordBytes = cmp.Or(opts.MaxRecordBytes, 1<<20)
+	opts.MaxBytes = cmp.Or(opts.MaxBytes, 64<<20)
 	return opts
+}
+
+// offer hands rec to c as the agent's answer to a request c just sent.
+func offer(c *Cache, agentID string, rec *fodcv1.StreamCrashDiagnosticsRequest) {
+	c.mu.Lock()
+	c.asked[agentID] = c.now()
+	c.mu.Unlock()
+	c.OnRecord(agentID, rec)
 }
 
 // agent is a running simulated agent.

@@ -53,6 +53,8 @@ type Options struct {
 	// WriteTimeout is the time allowed to write an answer once it has been
 	// collected; the server's write deadline is extended by the budget.
 	WriteTimeout time.Duration
+	// Admission bounds the requests served at once per endpoint class.
+	Admission Admission
 	// Now and Started drive /health's uptime (time.Now and the time of New
 	// when zero).
 	Now     func() time.Time
@@ -67,6 +69,7 @@ type API struct {
 
 	metrics *metrics                              // the API's own series
 	answers *flight.Group[string, *metricsAnswer] // shares identical /metrics answers
+	gates   map[string]gate                       // admission slots by class; read-only
 }
 
 // New returns an API whose own metrics go to reg.
@@ -77,6 +80,9 @@ func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*API, er
 	}
 	if opts.CollectTimeout <= 0 || opts.WriteTimeout <= 0 {
 		errs = append(errs, errors.New("httpapi: collect and write timeouts must be positive"))
+	}
+	if ad := opts.Admission; ad.Metrics <= 0 || ad.Cluster <= 0 || ad.Downloads <= 0 {
+		errs = append(errs, errors.New("httpapi: every admission limit must be positive"))
 	}
 	if logger == nil || reg == nil {
 		errs = append(errs, errors.New("httpapi: logger and registerer are required"))
@@ -101,6 +107,11 @@ func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*API, er
 		logger:  logger.With("component", "httpapi"),
 		metrics: m,
 		answers: flight.New(flight.Options[string, *metricsAnswer]{}),
+		gates: map[string]gate{
+			classMetrics:   make(gate, opts.Admission.Metrics),
+			classCluster:   make(gate, opts.Admission.Cluster),
+			classDownloads: make(gate, opts.Admission.Downloads),
+		},
 	}, nil
 }
 
@@ -113,18 +124,20 @@ func (a *API) Handler() http.Handler {
 		handler = promhttp.InstrumentHandlerCounter(a.metrics.requests.MustCurryWith(prometheus.Labels{"handler": path}), handler)
 		mux.Handle(path, exact(path, handler))
 	}
+	// /metrics takes its admission slot per distinct collection (see
+	// serveMetrics); every other endpoint that works per request.
 	route("/metrics", a.serveMetrics)
-	route("/metrics-windows", a.metricsWindows)
-	route("/cluster", a.cluster)
-	route("/cluster/topology", a.clusterTopology)
-	route("/cluster/lifecycle", a.clusterLifecycle)
-	route("/cluster/config", a.clusterConfig)
-	route("/cluster/config/consistency", a.clusterConfigConsistency)
+	route("/metrics-windows", a.admitted(classMetrics, a.metricsWindows))
+	route("/cluster", a.admitted(classCluster, a.cluster))
+	route("/cluster/topology", a.admitted(classCluster, a.clusterTopology))
+	route("/cluster/lifecycle", a.admitted(classCluster, a.clusterLifecycle))
+	route("/cluster/config", a.admitted(classCluster, a.clusterConfig))
+	route("/cluster/config/consistency", a.admitted(classCluster, a.clusterConfigConsistency))
 	route("/health", a.health)
-	route("/diagnostics", a.diagnostics)
-	route("/pressure-profiles", a.pressureProfiles)
+	route("/diagnostics", a.admitted(classCluster, a.diagnostics))
+	route("/pressure-profiles", a.admitted(classCluster, a.pressureProfiles))
 	download := promhttp.InstrumentHandlerCounter(a.metrics.requests.MustCurryWith(prometheus.Labels{"handler": "/pressure-profiles/{pod}/{profile_id}/{type}"}),
-		getOnly(a.pressureDownload))
+		getOnly(a.admitted(classDownloads, a.pressureDownload)))
 	mux.Handle("/pressure-profiles/{pod}/{profile_id}/{type}", download)
 	route("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK\n")) })
 	route("/-/ready", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK\n")) })

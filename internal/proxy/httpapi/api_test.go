@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/proxy/decode"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/proxy/scrape"
 	"github.com/fodc-go/fodc/internal/proxy/series"
@@ -96,9 +97,10 @@ func newEnv(t *testing.T) *env {
 	e.reg = reg
 	own := prometheus.NewRegistry()
 	e.table = streams.NewTable(streams.Limits{SendQueueLen: 64, MaxPending: 32})
-	scraper, err := scrape.New(reg, e.table, slog.New(slog.DiscardHandler), own)
+	scraper, err := scrape.New(reg, e.table, decode.Limits{}, slog.New(slog.DiscardHandler), own)
 	require.NoError(t, err)
-	api, err := New(Options{Registry: reg, Scraper: scraper, Gatherer: own, CollectTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second, Now: clock},
+	api, err := New(Options{Registry: reg, Scraper: scraper, Gatherer: own, CollectTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second, Now: clock,
+		Admission: Admission{Metrics: 4, Cluster: 4, Downloads: 2}},
 		slog.New(slog.DiscardHandler), own)
 	require.NoError(t, err)
 	e.api = api

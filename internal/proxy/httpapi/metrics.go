@@ -36,7 +36,18 @@ func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	// goes away does not cut it short for the others.
 	ctx, cancel := context.WithTimeout(r.Context(), b+a.opts.WriteTimeout)
 	defer cancel()
-	ans, err := a.answers.Do(ctx, "metrics?"+q.Encode(), func(context.Context) (*metricsAnswer, error) { return a.renderMetrics(f, b), nil })
+	ans, err := a.answers.Do(ctx, "metrics?"+q.Encode(), func(context.Context) (*metricsAnswer, error) {
+		release, ok := a.admit(classMetrics)
+		if !ok {
+			return nil, errBusy
+		}
+		defer release()
+		return a.renderMetrics(f, b), nil
+	})
+	if errors.Is(err, errBusy) {
+		refuseBusy(w)
+		return
+	}
 	if err != nil {
 		if r.Context().Err() == nil {
 			writeError(w, http.StatusServiceUnavailable, "the shared collection this request joined did not finish within its budget")

@@ -8,6 +8,7 @@ type metrics struct {
 	duration      *prometheus.HistogramVec
 	dropped       *prometheus.CounterVec
 	droppedLabels prometheus.Counter
+	rejected      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -29,8 +30,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fodc_proxy_labels_removed_total",
 			Help: "Labels left out of answers because their name is invalid or repeated.",
 		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_http_requests_rejected_total",
+			Help: "HTTP requests refused with 503 because their endpoint class was full, by class (metrics, cluster, downloads).",
+		}, []string{"class"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.dropped, m.droppedLabels} {
+	for _, c := range []string{classMetrics, classCluster, classDownloads} {
+		m.rejected.WithLabelValues(c)
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.dropped, m.droppedLabels, m.rejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -51,6 +51,8 @@ func newEnv(t *testing.T, opts Options) *env {
 func withDefaults(opts Options) Options {
 	opts.ListTimeout = cmp.Or(opts.ListTimeout, 10*time.Second)
 	opts.MaxProfilesPerPod = cmp.Or(opts.MaxProfilesPerPod, 1000)
+	opts.MaxRecordBytes = cmp.Or(opts.MaxRecordBytes, 64<<10)
+	opts.MaxBytes = cmp.Or(opts.MaxBytes, 16<<20)
 	return opts
 }
 

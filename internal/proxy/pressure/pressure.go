@@ -27,6 +27,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"google.golang.org/protobuf/proto"
+
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/proxy/flight"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
@@ -61,6 +63,12 @@ type Options struct {
 	// MaxProfilesPerPod bounds the entries cached for one pod; a round
 	// with more keeps the most recent captures.
 	MaxProfilesPerPod int
+	// MaxRecordBytes bounds one record (its protobuf size); a larger one is
+	// dropped and counted.
+	MaxRecordBytes int
+	// MaxBytes bounds the records kept in all; beyond it the oldest
+	// captures are evicted first.
+	MaxBytes int
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
 }
@@ -77,6 +85,8 @@ type Entry struct {
 	Rec *fodcv1.PressureProfileRecord
 	// ListedAt is when the round that listed the record completed.
 	ListedAt time.Time
+
+	size int // protobuf size of Rec, counted against MaxBytes
 }
 
 // key identifies a profile across reconnects of its pod.
@@ -86,11 +96,17 @@ type key struct {
 }
 
 type metrics struct {
+	bytes         prometheus.Gauge
+	rejected      *prometheus.CounterVec
+	evicted       prometheus.Counter
 	profiles      prometheus.Gauge
 	rounds        *prometheus.CounterVec
 	downloads     *prometheus.CounterVec
 	downloadBytes prometheus.Counter
 }
+
+// rejectSize is the reason of a record over MaxRecordBytes.
+const rejectSize = "record_size"
 
 // Results counted by the round and download counters.
 const (
@@ -101,6 +117,18 @@ const (
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
+		bytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "fodc_proxy_pressure_profile_bytes",
+			Help: "Bytes of pressure-profile records currently cached (protobuf size).",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_pressure_profiles_rejected_total",
+			Help: "Pressure-profile records dropped on arrival, by reason (record_size).",
+		}, []string{"reason"}),
+		evicted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "fodc_proxy_pressure_profiles_evicted_total",
+			Help: "Pressure-profile records evicted to stay within --max-profile-bytes.",
+		}),
 		profiles: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "fodc_proxy_pressure_profiles",
 			Help: "Pressure profile records currently cached.",
@@ -122,7 +150,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.rounds.WithLabelValues(r)
 		m.downloads.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{m.profiles, m.rounds, m.downloads, m.downloadBytes} {
+	m.rejected.WithLabelValues(rejectSize)
+	for _, c := range []prometheus.Collector{m.bytes, m.rejected, m.evicted, m.profiles, m.rounds, m.downloads, m.downloadBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -140,13 +169,16 @@ type Cache struct {
 	streams     *streams.Table
 	listTimeout time.Duration
 	maxPerPod   int
+	maxRecord   int
+	maxBytes    int
 	now         func() time.Time
 	logger      *slog.Logger
 	metrics     *metrics
 	rounds      *flight.Group[string, struct{}] // by agent id
 
-	mu      sync.Mutex // guards entries
+	mu      sync.Mutex // guards entries and bytes
 	entries map[key]*Entry
+	bytes   int // the entries' sizes, summed
 }
 
 // New validates opts and returns an empty Cache whose metrics go to reg.
@@ -155,8 +187,8 @@ func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Cache, 
 	if opts.Registry == nil || opts.Streams == nil {
 		errs = append(errs, errors.New("pressure: registry and stream table are required"))
 	}
-	if opts.ListTimeout <= 0 || opts.MaxProfilesPerPod <= 0 {
-		errs = append(errs, errors.New("pressure: list timeout and profile limit must be positive"))
+	if opts.ListTimeout <= 0 || opts.MaxProfilesPerPod <= 0 || opts.MaxRecordBytes <= 0 || opts.MaxBytes <= 0 {
+		errs = append(errs, errors.New("pressure: list timeout, profile and byte limits must be positive"))
 	}
 	if logger == nil || reg == nil {
 		errs = append(errs, errors.New("pressure: logger and registerer are required"))
@@ -176,6 +208,8 @@ func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Cache, 
 		streams:     opts.Streams,
 		listTimeout: opts.ListTimeout,
 		maxPerPod:   opts.MaxProfilesPerPod,
+		maxRecord:   opts.MaxRecordBytes,
+		maxBytes:    opts.MaxBytes,
 		now:         opts.Now,
 		logger:      logger.With("component", "pressure"),
 		metrics:     m,
@@ -262,14 +296,24 @@ func (c *Cache) commitLocked(a registry.Agent, recs []*fodcv1.PressureProfileRec
 			continue
 		}
 		if e.AgentID == a.ID {
-			delete(c.entries, k)
+			c.deleteLocked(k)
 			continue
 		}
 		if _, live := c.reg.Get(e.AgentID); !live {
-			delete(c.entries, k)
+			c.deleteLocked(k)
 		}
 	}
-	recs = slices.DeleteFunc(slices.Clone(recs), func(r *fodcv1.PressureProfileRecord) bool { return r == nil })
+	recs = slices.DeleteFunc(slices.Clone(recs), func(r *fodcv1.PressureProfileRecord) bool {
+		if r == nil {
+			return true
+		}
+		if size := proto.Size(r); size > c.maxRecord {
+			c.metrics.rejected.WithLabelValues(rejectSize).Inc()
+			c.logger.Warn("Dropping oversize pressure-profile record", "agent_id", a.ID, "pod_name", a.PodName, "bytes", size, "limit", c.maxRecord)
+			return true
+		}
+		return false
+	})
 	if len(recs) > c.maxPerPod {
 		slices.SortStableFunc(recs, func(x, y *fodcv1.PressureProfileRecord) int {
 			return y.GetCapturedAt().AsTime().Compare(x.GetCapturedAt().AsTime())
@@ -280,9 +324,45 @@ func (c *Cache) commitLocked(a registry.Agent, recs []*fodcv1.PressureProfileRec
 	now := c.now()
 	role := a.Role.WireName()
 	for _, rec := range recs {
-		c.entries[key{pod: pod, id: rec.GetProfileId()}] = &Entry{AgentID: a.ID, PodName: a.PodName, Role: role, Rec: rec, ListedAt: now}
+		k := key{pod: pod, id: rec.GetProfileId()}
+		c.deleteLocked(k)
+		e := &Entry{AgentID: a.ID, PodName: a.PodName, Role: role, Rec: rec, ListedAt: now, size: proto.Size(rec)}
+		c.entries[k] = e
+		c.bytes += e.size
 	}
+	for c.bytes > c.maxBytes {
+		c.evictOldestLocked()
+	}
+	c.setGaugesLocked()
+}
+
+// deleteLocked removes the entry at k, if any.
+func (c *Cache) deleteLocked(k key) {
+	if e, ok := c.entries[k]; ok {
+		c.bytes -= e.size
+		delete(c.entries, k)
+	}
+}
+
+// evictOldestLocked drops the entry of the oldest capture (ties broken by
+// pod and profile id, so the choice is deterministic).
+func (c *Cache) evictOldestLocked() {
+	var oldest key
+	var oldestAt time.Time
+	first := true
+	for k, e := range c.entries {
+		at := e.Rec.GetCapturedAt().AsTime()
+		if first || at.Before(oldestAt) || (at.Equal(oldestAt) && cmp.Or(cmp.Compare(k.pod, oldest.pod), cmp.Compare(k.id, oldest.id)) < 0) {
+			oldest, oldestAt, first = k, at, false
+		}
+	}
+	c.deleteLocked(oldest)
+	c.metrics.evicted.Inc()
+}
+
+func (c *Cache) setGaugesLocked() {
 	c.metrics.profiles.Set(float64(len(c.entries)))
+	c.metrics.bytes.Set(float64(c.bytes))
 }
 
 // prune drops the entries of pods that have no registered agent.
@@ -295,10 +375,10 @@ func (c *Cache) prune() {
 	defer c.mu.Unlock()
 	for k := range c.entries {
 		if !live[k.pod] {
-			delete(c.entries, k)
+			c.deleteLocked(k)
 		}
 	}
-	c.metrics.profiles.Set(float64(len(c.entries)))
+	c.setGaugesLocked()
 }
 
 // cached returns copies of the entries of pods (lower-cased names), sorted.

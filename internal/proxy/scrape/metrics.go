@@ -1,14 +1,19 @@
 package scrape
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fodc-go/fodc/internal/proxy/decode"
+)
 
 // metrics are the scraper's own series, all declared here. The names say
 // "collection" for continuity with earlier releases' dashboards.
 type metrics struct {
-	rounds       *prometheus.CounterVec
-	duration     *prometheus.HistogramVec
-	requests     *prometheus.CounterVec
-	decodeErrors prometheus.Counter
+	rounds          *prometheus.CounterVec
+	duration        *prometheus.HistogramVec
+	requests        *prometheus.CounterVec
+	decodeErrors    prometheus.Counter
+	repliesRejected *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -30,8 +35,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fodc_proxy_agent_reply_decode_errors_total",
 			Help: "Agent metrics replies that could not be decoded; each leaves its agent out of the collections waiting for it.",
 		}),
+		repliesRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_agent_replies_rejected_total",
+			Help: "Agent metrics replies refused whole for being over a limit, by reason (series_per_reply, labels_per_series, label_name_length, label_value_length, metric_name_length).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.rounds, m.duration, m.requests, m.decodeErrors} {
+	for _, r := range []string{decode.ReasonSeriesPerReply, decode.ReasonLabelsPerSeries, decode.ReasonLabelNameLength, decode.ReasonLabelValueLength, decode.ReasonMetricNameLength} {
+		m.repliesRejected.WithLabelValues(r)
+	}
+	for _, c := range []prometheus.Collector{m.rounds, m.duration, m.requests, m.decodeErrors, m.repliesRejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

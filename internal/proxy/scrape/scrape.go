@@ -33,12 +33,28 @@ var (
 type Scraper struct {
 	registry *registry.Registry
 	streams  *streams.Table
+	limits   decode.Limits
 	logger   *slog.Logger
 	metrics  *metrics
+
+	mu       sync.Mutex           // guards rejected
+	rejected map[string]Rejection // by agent id; the agents' last refused reply
 }
 
-// New returns a Scraper of the agents in reg, reached through table.
-func New(reg *registry.Registry, table *streams.Table, logger *slog.Logger, promReg prometheus.Registerer) (*Scraper, error) {
+// Rejection is an agent's last reply refused for being over a limit.
+type Rejection struct {
+	Reason string    // a decode.Reason* constant
+	Detail string    // the error text
+	At     time.Time // when the reply arrived
+}
+
+// maxRejections bounds the rejections remembered: one per agent, and the
+// registry bounds the agents; this is the backstop.
+const maxRejections = 10000
+
+// New returns a Scraper of the agents in reg, reached through table, whose
+// replies must stay within limits.
+func New(reg *registry.Registry, table *streams.Table, limits decode.Limits, logger *slog.Logger, promReg prometheus.Registerer) (*Scraper, error) {
 	if reg == nil || table == nil || logger == nil || promReg == nil {
 		return nil, errors.New("scrape: registry, stream table, logger and registerer are required")
 	}
@@ -46,7 +62,38 @@ func New(reg *registry.Registry, table *streams.Table, logger *slog.Logger, prom
 	if err != nil {
 		return nil, err
 	}
-	return &Scraper{registry: reg, streams: table, logger: logger.With("component", "scrape"), metrics: m}, nil
+	return &Scraper{registry: reg, streams: table, limits: limits, logger: logger.With("component", "scrape"), metrics: m,
+		rejected: make(map[string]Rejection)}, nil
+}
+
+// LastRejection returns the agent's last reply refused for a limit, if its
+// latest reply was refused.
+func (c *Scraper) LastRejection(agentID string) (Rejection, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.rejected[agentID]
+	return r, ok
+}
+
+func (c *Scraper) noteRejection(agentID string, r *Rejection) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if r == nil {
+		delete(c.rejected, agentID)
+		return
+	}
+	if _, ok := c.rejected[agentID]; !ok && len(c.rejected) >= maxRejections {
+		for id := range c.rejected { // drop any one; the backstop is rarely hit
+			if _, live := c.registry.Get(id); !live {
+				delete(c.rejected, id)
+				break
+			}
+		}
+		if len(c.rejected) >= maxRejections {
+			return
+		}
+	}
+	c.rejected[agentID] = *r
 }
 
 // Result is one selected agent's part of a scrape.
@@ -108,7 +155,10 @@ func (c *Scraper) scrapeOne(ctx context.Context, r *Result, w series.Window, kin
 	r.Duration = received.Sub(start)
 	if err != nil {
 		result := "error"
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		switch {
+		case errors.Is(err, streams.ErrBusy):
+			result = "busy"
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
 			result = "timeout"
 			err = fmt.Errorf("no answer within %s: %w", r.Duration.Round(time.Millisecond), err)
 		}
@@ -117,7 +167,17 @@ func (c *Scraper) scrapeOne(ctx context.Context, r *Result, w series.Window, kin
 		c.logger.Debug("Agent did not answer metrics request", "agent_id", a.ID, "pod_name", a.PodName, "err", err)
 		return
 	}
-	r.Batch, err = decode.Batch(NodeInfo(a), reply.Bytes, received, !w.IsLatest())
+	r.Batch, err = c.limits.Batch(NodeInfo(a), reply.Bytes, received, !w.IsLatest())
+	var le *decode.LimitError
+	if errors.As(err, &le) {
+		c.metrics.repliesRejected.WithLabelValues(le.Reason).Inc()
+		c.noteRejection(a.ID, &Rejection{Reason: le.Reason, Detail: err.Error(), At: received})
+		c.logger.Warn("Agent reply refused: over a limit", "agent_id", a.ID, "pod_name", a.PodName, "err", err)
+		r.Batch = series.Batch{}
+		r.Err = fmt.Errorf("reply refused: %w", err)
+		c.metrics.requests.WithLabelValues(kind, "rejected").Inc()
+		return
+	}
 	if err != nil {
 		c.metrics.decodeErrors.Inc()
 		c.logger.Warn("Undecodable metrics reply", "agent_id", a.ID, "pod_name", a.PodName, "bytes", len(reply.Bytes), "err", err)
@@ -126,6 +186,7 @@ func (c *Scraper) scrapeOne(ctx context.Context, r *Result, w series.Window, kin
 		c.metrics.requests.WithLabelValues(kind, "decode_error").Inc()
 		return
 	}
+	c.noteRejection(a.ID, nil)
 	c.metrics.requests.WithLabelValues(kind, "ok").Inc()
 }
 

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/proxy/decode"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/proxy/series"
 	"github.com/fodc-go/fodc/internal/proxy/streams"
@@ -35,7 +36,7 @@ func newFixture(t *testing.T) *fixture {
 	require.NoError(t, err)
 	table := streams.NewTable(streams.Limits{SendQueueLen: 8, MaxPending: 8})
 	prom := prometheus.NewRegistry()
-	s, err := New(reg, table, slog.New(slog.DiscardHandler), prom)
+	s, err := New(reg, table, decode.Limits{MaxLabels: 4}, slog.New(slog.DiscardHandler), prom)
 	require.NoError(t, err)
 	return &fixture{scraper: s, reg: reg, table: table, prom: prom}
 }
@@ -143,6 +144,35 @@ func TestUndecodableReplyIsAgentDown(t *testing.T) {
 }
 
 func TestNewRequiresDependencies(t *testing.T) {
-	_, err := New(nil, nil, nil, nil)
+	_, err := New(nil, nil, decode.Limits{}, nil, nil)
 	require.Error(t, err)
+}
+
+// A reply over a limit is refused whole: the agent is down in this scrape
+// with the reason, the rejection is counted and remembered for /cluster,
+// and forgotten once the agent's next reply is accepted.
+func TestReplyOverALimitIsRefusedWhole(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t) // MaxLabels: 4
+		m := f.agent(t, "p")
+		a := f.reg.List(registry.Filter{})[0]
+		wide := map[string]string{"a": "1", "b": "2", "c": "3", "d": "4", "e": "5"}
+		raw, err := proto.Marshal(&fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{{Name: "ok", Value: 1}, {Name: "wide", Labels: wide, Value: 2}}})
+		require.NoError(t, err)
+		go func() { <-m.Outbox(); m.Deliver(&series.RawMetrics{Bytes: raw}) }()
+		rs := f.scraper.Scrape(t.Context(), registry.Filter{}, series.Window{})
+		require.False(t, rs[0].Up())
+		require.ErrorContains(t, rs[0].Err, "labels_per_series")
+		require.Empty(t, rs[0].Batch.Series, "nothing of the reply is served")
+		require.Equal(t, 1.0, testutil.ToFloat64(f.scraper.metrics.repliesRejected.WithLabelValues("labels_per_series")))
+		rej, ok := f.scraper.LastRejection(a.ID)
+		require.True(t, ok)
+		require.Equal(t, "labels_per_series", rej.Reason)
+
+		go func() { <-m.Outbox(); m.Deliver(reply(t, 1)) }()
+		rs = f.scraper.Scrape(t.Context(), registry.Filter{}, series.Window{})
+		require.True(t, rs[0].Up())
+		_, ok = f.scraper.LastRejection(a.ID)
+		require.False(t, ok, "an accepted reply clears the rejection")
+	})
 }

@@ -103,9 +103,6 @@ func (l *Lifecycle) Request(ctx context.Context, resendAfter time.Duration) (*fo
 	if l.sentAt.IsZero() || now.Sub(l.sentAt) > resendAfter {
 		if err := l.enqueue(&fodcv1.StreamLifecycleResponse{RequestLifecycle: true}); err != nil {
 			l.mu.Unlock()
-			if errors.Is(err, ErrSlow) {
-				l.Close(ErrSlow)
-			}
 			return nil, fmt.Errorf("agent %s: %w", l.agentID, err)
 		}
 		l.sentAt = now
@@ -175,11 +172,7 @@ func (c *Crash) Close(cause error) { c.closeWith(cause) }
 
 // Request asks the agent to send every crash record it holds.
 func (c *Crash) Request() error {
-	err := c.enqueue(&fodcv1.StreamCrashDiagnosticsResponse{RequestDiagnostics: true})
-	if errors.Is(err, ErrSlow) {
-		c.Close(ErrSlow)
-	}
-	return err
+	return c.enqueue(&fodcv1.StreamCrashDiagnosticsResponse{RequestDiagnostics: true})
 }
 
 // maxListRecords bounds the records gathered for one list round.
@@ -221,11 +214,7 @@ func newPressure(ss *session[fodcv1.StreamPressureProfilesResponse]) *Pressure {
 }
 
 func (p *Pressure) send(m *fodcv1.StreamPressureProfilesResponse) error {
-	err := p.enqueue(m)
-	if errors.Is(err, ErrSlow) {
-		p.Close(ErrSlow)
-	}
-	return err
+	return p.enqueue(m)
 }
 
 // List runs one list round and returns its records.

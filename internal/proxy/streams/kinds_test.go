@@ -79,7 +79,9 @@ func TestMetricsRequestsShareIdenticalCommands(t *testing.T) {
 	})
 }
 
-func TestFullQueueClosesStreamAsSlow(t *testing.T) {
+// A full queue fails the request, not the agent: the stream stays open and
+// the queued commands are still answered.
+func TestFullQueueFailsTheCallerNotTheAgent(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m, err := NewTable(Limits{SendQueueLen: 2, MaxPending: 2}).OpenMetrics("a")
 		require.NoError(t, err)
@@ -88,8 +90,15 @@ func TestFullQueueClosesStreamAsSlow(t *testing.T) {
 		}
 		synctest.Wait()
 		_, err = m.Request(t.Context(), series.Window{})
-		require.ErrorIs(t, err, ErrSlow)
-		require.ErrorIs(t, m.Err(), ErrSlow)
+		require.ErrorIs(t, err, ErrBusy)
+		require.NoError(t, m.Err(), "the stream stays open")
+		for range 2 {
+			<-m.Outbox()
+			require.Equal(t, Delivered, m.Deliver(&series.RawMetrics{}))
+		}
+		go func() { <-m.Outbox(); m.Deliver(&series.RawMetrics{}) }()
+		_, err = m.Request(t.Context(), series.Window{})
+		require.NoError(t, err, "room again once the agent answered")
 	})
 }
 

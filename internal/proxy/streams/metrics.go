@@ -46,8 +46,8 @@ type Metrics struct {
 
 // Request asks the agent for the latest values or a window and waits for
 // its answer until ctx ends. Identical concurrent requests share one
-// command. An agent that has too many unanswered commands is disconnected
-// as slow: the request fails and so does every other pending one. The
+// command. When the stream has too many commands in flight the request
+// fails with ErrBusy and the agent keeps its stream. The
 // reply is a StreamMetricsRequest still encoded; callers that shared a
 // command get the same *series.RawMetrics and must only read it.
 func (m *Metrics) Request(ctx context.Context, w series.Window) (*series.RawMetrics, error) {

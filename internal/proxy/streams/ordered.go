@@ -32,9 +32,10 @@ func (o *ordered[Cmd, Reply]) do(ctx context.Context, key string, cmd *Cmd) (*Re
 		return nil, fmt.Errorf("agent %s: %w", o.agentID, ErrStuck)
 	}
 	reply, err := o.queue.Do(ctx, key, func() error { return o.enqueue(cmd) })
-	if errors.Is(err, ErrFull) || errors.Is(err, ErrSlow) {
-		o.Close(ErrSlow)
-		return nil, fmt.Errorf("agent %s: %w", o.agentID, ErrSlow)
+	if errors.Is(err, ErrFull) || errors.Is(err, ErrBusy) {
+		// Too many requests in flight is the callers' problem: this one
+		// fails, the agent keeps its stream (and answers the others).
+		return nil, fmt.Errorf("agent %s: %w", o.agentID, ErrBusy)
 	}
 	return reply, err
 }
@@ -57,3 +58,7 @@ func (o *ordered[Cmd, Reply]) Close(cause error) {
 		o.queue.Close(fmt.Errorf("%s stream of agent %s closed: %w", o.kind, o.agentID, o.err))
 	}
 }
+
+// Pending returns how many commands are outstanding, abandoned ones
+// included.
+func (o *ordered[Cmd, Reply]) Pending() int { return o.queue.Len() }

@@ -9,9 +9,10 @@ import (
 
 // Errors that close a stream. The gRPC service maps them to status codes.
 var (
-	// ErrSlow means the agent did not keep up with commands: its queue
-	// of unsent or unanswered commands was full.
-	ErrSlow = errors.New("agent is not keeping up with commands")
+	// ErrBusy means the stream's queue of unsent or unanswered commands
+	// is full. It is the caller's failure, not the agent's: the request
+	// fails and the stream stays open (only ErrStuck closes it).
+	ErrBusy = errors.New("agent stream busy: too many commands in flight")
 	// ErrStuck means the agent left a command unanswered for longer than
 	// Limits.MaxCommandAge.
 	ErrStuck = errors.New("agent left a command unanswered too long")
@@ -66,7 +67,7 @@ func (ss *session[Cmd]) Err() error {
 	}
 }
 
-// enqueue hands m to the sender without blocking. It fails with ErrSlow
+// enqueue hands m to the sender without blocking. It fails with ErrBusy
 // when the queue is full and with the close cause once the session closed.
 func (ss *session[Cmd]) enqueue(m *Cmd) error {
 	select {
@@ -80,7 +81,7 @@ func (ss *session[Cmd]) enqueue(m *Cmd) error {
 	case <-ss.closed:
 		return ss.err
 	default:
-		return ErrSlow
+		return ErrBusy
 	}
 }
 

@@ -26,7 +26,7 @@ type Limits struct {
 	// SendQueueLen bounds the commands queued for one stream's sender.
 	SendQueueLen int
 	// MaxPending bounds the unanswered commands of one stream, abandoned
-	// ones included; beyond it the agent is disconnected as slow.
+	// ones included; beyond it requests fail with ErrBusy.
 	MaxPending int
 	// MaxCommandAge is how long a command may stay unanswered before the
 	// stream is closed as stuck (0: never).
