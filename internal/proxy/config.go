@@ -31,6 +31,9 @@ type Config struct {
 	DiagnosticsWindow     time.Duration
 	ConfigIgnoreParams    string
 	ShutdownGrace         time.Duration
+	// StateFile, when set, keeps the registry's node identities across
+	// restarts (see registry.Options.StateFile).
+	StateFile string
 }
 
 // DefaultConfig returns the design's defaults (DESIGN.md §1.5), except the
@@ -80,6 +83,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&c.ConfigCacheTTL, "config-cache-ttl", c.ConfigCacheTTL, "Reuse a node configuration collection this young for /cluster/config.")
 	fs.StringVar(&c.ConfigIgnoreParams, "config-ignore-params", c.ConfigIgnoreParams, "Per-node parameters left out of /cluster/config/consistency: comma-separated globs; a leading + adds to the defaults, otherwise they are replaced; none ignores nothing.")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "Time allowed for a graceful stop before connections are closed.")
+	fs.StringVar(&c.StateFile, "state-file", c.StateFile, "File that keeps the registered nodes' identities (no collected data) across proxy restarts, so that nodes that do not come back are listed offline; empty keeps nothing.")
 }
 
 // Validate reports every invalid setting at once, naming the flags.
