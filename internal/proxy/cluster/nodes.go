@@ -253,3 +253,22 @@ func (c *Views) Run(ctx context.Context, interval time.Duration) error {
 		}
 	}
 }
+
+// OwnNode returns the node of the last topology collection that runs pod:
+// the one whose pod_name label names it or, for a node without that label,
+// the one its upstream agent was found to run on. It reports false when
+// there is none.
+func (c *Views) OwnNode(pod string) (*databasev1.Node, bool) {
+	c.mu.Lock()
+	snap := c.topo
+	c.mu.Unlock()
+	if snap == nil || pod == "" {
+		return nil, false
+	}
+	for _, n := range snap.nodes {
+		if strings.EqualFold(n.pod, pod) {
+			return n.node, true
+		}
+	}
+	return nil, false
+}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	databasev1 "github.com/fodc-go/fodc/api/proto/banyandb/database/v1"
 	"github.com/fodc-go/fodc/internal/proxy/cluster"
 	"github.com/fodc-go/fodc/internal/proxy/configreport"
 	"github.com/fodc-go/fodc/internal/proxy/lifecycle"
@@ -111,7 +112,7 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 			for name, addr := range ag.Secondary {
 				n.SecondaryAddresses[name] = addressJSON{IP: addr.IP, Port: addr.Port}
 			}
-		} else if node, ok := topology.NodeForPod(topo, ag.PodName); ok {
+		} else if node, ok := a.nodeOf(topo, ag.PodName); ok {
 			addrs := topology.NodeAddresses(node)
 			if p, ok := splitAddress(addrs.Primary); ok {
 				n.PrimaryAddress = &p
@@ -136,6 +137,18 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 		Calls     []callJSON `json:"calls"`
 		UpdatedAt time.Time  `json:"updated_at"`
 	}{nodes, calls, a.now().UTC()})
+}
+
+// nodeOf finds the topology node of pod: by its pod_name label, else the
+// node its agent was found to run on.
+func (a *API) nodeOf(topo topology.Merged, pod string) (*databasev1.Node, bool) {
+	if node, ok := topology.NodeForPod(topo, pod); ok {
+		return node, true
+	}
+	if a.opts.Cluster == nil {
+		return nil, false
+	}
+	return a.opts.Cluster.OwnNode(pod)
 }
 
 // selectsNode applies an agent selection to a node without an agent: role,
