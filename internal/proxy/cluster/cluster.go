@@ -179,7 +179,7 @@ func (c *Views) collectLifecycle() lifecycle.Result {
 		}
 		summary.Requested++
 		wait := c.opts.LifecycleTimeout
-		if since, pending := ls.Pending(); pending && time.Now().Sub(since) > c.opts.LifecycleTimeout {
+		if since, pending := ls.Pending(); pending && time.Since(since) > c.opts.LifecycleTimeout {
 			// Its last collection failed and it sent nothing: do not hold
 			// every caller for the full timeout again (W12).
 			wait = c.opts.FailedAgentWait

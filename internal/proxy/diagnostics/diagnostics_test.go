@@ -273,17 +273,6 @@ func TestConcurrentCollectsShareOneRound(t *testing.T) {
 }
 
 // Without any agent to ask, a collection returns the cache at once.
-// receive returns the next value of ch, failing the test if none comes.
-func receive[T any](t *testing.T, ch <-chan T) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(wait):
-		t.Fatal("nothing received")
-		panic("unreachable")
-	}
-}
 
 func TestCollectWithoutStreamsDoesNotWait(t *testing.T) {
 	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10})
