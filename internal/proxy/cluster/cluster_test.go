@@ -134,3 +134,14 @@ func TestLifecycleFailedAgentIsNotWaitedForAgain(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, third.Summary.Responded)
 }
+
+func podID(t *testing.T, e *proxytest.Env, pod string) string {
+	t.Helper()
+	for _, a := range e.Registry.List(registryFilterPod(pod)) {
+		return a.ID
+	}
+	t.Fatalf("pod %s not registered", pod)
+	return ""
+}
+
+func registryFilterPod(pod string) registry.Filter { return registry.Filter{PodName: pod} }
