@@ -54,6 +54,10 @@ type Config struct {
 	MaxInflightMetrics   int
 	MaxInflightCluster   int
 	MaxInflightDownloads int
+
+	// StateFile, when set, keeps the registry's node identities across
+	// restarts (see registry.Options.StateFile).
+	StateFile string
 }
 
 // DefaultConfig returns the design's defaults (DESIGN.md §1.5), except the
@@ -145,6 +149,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxInflightMetrics, "max-inflight-metrics", c.MaxInflightMetrics, "Distinct /metrics and /metrics-windows collections run at once; more get 503 with Retry-After.")
 	fs.IntVar(&c.MaxInflightCluster, "max-inflight-cluster", c.MaxInflightCluster, "Cluster-view, diagnostics and profile-list requests served at once; more get 503 with Retry-After.")
 	fs.IntVar(&c.MaxInflightDownloads, "max-inflight-downloads", c.MaxInflightDownloads, "Profile downloads streamed at once; more get 503 with Retry-After.")
+
+	fs.StringVar(&c.StateFile, "state-file", c.StateFile, "File that keeps the registered nodes' identities (no collected data) across proxy restarts, so that nodes that do not come back are listed offline; empty keeps nothing.")
 }
 
 // Validate reports every invalid setting at once, naming the flags.

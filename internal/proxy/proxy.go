@@ -65,6 +65,10 @@ const (
 	maxRequestBodyBytes = 1 << 20
 	// httpIdleTimeout closes idle keep-alive HTTP connections.
 	httpIdleTimeout = 2 * time.Minute
+	// topologyRefreshInterval is how often the topology is collected when
+	// nobody asks, so that nodes without an agent show in /health and
+	// /metrics; twice a Prometheus default scrape interval.
+	topologyRefreshInterval = 30 * time.Second
 )
 
 // Proxy is a wired, listening, not yet running proxy.
@@ -74,6 +78,7 @@ type Proxy struct {
 	Registry *registry.Registry
 	Streams  *streams.Table
 	Service  *agentsvc.Service
+	Views    *cluster.Views
 
 	grpcLis net.Listener
 	httpLis net.Listener
@@ -100,6 +105,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		HeartbeatTimeout: cfg.AgentHeartbeatTimeout,
 		CleanupTimeout:   cfg.AgentCleanupTimeout,
 		MaxAgents:        cfg.MaxAgents,
+		StateFile:        cfg.StateFile,
 	}, logger, reg)
 	if err != nil {
 		return nil, err
@@ -251,6 +257,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		Registry: agents,
 		Streams:  table,
 		Service:  svc,
+		Views:    views,
 		grpcLis:  grpcLis,
 		httpLis:  httpLis,
 		grpcSrv:  grpcSrv,
@@ -270,6 +277,10 @@ func (p *Proxy) AddActors(g *run.Group) {
 	{ // Registry health sweep.
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return p.Registry.Run(ctx) }, func(error) { cancel() })
+	}
+	{ // Topology refresh, for nodes without an agent.
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return p.Views.Run(ctx, topologyRefreshInterval) }, func(error) { cancel() })
 	}
 	{ // Agent-facing gRPC server. Bidi streams never end on their own: drain first.
 		g.Add(func() error {

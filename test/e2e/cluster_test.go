@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
 	commonv1 "github.com/fodc-go/fodc/api/proto/banyandb/common/v1"
 	databasev1 "github.com/fodc-go/fodc/api/proto/banyandb/database/v1"
@@ -267,4 +268,86 @@ func TestTopologyMergedAcrossAgents(t *testing.T) {
 	require.Len(t, cl.Nodes, 2)
 	require.Equal(t, "10.0.0.2", cl.Nodes[0].PrimaryAddress.IP)
 	require.Len(t, cl.Calls, 2)
+}
+
+// A liaison's topology names every node of the cluster. The recorded
+// liaison's own node (which carries no pod_name label) is matched to the
+// liaison agent; a data node it names that has no registered agent (here
+// the recorded data node's entry, whose agent never connects) is listed in
+// /cluster and /cluster/topology as no_agent, counted in /metrics and named
+// by /health.
+func TestNodeWithoutAgentFromRecordedLiaisonTopology(t *testing.T) {
+	p, _ := startProxy(t, nil)
+	base := "http://" + p.HTTPAddr()
+	liaisonRec, err := fixture.Load("head-agent-liaison-fake")
+	require.NoError(t, err)
+	cfg, err := agentsim.FromRecording(liaisonRec)
+	require.NoError(t, err)
+	dataRec, err := fixture.Load("head-agent-data-node")
+	require.NoError(t, err)
+	dataCfg, err := agentsim.FromRecording(dataRec)
+	require.NoError(t, err)
+	liaisonView, dataView := cfg.Topology(), dataCfg.Topology()
+	require.Len(t, liaisonView.GetTopology().GetNodes(), 1)
+	require.Len(t, dataView.GetTopology().GetNodes(), 1)
+	view := proto.CloneOf(liaisonView)
+	view.Topology.Nodes = append(view.Topology.Nodes, dataView.GetTopology().GetNodes()...)
+	cfg.Topology = func() *fodcv1.StreamClusterTopologyRequest { return view }
+	connect(t, p, cfg)
+
+	var topo struct {
+		Nodes []struct {
+			Metadata struct{ Name string } `json:"metadata"`
+			Status   string                `json:"status"`
+		} `json:"nodes"`
+	}
+	r := get(t, base+"/cluster/topology")
+	require.Equal(t, http.StatusOK, r.code, r.body)
+	require.NoError(t, json.Unmarshal([]byte(r.body), &topo))
+	status := map[string]string{}
+	for _, n := range topo.Nodes {
+		status[n.Metadata.Name] = n.Status
+	}
+	require.Equal(t, map[string]string{"127.0.0.1:27999": "online", "127.0.0.1:27912": "no_agent"}, status)
+
+	r = get(t, base+"/cluster")
+	var cl struct {
+		Nodes []struct {
+			NodeID         string `json:"node_id"`
+			AgentID        string `json:"agent_id"`
+			PodName        string `json:"pod_name"`
+			NodeRole       string `json:"node_role"`
+			Status         string `json:"status"`
+			PrimaryAddress *struct {
+				IP   string `json:"ip"`
+				Port int    `json:"port"`
+			} `json:"primary_address"`
+		} `json:"nodes"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.body), &cl), r.body)
+	require.Len(t, cl.Nodes, 2, r.body)
+	require.Equal(t, "banyand-liaison-0", cl.Nodes[0].PodName)
+	require.Equal(t, "online", cl.Nodes[0].Status)
+	require.Equal(t, "127.0.0.1", cl.Nodes[0].PrimaryAddress.IP, "the liaison's address comes from its own node")
+	require.Equal(t, 27999, cl.Nodes[0].PrimaryAddress.Port)
+	n := cl.Nodes[1]
+	require.Equal(t, "no_agent", n.Status)
+	require.Equal(t, "banyand-data-0", n.PodName)
+	require.Equal(t, "127.0.0.1:27912", n.NodeID)
+	require.Empty(t, n.AgentID)
+	require.Equal(t, "datanode", n.NodeRole)
+	require.Equal(t, 27912, n.PrimaryAddress.Port)
+
+	r = get(t, base+"/cluster?pod_name=banyand-data-0")
+	require.NoError(t, json.Unmarshal([]byte(r.body), &cl))
+	require.Len(t, cl.Nodes, 1)
+	r = get(t, base+"/cluster?role=liaison")
+	require.NoError(t, json.Unmarshal([]byte(r.body), &cl))
+	require.Len(t, cl.Nodes, 1)
+
+	h := getHealth(t, base)
+	require.Equal(t, "degraded", h.Status)
+	require.Equal(t, []string{"1 nodes without an agent: banyand-data-0"}, h.Reasons)
+	r = get(t, base+"/metrics")
+	require.Contains(t, r.body, "\nfodc_proxy_nodes_without_agent{role=\"datanode\"} 1\n")
 }

@@ -128,8 +128,10 @@ func identityFrom(req *fodcv1.RegisterAgentRequest) registry.Identity {
 }
 
 // RegisterAgent registers the agent on its first message and treats every
-// later message as a heartbeat. Heartbeats are never answered. The entry is
-// unregistered when the stream ends.
+// later message as a heartbeat. Heartbeats are never answered. When the
+// stream ends the entry goes offline (registry.Disconnect) with the reason:
+// the node stays listed, reported down, until the cleanup timeout or until
+// it registers again.
 func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) error {
 	ctx := stream.Context()
 	select {
@@ -177,7 +179,7 @@ func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) e
 		HeartbeatIntervalSeconds: s.heartbeatSeconds(),
 		AgentId:                  agent.ID,
 	}); err != nil {
-		s.opts.Registry.Unregister(agent.ID, registry.ReasonDisconnected)
+		s.opts.Registry.Disconnect(agent.ID, registry.ReasonDisconnected, "registration answer not delivered: "+status.Code(toStatus(err)).String())
 		return toStatus(err)
 	}
 	s.metrics.streamsOpen.WithLabelValues(protocol.KindRegister.String()).Inc()
@@ -207,8 +209,9 @@ func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) e
 	case <-s.draining:
 		err = errDraining
 	}
-	if s.opts.Registry.Unregister(agent.ID, registry.ReasonDisconnected) {
-		s.logger.Info("Agent disconnected", "agent_id", agent.ID, "pod_name", agent.PodName, "err", err)
+	reason, detail := disconnectCause(err)
+	if s.opts.Registry.Disconnect(agent.ID, reason, detail) {
+		s.logger.Info("Agent disconnected", "agent_id", agent.ID, "pod_name", agent.PodName, "detail", detail, "err", err)
 	}
 	return s.finish(protocol.KindRegister, err)
 }
@@ -226,6 +229,19 @@ func (s *Service) admit(ctx context.Context, first *fodcv1.RegisterAgentRequest)
 		s.logger.Warn("Registration refused", "pod_name", truncate(first.GetPodName()), "peer", peer, "reason", lerr.reason, "err", lerr)
 	}
 	return lerr
+}
+
+// disconnectCause says why a registration stream ended, for the offline
+// entry it leaves behind: the proxy shutting down, or the stream ending with
+// the gRPC code the agent sees ("stream ended: Unavailable"; an agent that
+// closed its side cleanly gives "stream ended: OK"). A stream ended because
+// its entry was superseded or removed leaves nothing behind: Disconnect
+// ignores ids that are no longer usable.
+func disconnectCause(err error) (registry.Reason, string) {
+	if errors.Is(err, errDraining) {
+		return registry.ReasonShutdown, "proxy shutdown"
+	}
+	return registry.ReasonDisconnected, "stream ended: " + status.Code(toStatus(err)).String()
 }
 
 // firstRegistration waits for the registration message, but not past
@@ -275,6 +291,10 @@ func (s *Service) removedStatus(agentID string) error {
 		return errDraining
 	case reason == registry.ReasonSuperseded:
 		return status.Errorf(codes.NotFound, "agent %s was superseded by a newer registration of the same node; register again", agentID)
+	case reason == registry.ReasonDisconnected:
+		return status.Errorf(codes.NotFound, "agent %s is offline: its registration stream ended; register again", agentID)
+	case reason == registry.ReasonRestart:
+		return status.Errorf(codes.NotFound, "agent %s was registered with an earlier run of the proxy; register again", agentID)
 	default:
 		return status.Errorf(codes.NotFound, "agent %s is no longer registered (%s); register again", agentID, reason)
 	}

@@ -122,11 +122,56 @@ func TestRegisterAnswersOnceWithIntervalAndID(t *testing.T) {
 	require.Eventually(t, func() bool { a, _ := h.reg.Get(id); return a.Role.Tier == "warm" }, 10*time.Second, time.Millisecond)
 	require.Equal(t, 1.0, testutil.ToFloat64(h.svc.metrics.heartbeats))
 
-	// Closing the registration stream unregisters the agent.
+	// Closing the registration stream takes the agent offline; it stays
+	// listed.
 	require.NoError(t, st.CloseSend())
 	_, err := st.Recv()
 	require.Error(t, err)
-	require.Eventually(t, func() bool { _, ok := h.reg.Get(id); return !ok }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { a, _ := h.reg.Get(id); return a.Status == registry.StatusOffline }, 10*time.Second, time.Millisecond)
+	a, ok = h.reg.Get(id)
+	require.True(t, ok)
+	require.Equal(t, "stream ended: OK", a.DisconnectReason)
+}
+
+// A registration stream that ends leaves an offline entry with the code it
+// ended with; the agent's other streams end, its id is refused with a
+// message that says it is offline, and the node's next registration
+// replaces the offline entry at once.
+func TestEndedRegistrationLeavesOfflineEntry(t *testing.T) {
+	h := newHarness(t, testOpts{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	regCtx, regCancel := context.WithCancel(ctx)
+	_, oldID := h.register(t, regCtx, "data-0")
+	metricsStream, err := h.client.StreamMetrics(withID(ctx, oldID))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { _, ok := h.table.Metrics(oldID); return ok }, 10*time.Second, time.Millisecond)
+
+	regCancel() // the agent's side goes away, as when its process dies
+	require.Eventually(t, func() bool { a, _ := h.reg.Get(oldID); return a.Status == registry.StatusOffline }, 10*time.Second, time.Millisecond)
+	a, _ := h.reg.Get(oldID)
+	require.Equal(t, "stream ended: Canceled", a.DisconnectReason)
+	require.False(t, a.DisconnectedAt.IsZero())
+	_, err = metricsStream.Recv()
+	require.Equal(t, codes.NotFound, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), "offline")
+
+	st, err := h.client.StreamClusterTopology(withID(ctx, oldID))
+	require.NoError(t, err)
+	_, err = st.Recv()
+	require.Equal(t, codes.NotFound, status.Code(err))
+	require.Contains(t, status.Convert(err).Message(), "offline")
+	c := h.reg.CountByStatus()
+	require.Equal(t, registry.StatusCounts{Offline: 1}, c)
+
+	_, newID := h.register(t, ctx, "data-0")
+	n, ok := h.reg.Get(newID)
+	require.True(t, ok)
+	require.Equal(t, oldID, n.PreviousID)
+	require.Equal(t, registry.StatusOnline, n.Status)
+	_, ok = h.reg.Get(oldID)
+	require.False(t, ok, "the offline entry is replaced, not kept beside the new one")
+	require.Equal(t, registry.StatusCounts{Online: 1}, h.reg.CountByStatus())
 }
 
 func TestHeartbeatIntervalRoundsUp(t *testing.T) {
@@ -401,6 +446,9 @@ func TestDrainEndsEveryStreamUnavailable(t *testing.T) {
 	for _, recv := range opened {
 		require.Equal(t, codes.Unavailable, status.Code(recv()))
 	}
+	require.Eventually(t, func() bool { a, _ := h.reg.Get(id); return a.Status == registry.StatusOffline }, 10*time.Second, time.Millisecond)
+	a, _ := h.reg.Get(id)
+	require.Equal(t, "proxy shutdown", a.DisconnectReason)
 }
 
 // An agent that lost a reply leaves a command at the head of the queue

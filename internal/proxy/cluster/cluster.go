@@ -75,8 +75,9 @@ type Views struct {
 	topology   *flight.Group[struct{}, topology.Merged]
 	lifecycle  *flight.Group[struct{}, lifecycle.Result]
 	config     *flight.Group[struct{}, ConfigSnapshot]
-	mu         sync.Mutex // guards lastConfig
+	mu         sync.Mutex // guards lastConfig and topo
 	lastConfig *ConfigSnapshot
+	topo       *topoSnapshot // the nodes of the last topology collection
 
 	rounds *prometheus.CounterVec
 }
@@ -111,7 +112,10 @@ func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Views, 
 	return v, nil
 }
 
-// Topology asks every agent for its topology and merges the answers.
+// Topology asks every online agent for its topology and merges the
+// answers. Every node gets a status: the registry truth of the agents that
+// belong to it (see NodesWithoutAgent), offline ones included, or
+// StatusNoAgent.
 func (c *Views) Topology(ctx context.Context) (topology.Merged, error) {
 	return c.topology.Do(ctx, struct{}{}, func(context.Context) (topology.Merged, error) { return c.collectTopology(), nil })
 }
@@ -120,6 +124,7 @@ func (c *Views) collectTopology() topology.Merged {
 	c.rounds.WithLabelValues("topology").Inc()
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.TopologyTimeout)
 	defer cancel()
+	// Offline entries are listed too: they give their nodes a status.
 	agents := c.opts.Registry.List(registry.Filter{})
 	answers := make([]topology.AgentTopology, len(agents))
 	var wg sync.WaitGroup
@@ -142,17 +147,9 @@ func (c *Views) collectTopology() topology.Merged {
 		})
 	}
 	wg.Wait()
-	return topology.Merge(answers, c.statusByPod(agents))
-}
-
-// statusByPod attaches registry truth to topology nodes, preferring an
-// online entry when a pod has several.
-func (c *Views) statusByPod(agents []registry.Agent) func(string) (topology.NodeStatus, bool) {
-	byPod := map[string][]topology.NodeStatus{}
-	for _, a := range agents {
-		byPod[a.PodName] = append(byPod[a.PodName], topology.NodeStatus{Status: string(a.Status), LastHeartbeat: a.LastHeartbeat})
-	}
-	return func(pod string) (topology.NodeStatus, bool) { return topology.PreferOnline(byPod[pod]) }
+	m := topology.Merge(answers, nil)
+	c.attach(&m, answers, agents)
+	return m
 }
 
 // Lifecycle collects lifecycle reports, reads the schema registry through
@@ -168,7 +165,7 @@ func (c *Views) ConsistencyStatuses() map[string]fodcv1.ConsistencyStatus {
 
 func (c *Views) collectLifecycle() lifecycle.Result {
 	c.rounds.WithLabelValues("lifecycle").Inc()
-	agents := c.opts.Registry.List(registry.Filter{})
+	agents := c.opts.Registry.List(registry.Filter{ExcludeOffline: true})
 	summary := lifecycle.Summary{Total: len(agents)}
 	var (
 		mu      sync.Mutex

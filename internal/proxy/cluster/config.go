@@ -25,10 +25,10 @@ func (c *Views) Config(ctx context.Context) (ConfigSnapshot, error) {
 }
 
 // stillCurrent reports whether a snapshot covers exactly the registered
-// agents and no agent it lists as unsupported has opened the stream since
+// agents that are not offline and no agent it lists as unsupported has opened the stream since
 // (an agent that just reconnected may not have opened it yet).
 func (c *Views) stillCurrent(snap *ConfigSnapshot) bool {
-	agents := c.opts.Registry.List(registry.Filter{})
+	agents := c.opts.Registry.List(registry.Filter{ExcludeOffline: true})
 	if len(agents) != len(snap.Nodes) {
 		return false
 	}
@@ -61,7 +61,9 @@ func (c *Views) collectConfig() ConfigSnapshot {
 	c.rounds.WithLabelValues("config").Inc()
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.ConfigTimeout)
 	defer cancel()
-	agents := c.opts.Registry.List(registry.Filter{})
+	// Offline agents have no streams: they would only be listed as
+	// unsupported.
+	agents := c.opts.Registry.List(registry.Filter{ExcludeOffline: true})
 	nodes := make([]configreport.NodeConfig, len(agents))
 	var wg sync.WaitGroup
 	for i, a := range agents {

@@ -182,11 +182,12 @@ func TestRecordsSurviveReconnectWithoutDuplicates(t *testing.T) {
 	require.Equal(t, 2.0, testutil.ToFloat64(e.c.metrics.records))
 }
 
-// The records of a pod that left the registry are pruned; other pods keep
-// theirs.
+// The records of a pod whose agent went offline are kept (they may say why
+// it went away); once the registry forgets the pod they are pruned. Other
+// pods keep theirs.
 func TestRecordsOfGonePodsArePruned(t *testing.T) {
 	e := newEnv(t, Options{Window: 20 * time.Millisecond})
-	gone, _ := e.start(t, agentsim.Config{Register: register("data-0", "ROLE_DATA"),
+	gone, goneID := e.start(t, agentsim.Config{Register: register("data-0", "ROLE_DATA"),
 		Crash: func() []*fodcv1.StreamCrashDiagnosticsRequest {
 			return []*fodcv1.StreamCrashDiagnosticsRequest{crashRec("a1", "x", base), crashRec("a2", "x", base)}
 		}})
@@ -197,7 +198,10 @@ func TestRecordsOfGonePodsArePruned(t *testing.T) {
 	require.Eventually(t, func() bool { return len(e.c.Collect(context.Background(), registry.Filter{})) == 3 }, wait, time.Millisecond)
 
 	gone.Stop()
-	require.Eventually(t, func() bool { _, total := e.reg.Counts(); return total == 1 }, wait, time.Millisecond)
+	require.Eventually(t, func() bool { return e.reg.CountByStatus().Offline == 1 }, wait, time.Millisecond)
+	require.Len(t, e.c.Collect(context.Background(), registry.Filter{}), 3, "an offline pod keeps its records")
+
+	require.True(t, e.reg.Unregister(goneID, registry.ReasonExpired)) // what the cleanup sweep does
 	got := e.c.Collect(context.Background(), registry.Filter{})
 	require.Len(t, got, 1)
 	require.Equal(t, stayID, got[0].AgentID)

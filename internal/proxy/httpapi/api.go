@@ -8,6 +8,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -208,14 +210,44 @@ func (a *API) countRemoved(st render.Stats) {
 	}
 }
 
+// healthNamesShown bounds the nodes /health names per reason.
+const healthNamesShown = 10
+
+// health is degraded, with reasons that name the nodes, while no agent is
+// registered, an agent missed its heartbeats or went offline, or a node of
+// the last topology collection has no agent. It collects nothing.
 func (a *API) health(w http.ResponseWriter, _ *http.Request) {
-	online, total := a.opts.Registry.Counts()
+	agents := a.opts.Registry.List(registry.Filter{})
+	var unconnected, offline, noAgent []string
+	online := 0
+	for _, ag := range agents {
+		switch ag.Status {
+		case registry.StatusOnline:
+			online++
+		case registry.StatusOffline:
+			offline = append(offline, fmt.Sprintf("%s (%s)", agentName(ag), ag.DisconnectReason))
+		default:
+			unconnected = append(unconnected, agentName(ag))
+		}
+	}
+	if a.opts.Cluster != nil {
+		for _, n := range a.opts.Cluster.NodesWithoutAgent() {
+			noAgent = append(noAgent, cmp.Or(n.PodName, n.Name))
+		}
+	}
+	total := len(agents)
 	var reasons []string
-	switch {
-	case total == 0:
+	if total == 0 && len(noAgent) == 0 {
 		reasons = append(reasons, "no agents registered")
-	case online < total:
-		reasons = append(reasons, fmt.Sprintf("%d of %d agents missed their heartbeats", total-online, total))
+	}
+	if len(unconnected) > 0 {
+		reasons = append(reasons, fmt.Sprintf("%d of %d agents missed their heartbeats: %s", len(unconnected), total, nameList(unconnected)))
+	}
+	if len(offline) > 0 {
+		reasons = append(reasons, fmt.Sprintf("%d of %d agents offline: %s", len(offline), total, nameList(offline)))
+	}
+	if len(noAgent) > 0 {
+		reasons = append(reasons, fmt.Sprintf("%d nodes without an agent: %s", len(noAgent), nameList(noAgent)))
 	}
 	sort.Strings(reasons)
 	st := "healthy"
@@ -223,12 +255,31 @@ func (a *API) health(w http.ResponseWriter, _ *http.Request) {
 		st = "degraded"
 	}
 	writeJSON(w, struct {
-		Status        string   `json:"status"`
-		Reasons       []string `json:"reasons,omitempty"`
-		AgentsOnline  int      `json:"agents_online"`
-		AgentsTotal   int      `json:"agents_total"`
-		UptimeSeconds int64    `json:"uptime_seconds"`
-	}{st, reasons, online, total, int64(a.now().Sub(a.opts.Started).Seconds())})
+		Status            string   `json:"status"`
+		Reasons           []string `json:"reasons,omitempty"`
+		AgentsOnline      int      `json:"agents_online"`
+		AgentsUnconnected int      `json:"agents_unconnected"`
+		AgentsOffline     int      `json:"agents_offline"`
+		AgentsTotal       int      `json:"agents_total"`
+		NodesWithoutAgent int      `json:"nodes_without_agent"`
+		UptimeSeconds     int64    `json:"uptime_seconds"`
+	}{st, reasons, online, len(unconnected), len(offline), total, len(noAgent), int64(a.now().Sub(a.opts.Started).Seconds())})
+}
+
+// agentName names an agent's node for people: its pod, else its address,
+// else its id.
+func agentName(ag registry.Agent) string {
+	return cmp.Or(ag.PodName, ag.Primary.String(), ag.ID)
+}
+
+// nameList joins sorted names, the first healthNamesShown of them, and
+// says how many more there are.
+func nameList(names []string) string {
+	sort.Strings(names)
+	if len(names) <= healthNamesShown {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:healthNamesShown], ", "), len(names)-healthNamesShown)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

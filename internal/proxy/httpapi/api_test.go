@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -307,7 +308,7 @@ func TestClusterAndHealth(t *testing.T) {
 	e := newEnv(t)
 	code, _, body := e.get(t, "/health")
 	require.Equal(t, http.StatusOK, code)
-	require.JSONEq(t, `{"status":"degraded","reasons":["no agents registered"],"agents_online":0,"agents_total":0,"uptime_seconds":0}`, body)
+	require.JSONEq(t, `{"status":"degraded","reasons":["no agents registered"],"agents_online":0,"agents_unconnected":0,"agents_offline":0,"agents_total":0,"nodes_without_agent":0,"uptime_seconds":0}`, body)
 
 	e.addAgent(t, registry.Identity{RoleName: "ROLE_LIAISON", PodName: "l-0",
 		Primary:   registry.Address{IP: "10.0.0.5", Port: 17912},
@@ -320,7 +321,7 @@ func TestClusterAndHealth(t *testing.T) {
 
 	code, _, body = e.get(t, "/health")
 	require.Equal(t, http.StatusOK, code)
-	require.JSONEq(t, `{"status":"degraded","reasons":["1 of 2 agents missed their heartbeats"],"agents_online":1,"agents_total":2,"uptime_seconds":35}`, body)
+	require.JSONEq(t, `{"status":"degraded","reasons":["1 of 2 agents missed their heartbeats: l-0"],"agents_online":1,"agents_unconnected":1,"agents_offline":0,"agents_total":2,"nodes_without_agent":0,"uptime_seconds":35}`, body)
 
 	code, _, body = e.get(t, "/cluster?role=liaison")
 	require.Equal(t, http.StatusOK, code)
@@ -424,4 +425,105 @@ func TestConcurrentIdenticalScrapesShareOneCollection(t *testing.T) {
 	code, _, _ := e.get(t, "/metrics?role=ROLE_DATA")
 	require.Equal(t, http.StatusOK, code)
 	require.Equal(t, 2, requests(), "other filters make another collection")
+}
+
+// An agent whose registration stream ended stays listed as offline: every
+// /metrics answer reports it down under the labels it had while online, it
+// is not asked, /cluster shows when it was last seen and why it went away,
+// and /health is degraded and names it until the node registers again.
+func TestOfflineAgentStaysVisible(t *testing.T) {
+	e := newEnv(t)
+	reply := func(series.Window) *fodcv1.StreamMetricsRequest {
+		return &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{gauge("queue_depth", 1, nil)}}
+	}
+	id := registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0", Labels: map[string]string{"type": "hot"},
+		Primary: registry.Address{IP: "10.0.0.7", Port: 17912}}
+	fa := &fakeAgent{reply: reply}
+	gone := e.addAgent(t, id, fa)
+	e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-1", Labels: map[string]string{"type": "hot"}}, &fakeAgent{reply: reply})
+
+	upLine := regexp.MustCompile(`(?m)^fodc_agent_up\{([^}]*pod_name="data-0"[^}]*)\} (\S+)$`)
+	_, _, body := e.get(t, "/metrics")
+	m := upLine.FindStringSubmatch(body)
+	require.NotNil(t, m, body)
+	onlineLabels := m[1]
+	require.Equal(t, "1", m[2])
+	require.Equal(t, `agent_id="`+gone.ID+`",node_address="10.0.0.7:17912",node_role="ROLE_DATA",pod_name="data-0"`, onlineLabels)
+
+	e.advance(3 * time.Second)
+	require.True(t, e.reg.Disconnect(gone.ID, registry.ReasonDisconnected, "stream ended: Unavailable"))
+	fa.mu.Lock()
+	asked := len(fa.windows)
+	fa.mu.Unlock()
+
+	code, hdr, body := e.get(t, "/metrics")
+	require.Equal(t, http.StatusOK, code)
+	m = upLine.FindStringSubmatch(body)
+	require.NotNil(t, m, body)
+	require.Equal(t, onlineLabels, m[1], "the series continues under the same labels")
+	require.Equal(t, "0", m[2])
+	require.Equal(t, "2", hdr.Get("X-Fodc-Agents-Selected"))
+	require.Equal(t, "1", hdr.Get("X-Fodc-Agents-Answered"))
+	require.Contains(t, body, `fodc_proxy_agent_requests_total{kind="latest",result="offline"} 1`)
+	fa.mu.Lock()
+	require.Equal(t, asked, len(fa.windows), "an offline agent is not asked")
+	fa.mu.Unlock()
+
+	_, _, body = e.get(t, "/cluster?pod_name=data-0")
+	var cl struct {
+		Nodes []map[string]any `json:"nodes"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &cl))
+	require.Len(t, cl.Nodes, 1)
+	n := cl.Nodes[0]
+	require.Equal(t, "offline", n["status"])
+	require.Equal(t, "stream ended: Unavailable", n["disconnect_reason"])
+	require.Equal(t, time.Unix(1_800_000_000, 0).UTC().Format(time.RFC3339), n["last_seen"])
+	require.Equal(t, time.Unix(1_800_000_003, 0).UTC().Format(time.RFC3339), n["disconnected_at"])
+	require.Equal(t, gone.ID, n["agent_id"])
+
+	_, _, body = e.get(t, "/health")
+	var h struct {
+		Status        string   `json:"status"`
+		Reasons       []string `json:"reasons"`
+		AgentsOnline  int      `json:"agents_online"`
+		AgentsOffline int      `json:"agents_offline"`
+		AgentsTotal   int      `json:"agents_total"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &h))
+	require.Equal(t, "degraded", h.Status)
+	require.Equal(t, []string{"1 of 2 agents offline: data-0 (stream ended: Unavailable)"}, h.Reasons)
+	require.Equal(t, 1, h.AgentsOnline)
+	require.Equal(t, 1, h.AgentsOffline)
+	require.Equal(t, 2, h.AgentsTotal)
+
+	// The node registers again: it replaces the offline entry at once.
+	back := e.addAgent(t, id, &fakeAgent{reply: reply})
+	require.Equal(t, gone.ID, back.PreviousID)
+	_, _, body = e.get(t, "/health")
+	require.NoError(t, json.Unmarshal([]byte(body), &h))
+	require.Equal(t, "healthy", h.Status)
+	require.Equal(t, 2, h.AgentsTotal)
+}
+
+// /health names at most ten nodes per reason and says how many more.
+func TestHealthNamesAreBounded(t *testing.T) {
+	e := newEnv(t)
+	for i := range 10 {
+		a := e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: fmt.Sprintf("data-%02d", i)}, &fakeAgent{})
+		e.reg.Disconnect(a.ID, registry.ReasonDisconnected, "x")
+	}
+	e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-10"}, &fakeAgent{})
+	for i := 11; i < 13; i++ {
+		// Past MaxAgents (10) only offline entries are evicted: keep ten.
+		a := e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: fmt.Sprintf("data-%02d", i)}, &fakeAgent{})
+		e.reg.Disconnect(a.ID, registry.ReasonDisconnected, "x")
+	}
+	_, _, body := e.get(t, "/health")
+	var h struct {
+		Reasons []string `json:"reasons"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &h))
+	require.Len(t, h.Reasons, 1)
+	require.Regexp(t, `^9 of 10 agents offline: (data-\d\d \(x\), ){8}data-\d\d \(x\)$`, h.Reasons[0])
 }

@@ -4,9 +4,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
+	databasev1 "github.com/fodc-go/fodc/api/proto/banyandb/database/v1"
 	"github.com/fodc-go/fodc/internal/proxy/cluster"
 	"github.com/fodc-go/fodc/internal/proxy/configreport"
 	"github.com/fodc-go/fodc/internal/proxy/lifecycle"
@@ -31,9 +34,26 @@ type nodeJSON struct {
 	PrimaryAddress     *addressJSON           `json:"primary_address"`
 	SecondaryAddresses map[string]addressJSON `json:"secondary_addresses"`
 	Labels             map[string]string      `json:"labels"`
-	Status             registry.Status        `json:"status"`
-	RegisteredAt       time.Time              `json:"registered_at"`
-	LastHeartbeat      time.Time              `json:"last_heartbeat"`
+	// Status is the registry status, or cluster.StatusNoAgent for a node
+	// the topology names that has no agent.
+	Status        string     `json:"status"`
+	RegisteredAt  *time.Time `json:"registered_at,omitempty"`
+	LastHeartbeat *time.Time `json:"last_heartbeat,omitempty"`
+	// LastSeen is when the agent was last heard from (any status).
+	LastSeen *time.Time `json:"last_seen,omitempty"`
+	// DisconnectedAt and DisconnectReason say when and why an offline
+	// agent went away.
+	DisconnectedAt   *time.Time `json:"disconnected_at,omitempty"`
+	DisconnectReason string     `json:"disconnect_reason,omitempty"`
+}
+
+// utcPtr returns t in UTC, or nil when t is zero.
+func utcPtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }
 
 type callJSON struct {
@@ -77,9 +97,12 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 			Tier:               ag.Role.Tier,
 			SecondaryAddresses: make(map[string]addressJSON, len(ag.Secondary)),
 			Labels:             ag.Labels,
-			Status:             ag.Status,
-			RegisteredAt:       ag.RegisteredAt.UTC(),
-			LastHeartbeat:      ag.LastHeartbeat.UTC(),
+			Status:             string(ag.Status),
+			RegisteredAt:       utcPtr(ag.RegisteredAt),
+			LastHeartbeat:      utcPtr(ag.LastHeartbeat),
+			LastSeen:           utcPtr(ag.LastSeen),
+			DisconnectedAt:     utcPtr(ag.DisconnectedAt),
+			DisconnectReason:   ag.DisconnectReason,
 		}
 		if n.Labels == nil {
 			n.Labels = map[string]string{}
@@ -89,7 +112,7 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 			for name, addr := range ag.Secondary {
 				n.SecondaryAddresses[name] = addressJSON{IP: addr.IP, Port: addr.Port}
 			}
-		} else if node, ok := topology.NodeForPod(topo, ag.PodName); ok {
+		} else if node, ok := a.nodeOf(topo, ag.PodName); ok {
 			addrs := topology.NodeAddresses(node)
 			if p, ok := splitAddress(addrs.Primary); ok {
 				n.PrimaryAddress = &p
@@ -102,11 +125,94 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 		}
 		nodes = append(nodes, n)
 	}
+	if a.opts.Cluster != nil && f.AgentID == "" {
+		for _, nw := range a.opts.Cluster.NodesWithoutAgent() {
+			if selectsNode(f, nw) {
+				nodes = append(nodes, noAgentJSON(nw))
+			}
+		}
+	}
 	writeJSON(w, struct {
 		Nodes     []nodeJSON `json:"nodes"`
 		Calls     []callJSON `json:"calls"`
 		UpdatedAt time.Time  `json:"updated_at"`
 	}{nodes, calls, a.now().UTC()})
+}
+
+// nodeOf finds the topology node of pod: by its pod_name label, else the
+// node its agent was found to run on.
+func (a *API) nodeOf(topo topology.Merged, pod string) (*databasev1.Node, bool) {
+	if node, ok := topology.NodeForPod(topo, pod); ok {
+		return node, true
+	}
+	if a.opts.Cluster == nil {
+		return nil, false
+	}
+	return a.opts.Cluster.OwnNode(pod)
+}
+
+// selectsNode applies an agent selection to a node without an agent: role,
+// pod name and address as for agents.
+func selectsNode(f registry.Filter, n cluster.NodeWithoutAgent) bool {
+	if f.HasRole && !n.Role.Match(f.Role) {
+		return false
+	}
+	if f.PodName != "" && !strings.EqualFold(f.PodName, n.PodName) {
+		return false
+	}
+	if f.Address != "" {
+		host, port, err := net.SplitHostPort(n.Address)
+		if err != nil {
+			return false
+		}
+		wantHost, wantPort, err := net.SplitHostPort(f.Address)
+		if err != nil { // an IP alone matches any port
+			wantHost, wantPort = f.Address, port
+		}
+		if !sameHost(host, wantHost) || port != wantPort {
+			return false
+		}
+	}
+	return true
+}
+
+// sameHost compares hosts, IPs by value.
+func sameHost(a, b string) bool {
+	pa, errA := netip.ParseAddr(a)
+	pb, errB := netip.ParseAddr(b)
+	if errA == nil && errB == nil {
+		return pa.Unmap() == pb.Unmap()
+	}
+	return strings.EqualFold(a, b)
+}
+
+// noAgentJSON lists a node without an agent: named by its topology name,
+// with the addresses, labels and role the topology gives, and no agent.
+func noAgentJSON(n cluster.NodeWithoutAgent) nodeJSON {
+	out := nodeJSON{
+		NodeID:             n.Name,
+		PodName:            n.PodName,
+		ContainerNames:     []string{},
+		NodeRole:           n.Role.String(),
+		RoleName:           n.Role.WireName(),
+		Tier:               n.Role.Tier,
+		SecondaryAddresses: map[string]addressJSON{},
+		Labels:             map[string]string{},
+		Status:             cluster.StatusNoAgent,
+	}
+	for k, v := range n.Node.GetLabels() {
+		out.Labels[k] = v
+	}
+	addrs := topology.NodeAddresses(n.Node)
+	if p, ok := splitAddress(addrs.Primary); ok {
+		out.PrimaryAddress = &p
+	}
+	for name, v := range addrs.Secondary {
+		if p, ok := splitAddress(v); ok {
+			out.SecondaryAddresses[name] = p
+		}
+	}
+	return out
 }
 
 // splitAddress turns "ip:port" into the design's address shape.

@@ -24,7 +24,10 @@ const (
 
 // agentStatusBatch builds the up and duration series of every selected
 // agent. The agent id is a label here on purpose: these series describe the
-// agent process, not the node's data.
+// agent process, not the node's data. The labels come from the registry
+// entry only, never from its status, so an agent that goes offline keeps
+// its series (at 0) until the entry is removed or replaced by the node's
+// next registration.
 func agentStatusBatch(results []scrape.Result) series.Batch {
 	out := make([]series.Series, 0, 2*len(results))
 	for i := range results {
@@ -153,6 +156,22 @@ func configDifferencesBatch(diffs map[string]int) series.Batch {
 		out = append(out, series.Series{
 			Name:   "fodc_proxy_config_differing_params",
 			Help:   "Configuration parameters whose values differ between nodes of the same role and tier, as of the last /cluster/config collection.",
+			Type:   fodcv1.MetricType_METRIC_TYPE_GAUGE,
+			Labels: series.Labels{{Name: "role", Value: role}},
+			Points: []series.Point{{Value: float64(n)}},
+		})
+	}
+	return series.Batch{Series: out}
+}
+
+// nodesWithoutAgentBatch is, per role, how many nodes of the last topology
+// collection have no registered agent in any status.
+func nodesWithoutAgentBatch(counts map[string]int) series.Batch {
+	out := make([]series.Series, 0, len(counts))
+	for role, n := range counts {
+		out = append(out, series.Series{
+			Name:   "fodc_proxy_nodes_without_agent",
+			Help:   "Nodes named by the agents' topology reports (as of the last collection) that have no registered agent, by role.",
 			Type:   fodcv1.MetricType_METRIC_TYPE_GAUGE,
 			Labels: series.Labels{{Name: "role", Value: role}},
 			Points: []series.Point{{Value: float64(n)}},

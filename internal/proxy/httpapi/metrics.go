@@ -81,6 +81,7 @@ func (a *API) renderMetrics(f registry.Filter, b time.Duration) *metricsAnswer {
 	if !isFiltered(f) && a.opts.Cluster != nil {
 		batches = append(batches, consistencyBatch(a.opts.Cluster.ConsistencyStatuses()))
 		batches = append(batches, configDifferencesBatch(a.opts.Cluster.ConfigDifferences()))
+		batches = append(batches, nodesWithoutAgentBatch(a.opts.Cluster.NodesWithoutAgentByRole()))
 	}
 	if !isFiltered(f) && a.opts.Gatherer != nil {
 		mfs, err := a.opts.Gatherer.Gather()

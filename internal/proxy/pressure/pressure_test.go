@@ -455,7 +455,8 @@ func TestFailedRoundKeepsEntries(t *testing.T) {
 }
 
 // Entries move with their pod across a reconnect, are replaced (not
-// duplicated) by the new agent's round, and go when the pod goes.
+// duplicated) by the new agent's round, stay while the pod is offline, and
+// go when the registry forgets the pod.
 func TestEntriesFollowThePod(t *testing.T) {
 	e := newEnv(t, Options{})
 	var recs atomic.Pointer[[]*fodcv1.PressureProfileRecord]
@@ -487,7 +488,12 @@ func TestEntriesFollowThePod(t *testing.T) {
 	}
 
 	a.Stop()
-	require.Eventually(t, func() bool { _, total := e.reg.Counts(); return total == 1 }, wait, time.Millisecond)
+	require.Eventually(t, func() bool { return e.reg.CountByStatus().Offline == 1 }, wait, time.Millisecond)
+	got, err = e.c.List(context.Background(), registry.Filter{})
+	require.NoError(t, err)
+	require.Equal(t, []string{"data-0/p1", "data-0/p2", "data-1/q1"}, ids(got), "an offline pod keeps its entries")
+
+	require.True(t, e.reg.Unregister(id2, registry.ReasonExpired)) // what the cleanup sweep does
 	got, err = e.c.List(context.Background(), registry.Filter{})
 	require.NoError(t, err)
 	require.Equal(t, []string{"data-1/q1"}, ids(got))

@@ -24,7 +24,10 @@ import (
 // Reasons an agent contributed nothing to a scrape.
 var (
 	ErrUnconnected = errors.New("agent missed its heartbeats")
-	ErrNoStream    = errors.New("agent has no metrics stream open")
+	// ErrOffline means the agent's registration stream ended: the node is
+	// still listed (and reported down) until the cleanup timeout.
+	ErrOffline  = errors.New("agent offline")
+	ErrNoStream = errors.New("agent has no metrics stream open")
 )
 
 // Scraper runs scrapes. It is safe for concurrent use; identical
@@ -115,8 +118,10 @@ func (r *Result) Up() bool { return r.Err == nil }
 // Scrape asks every agent that f selects for the window w (latest values
 // when w is zero) and waits for all of them until ctx ends. Each agent's
 // wait is bounded by ctx, so a silent agent costs the scrape one deadline
-// and is reported with its error while the others are returned. Results
-// are in the registry's order (pod name, then agent id).
+// and is reported with its error while the others are returned. Offline
+// and unconnected agents are selected too (so that their down status is
+// reported) but never asked. Results are in the registry's order (pod name,
+// then agent id).
 func (c *Scraper) Scrape(ctx context.Context, f registry.Filter, w series.Window) []Result {
 	kind := "latest"
 	if !w.IsLatest() {
@@ -138,6 +143,11 @@ func (c *Scraper) Scrape(ctx context.Context, f registry.Filter, w series.Window
 
 func (c *Scraper) scrapeOne(ctx context.Context, r *Result, w series.Window, kind string) {
 	a := r.Agent
+	if a.Status == registry.StatusOffline {
+		r.Err = ErrOffline
+		c.metrics.requests.WithLabelValues(kind, "offline").Inc()
+		return
+	}
 	if a.Status != registry.StatusOnline {
 		r.Err = ErrUnconnected
 		c.metrics.requests.WithLabelValues(kind, "unconnected").Inc()

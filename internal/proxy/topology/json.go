@@ -29,6 +29,8 @@ type jsonNode struct {
 	PropertySchemaGossipGrpcAddress string            `json:"property_schema_gossip_grpc_address,omitempty"`
 	Status                          string            `json:"status,omitempty"`
 	LastHeartbeat                   string            `json:"last_heartbeat,omitempty"`
+	LastSeen                        string            `json:"last_seen,omitempty"`
+	DisconnectReason                string            `json:"disconnect_reason,omitempty"`
 	Roles                           []string          `json:"roles"`
 }
 
@@ -54,8 +56,9 @@ type jsonCall struct {
 // WriteJSON writes m as the /cluster/topology body (PROTOCOL.md §5.7):
 // {"nodes":[...],"calls":[...]}, both arrays always present. A node is the
 // database.v1.Node with proto field names and empty fields left out,
-// created_at as {"seconds":N,"nanos":N}, then "status" and "last_heartbeat"
-// (RFC 3339 with nanoseconds) when the registry knows the node's pod, and
+// created_at as {"seconds":N,"nanos":N}, then "status" and, when the
+// registry knows the node, "last_heartbeat" and "last_seen" (RFC 3339 with
+// nanoseconds) and, for an offline node, "disconnect_reason"; and
 // "roles" as role names (UNKNOWN_ROLE_<n> for unknown values), always
 // present. Nodes and calls keep the order of m.
 func WriteJSON(w io.Writer, m Merged) error {
@@ -93,6 +96,10 @@ func WriteJSON(w io.Writer, m Merged) error {
 			if !st.LastHeartbeat.IsZero() {
 				jn.LastHeartbeat = st.LastHeartbeat.Format(time.RFC3339Nano)
 			}
+			if !st.LastSeen.IsZero() {
+				jn.LastSeen = st.LastSeen.Format(time.RFC3339Nano)
+			}
+			jn.DisconnectReason = st.DisconnectReason
 		}
 		body.Nodes = append(body.Nodes, jn)
 	}

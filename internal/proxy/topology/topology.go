@@ -37,11 +37,17 @@ type AgentTopology struct {
 
 // NodeStatus is registry truth attached to the node of a registered pod.
 type NodeStatus struct {
-	// Status is the registry status, "online" or "unconnected".
+	// Status is the registry status ("online", "unconnected", "offline"),
+	// or "no_agent" for a node no registered agent belongs to.
 	Status string
 	// LastHeartbeat is the time of the agent's last heartbeat; zero when
 	// unknown.
 	LastHeartbeat time.Time
+	// LastSeen is when the agent was last heard from; zero when unknown.
+	LastSeen time.Time
+	// DisconnectReason says why an offline agent went away; empty
+	// otherwise.
+	DisconnectReason string
 }
 
 // Merged is the union of several agents' topologies.
