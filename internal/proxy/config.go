@@ -86,8 +86,11 @@ func DefaultConfig() Config {
 
 		GRPCHandshakeTimeout:   5 * time.Second,
 		GRPCMaxConnections:     4096,
-		RegistrationsPerSecond: 2,
-		RegistrationBurst:      10,
+		// A host may run many agents (or the load tool) behind one IP:
+		// the burst lets a thousand register at once, the rate bounds a
+		// flood that goes on.
+		RegistrationsPerSecond: 10,
+		RegistrationBurst:      1000,
 		MaxRegistrationLabels:  64,
 		MaxContainers:          16,
 		MaxNameLength:          253, // a Kubernetes object name
