@@ -12,8 +12,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	databasev1 "github.com/fodc-go/fodc/api/proto/banyandb/database/v1"
 	commonv1 "github.com/fodc-go/fodc/api/proto/banyandb/common/v1"
+	databasev1 "github.com/fodc-go/fodc/api/proto/banyandb/database/v1"
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/proxy/configreport"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
