@@ -9,6 +9,7 @@ type metrics struct {
 	duration     *prometheus.HistogramVec
 	requests     *prometheus.CounterVec
 	decodeErrors prometheus.Counter
+	rejected     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -30,11 +31,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fodc_proxy_agent_reply_decode_errors_total",
 			Help: "Agent metrics replies that could not be decoded; each leaves its agent out of the collections waiting for it.",
 		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_samples_rejected_total",
+			Help: "Samples from agents left out of answers, by reason (timestamp_out_of_range: before 2000-01-01 or more than a day past their arrival).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.rounds, m.duration, m.requests, m.decodeErrors} {
+	m.rejected.WithLabelValues(reasonTimestamp)
+	for _, c := range []prometheus.Collector{m.rounds, m.duration, m.requests, m.decodeErrors, m.rejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
 }
+
+// reasonTimestamp labels samples dropped for a time outside
+// decode.SaneRange.
+const reasonTimestamp = "timestamp_out_of_range"

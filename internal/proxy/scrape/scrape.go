@@ -117,7 +117,12 @@ func (c *Scraper) scrapeOne(ctx context.Context, r *Result, w series.Window, kin
 		c.logger.Debug("Agent did not answer metrics request", "agent_id", a.ID, "pod_name", a.PodName, "err", err)
 		return
 	}
-	r.Batch, err = decode.Batch(NodeInfo(a), reply.Bytes, received, !w.IsLatest())
+	var st decode.Stats
+	r.Batch, st, err = decode.Decode(NodeInfo(a), reply.Bytes, received, !w.IsLatest(), decode.SaneRange(received))
+	if st.OutOfRange > 0 {
+		c.metrics.rejected.WithLabelValues(reasonTimestamp).Add(float64(st.OutOfRange))
+		c.logger.Debug("Dropped samples with times out of range", "agent_id", a.ID, "pod_name", a.PodName, "samples", st.OutOfRange)
+	}
 	if err != nil {
 		c.metrics.decodeErrors.Inc()
 		c.logger.Warn("Undecodable metrics reply", "agent_id", a.ID, "pod_name", a.PodName, "bytes", len(reply.Bytes), "err", err)
