@@ -42,7 +42,7 @@ func TestFrozenPathEndsSessionAfterTwoUnansweredHeartbeats(t *testing.T) {
 	// after the first unanswered heartbeat, at most three after the
 	// freeze, plus scheduling slack.
 	require.GreaterOrEqual(t, detected, time.Second)
-	require.Less(t, detected, 4*time.Second)
+	require.Less(t, detected, 5*time.Second)
 	st := c.Status()
 	require.Equal(t, 2, st.ProbeFailures)
 	require.Contains(t, st.LastError, "liveness probes")
