@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -43,6 +44,14 @@ const SendCloseTimeout = time.Second
 // ErrClosing is returned by a Handler's send function once the session is
 // being torn down; the handler should return.
 var ErrClosing = errors.New("agentconn: session closing")
+
+// ProbeMisses is how many consecutive liveness probes may go unanswered
+// before the session ends (Config.Probe).
+const ProbeMisses = 2
+
+// ErrProxyUnresponsive ends a session whose liveness probes went
+// unanswered ProbeMisses times in a row.
+var ErrProxyUnresponsive = errors.New("agentconn: proxy does not answer liveness probes")
 
 // Handler answers one command of a stream. It runs on the stream's sender
 // goroutine, one command at a time, in the order the commands arrived; it
@@ -156,6 +165,14 @@ type Config struct {
 	// its first Recv fails with Unimplemented, and is told which; when
 	// nil, that error ends the session like any other.
 	Unimplemented func(kind protocol.Kind)
+	// Probe, when true, checks after every heartbeat that the proxy is
+	// still there (see probeLiveness) and ends the session with
+	// ErrProxyUnresponsive when ProbeMisses probes in a row get no answer
+	// within a heartbeat interval. The upstream agent has no such check.
+	Probe bool
+	// Probed is called after every liveness probe with nil when the proxy
+	// answered, else the error that marks it as missed.
+	Probed func(err error)
 	// Logger receives debug logs of the session (default: discarded).
 	Logger *slog.Logger
 }
@@ -184,11 +201,13 @@ type session struct {
 	handlerCtx     context.Context
 	cancelHandlers context.CancelFunc
 
-	sendWG sync.WaitGroup // the sender goroutines
-	recvWG sync.WaitGroup // the receiver goroutines
+	sendWG  sync.WaitGroup // the sender goroutines
+	recvWG  sync.WaitGroup // the receiver goroutines
+	probeWG sync.WaitGroup // the liveness prober
 
 	firstResp chan *fodcv1.RegisterAgentResponse // the registration reply; buffered 1
 	hbStart   chan time.Duration                 // the heartbeat interval; buffered 1
+	probeNow  chan struct{}                      // a heartbeat was sent; buffered 1
 	closing   chan struct{}                      // closed when teardown starts
 
 	mu     sync.Mutex    // guards the fields below
@@ -226,6 +245,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		cancelHandlers: cancelHandlers,
 		firstResp:      make(chan *fodcv1.RegisterAgentResponse, 1),
 		hbStart:        make(chan time.Duration, 1),
+		probeNow:       make(chan struct{}, 1),
 		closing:        make(chan struct{}),
 		failed:         make(chan struct{}),
 	}
@@ -264,6 +284,9 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		return res, err
 	}
 	s.hbStart <- interval
+	if cfg.Probe {
+		s.probeWG.Go(func() { s.probeLiveness(interval) })
+	}
 	if cfg.Registered != nil {
 		cfg.Registered(agentID, interval)
 	}
@@ -289,12 +312,17 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 // fail records the first error of a stream and wakes Run. Errors after
 // teardown has started are its result and are ignored.
 func (s *session) fail(kind protocol.Kind, err error) {
+	s.failWith(fmt.Errorf("%s stream: %w", kind, err))
+}
+
+// failWith is fail for an error that belongs to no stream.
+func (s *session) failWith(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed || s.err != nil {
 		return
 	}
-	s.err = fmt.Errorf("%s stream: %w", kind, err)
+	s.err = err
 	close(s.failed)
 }
 
@@ -346,6 +374,7 @@ func (s *session) teardown() {
 	}
 	s.cancelStream()
 	wg.Wait()
+	s.probeWG.Wait()
 }
 
 // waitFor waits until ch is closed or d has passed.
@@ -390,6 +419,10 @@ func (s *session) serveRegistration(st grpc.BidiStreamingClient[fodcv1.RegisterA
 				if s.cfg.Heartbeat != nil {
 					s.cfg.Heartbeat(err)
 				}
+				select {
+				case s.probeNow <- struct{}{}:
+				default: // a probe is still running; it covers this heartbeat
+				}
 			}
 		}
 	})
@@ -409,6 +442,69 @@ func (s *session) serveRegistration(st grpc.BidiStreamingClient[fodcv1.RegisterA
 			s.command(protocol.KindRegister)
 		}
 	})
+}
+
+// probeLiveness probes the connection after every heartbeat and ends the
+// session when ProbeMisses probes in a row go unanswered.
+//
+// Heartbeats are never acknowledged (PROTOCOL.md), and a Send on a
+// half-open connection succeeds into socket buffers, so neither they nor
+// the streams' Recv notice a proxy that vanished without FIN or RST: only
+// the 6 min client keepalive does, and it cannot be shorter because
+// upstream proxies keep grpc-go's default enforcement (a ping more often
+// than every 5 min earns GOAWAY too_many_pings). So the probe is an
+// ordinary RPC instead: grpc.health.v1.Health/Check for the FODC service,
+// with the heartbeat interval as its deadline. A proxy that is there
+// answers at once with some status — ours and upstream's register no
+// health service and say Unimplemented, a proxy that registers one says
+// SERVING or NOT_FOUND — while nothing comes back through a dead path and
+// the deadline passes. An RPC is a HEADERS frame each way, never a PING,
+// and it counts as traffic for the server's ping-strike accounting, so it
+// stays within every keepalive enforcement policy; at one small call per
+// heartbeat interval it costs the proxy next to nothing.
+func (s *session) probeLiveness(interval time.Duration) {
+	health := healthpb.NewHealthClient(s.conn)
+	req := &healthpb.HealthCheckRequest{Service: fodcv1.FODCService_ServiceDesc.ServiceName}
+	misses := 0
+	for {
+		select {
+		case <-s.closing:
+			return
+		case <-s.probeNow:
+		}
+		ctx, cancel := context.WithTimeout(s.handlerCtx, interval)
+		_, err := health.Check(ctx, req)
+		cancel()
+		if s.isClosing() || s.handlerCtx.Err() != nil {
+			return
+		}
+		if answered(err) {
+			err = nil
+			misses = 0
+		} else {
+			misses++
+			s.logger.Debug("Liveness probe unanswered", "misses", misses, "err", err)
+		}
+		if s.cfg.Probed != nil {
+			s.cfg.Probed(err)
+		}
+		if misses >= ProbeMisses {
+			s.failWith(fmt.Errorf("%w: %d in a row, the last: %w", ErrProxyUnresponsive, misses, err))
+			return
+		}
+	}
+}
+
+// answered reports whether a probe's result came from the proxy: any
+// status but the ones the client makes up itself when no answer arrives
+// (deadline passed, connection unusable, call cancelled).
+func answered(err error) bool {
+	switch status.Code(err) {
+	case codes.DeadlineExceeded, codes.Unavailable, codes.Canceled:
+		return false
+	default:
+		return true
+	}
 }
 
 // serve starts the goroutines of a command stream. The receiver reads

@@ -15,6 +15,8 @@ type metrics struct {
 	commands        *prometheus.CounterVec
 	replyErrors     *prometheus.CounterVec
 	streamsDisabled *prometheus.CounterVec
+	probes          prometheus.Counter
+	probeFailures   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -48,6 +50,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "fodc_agent_uplink_streams_unimplemented_total",
 			Help: "Streams switched off for a connection because the proxy does not implement them.",
 		}, []string{"stream"}),
+		probes: f.NewCounter(prometheus.CounterOpts{
+			Name: "fodc_agent_uplink_liveness_probes_total",
+			Help: "Liveness probes sent to the proxy after heartbeats.",
+		}),
+		probeFailures: f.NewCounter(prometheus.CounterOpts{
+			Name: "fodc_agent_uplink_liveness_probe_failures_total",
+			Help: "Liveness probes the proxy did not answer within a heartbeat interval; two in a row end the session.",
+		}),
 	}
 	for _, k := range []protocol.Kind{protocol.KindMetrics, protocol.KindTopology, protocol.KindNodeConfig} {
 		m.commands.WithLabelValues(k.String())

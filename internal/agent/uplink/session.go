@@ -21,7 +21,9 @@ import (
 const (
 	// keepaliveTime must stay at or above the 5 min MinTime that grpc-go
 	// servers enforce by default (upstream proxies keep that default):
-	// pinging more often earns a GOAWAY too_many_pings.
+	// pinging more often earns a GOAWAY too_many_pings. A dead proxy is
+	// noticed much sooner by the liveness probe after every heartbeat
+	// (agentconn.Config.Probe), which sends no pings.
 	keepaliveTime    = 6 * time.Minute
 	keepaliveTimeout = 20 * time.Second
 	// cmdQueueLen bounds the commands read but not yet answered on one
@@ -59,6 +61,8 @@ func (c *Client) runSession(ctx context.Context) (healthy bool, err error) {
 		Streams:           streams,
 		ReadAhead:         cmdQueueLen,
 		CloseGrace:        c.opts.CloseGrace,
+		Probe:             true,
+		Probed:            c.probed,
 		Registered: func(id string, interval time.Duration) {
 			agentID, registeredAt = id, c.opts.Now()
 			c.setRegistered(id)

@@ -12,7 +12,11 @@
 // goroutine and a sender goroutine, the only caller of Send and CloseSend on
 // that stream; commands are answered exactly once each, in order.
 // Heartbeats are the registration request re-sent, with the current
-// identity, on the registration stream.
+// identity, on the registration stream. The proxy never acknowledges them,
+// so every heartbeat is followed by a liveness probe, a small RPC with the
+// heartbeat interval as deadline; two unanswered probes in a row end the
+// session, so a proxy that vanished without closing the connection is left
+// within about two heartbeat intervals.
 //
 // A stream the proxy does not implement (codes.Unimplemented on its first
 // Recv, e.g. topology against an old proxy, or the configuration extension
@@ -117,6 +121,10 @@ type Status struct {
 	Attempts int
 	// Heartbeats counts heartbeats sent.
 	Heartbeats int
+	// Probes counts liveness probes after heartbeats; ProbeFailures those
+	// the proxy did not answer in time.
+	Probes        int
+	ProbeFailures int
 	// Unimplemented lists the kinds (protocol.Kind names) of the streams
 	// switched off in the live session.
 	Unimplemented []string
@@ -301,5 +309,16 @@ func (c *Client) heartbeatSent() {
 	c.update(func(st *Status) {
 		st.Heartbeats++
 		c.m.heartbeats.Inc()
+	})
+}
+
+func (c *Client) probed(err error) {
+	c.update(func(st *Status) {
+		st.Probes++
+		c.m.probes.Inc()
+		if err != nil {
+			st.ProbeFailures++
+			c.m.probeFailures.Inc()
+		}
 	})
 }

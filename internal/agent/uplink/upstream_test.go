@@ -124,12 +124,13 @@ func (p *upstreamProxy) snapshot() (regs []*fodcv1.RegisterAgentRequest, heartbe
 	return append(regs, p.registrations...), p.heartbeats, append(replies, p.replies...), append(ids, p.metricsIDs...)
 }
 
-// serveFake runs svc on a loopback listener until the test ends.
-func serveFake(t *testing.T, svc fodcv1.FODCServiceServer) string {
+// serveFake runs svc on a loopback listener, with opts (grpc-go's default
+// keepalive enforcement unless they change it), until the test ends.
+func serveFake(t *testing.T, svc fodcv1.FODCServiceServer, opts ...grpc.ServerOption) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(opts...)
 	fodcv1.RegisterFODCServiceServer(srv, svc)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()

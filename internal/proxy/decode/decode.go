@@ -108,24 +108,90 @@ var (
 //
 // The result keeps no memory of raw, which the caller may reuse as soon
 // as Batch returns. It is safe to call concurrently. Batch applies no
-// Limits; the proxy decodes through Limits.Batch.
+// Limits; the proxy decodes through Limits.Decode.
 func Batch(info NodeInfo, raw []byte, receivedAt time.Time, window bool) (series.Batch, error) {
-	return Limits{}.Batch(info, raw, receivedAt, window)
+	b, _, err := Limits{}.Decode(info, raw, receivedAt, window, TimeRange{})
+	return b, err
 }
 
 // Batch is the package's Batch for a reply that must stay within l: a
 // reply over a limit is refused with a *LimitError.
 func (l Limits) Batch(info NodeInfo, raw []byte, receivedAt time.Time, window bool) (series.Batch, error) {
+	b, _, err := l.Decode(info, raw, receivedAt, window, TimeRange{})
+	return b, err
+}
+
+// TimeRange bounds the times of the points Decode keeps, both ends
+// inclusive; a zero end is open.
+type TimeRange struct {
+	Min, Max time.Time
+}
+
+// SaneRange is the range of times an agent can mean for a reply received
+// at receivedAt: from 2000-01-01, before any BanyanDB node ran, to a day
+// past receivedAt, beyond any clock skew worth keeping. Times outside it
+// are garbage (year 0, year 10000, seconds that overflow milliseconds).
+func SaneRange(receivedAt time.Time) TimeRange {
+	return TimeRange{Min: time.Date(2000, time.January, 1, 0, 0, 0, 0, time.UTC), Max: receivedAt.Add(24 * time.Hour)}
+}
+
+// Stats counts what Decode left out.
+type Stats struct {
+	// OutOfRange counts the points dropped because their time was outside
+	// the TimeRange.
+	OutOfRange int
+}
+
+// msRange is a TimeRange in Unix milliseconds.
+type msRange struct{ lo, hi int64 }
+
+func (r TimeRange) millis() msRange {
+	m := msRange{lo: math.MinInt64, hi: math.MaxInt64}
+	if !r.Min.IsZero() {
+		m.lo = r.Min.UnixMilli()
+	}
+	if !r.Max.IsZero() {
+		m.hi = r.Max.UnixMilli()
+	}
+	return m
+}
+
+// holds reports whether a time of seconds and nanos (millis as
+// timestamp.millis computes them) lies in r. The seconds are checked
+// first: nanos add at most ±3 s, and seconds far out of range would
+// overflow milliseconds.
+func (r msRange) holds(seconds int64, nanos int32) bool {
+	if r.lo == math.MinInt64 && r.hi == math.MaxInt64 {
+		return true
+	}
+	if seconds < r.lo/1000-3 || seconds > r.hi/1000+3 {
+		return false
+	}
+	ms := seconds*1000 + int64(nanos)/1e6
+	return ms >= r.lo && ms <= r.hi
+}
+
+// Decode is Batch that keeps only the points whose time is in valid and
+// counts the others; it applies no Limits.
+func Decode(info NodeInfo, raw []byte, receivedAt time.Time, window bool, validRange TimeRange) (series.Batch, Stats, error) {
+	return Limits{}.Decode(info, raw, receivedAt, window, validRange)
+}
+
+// Decode is the package's Decode for a reply that must also stay within
+// l: a reply over a limit is refused whole with a *LimitError.
+func (l Limits) Decode(info NodeInfo, raw []byte, receivedAt time.Time, window bool, validRange TimeRange) (series.Batch, Stats, error) {
+	var st Stats
+	valid := validRange.millis()
 	out := series.Batch{Node: info.Node}
 	count, replyTs, err := scanReply(raw)
 	if err != nil {
-		return series.Batch{Node: info.Node}, err
+		return series.Batch{Node: info.Node}, st, err
 	}
 	if count == 0 {
-		return out, nil
+		return out, st, nil
 	}
 	if over(l.MaxSeries, count) {
-		return series.Batch{Node: info.Node}, &LimitError{Reason: ReasonSeriesPerReply, Got: count, Limit: l.MaxSeries}
+		return series.Batch{Node: info.Node}, st, &LimitError{Reason: ReasonSeriesPerReply, Got: count, Limit: l.MaxSeries}
 	}
 	d := decoder{
 		lim:       l,
@@ -135,26 +201,31 @@ func (l Limits) Batch(info NodeInfo, raw []byte, receivedAt time.Time, window bo
 		starts:    make([]int32, 0, count+1),
 		// Never nil, like the reference's: a metric without labels gets an
 		// empty, not a nil, label set.
-		buf: make(series.Labels, 0, 16),
+		buf:   make(series.Labels, 0, 16),
+		valid: valid,
 	}
+	d.defaultIn = valid.holds(receivedAt.Unix(), int32(receivedAt.Nanosecond()))
 	if replyTs.set {
-		d.defaultMs = replyTs.millis()
+		d.defaultIn = valid.holds(replyTs.seconds, replyTs.nanos)
+		if d.defaultIn {
+			d.defaultMs = replyTs.millis()
+		}
 	}
 	for b := raw; len(b) > 0; {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
-			return series.Batch{Node: info.Node}, errMalformed
+			return series.Batch{Node: info.Node}, st, errMalformed
 		}
 		b = b[n:]
 		if num == replyMetrics && typ == protowire.BytesType {
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return series.Batch{Node: info.Node}, errMalformed
+				return series.Batch{Node: info.Node}, st, errMalformed
 			}
 			if err := d.metric(v); err != nil {
-				return series.Batch{Node: info.Node}, fmt.Errorf("metric %d: %w", len(d.keys), err)
+				return series.Batch{Node: info.Node}, st, fmt.Errorf("metric %d: %w", d.seen, err)
 			}
-			if len(d.keys) == 1 {
+			if d.seen == 1 && len(d.keys) == 1 {
 				// Replies are uniform: size the label storage after the
 				// first metric, but never beyond what raw can hold (an
 				// entry takes at least two bytes).
@@ -165,7 +236,7 @@ func (l Limits) Batch(info NodeInfo, raw []byte, receivedAt time.Time, window bo
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
-			return series.Batch{Node: info.Node}, errMalformed
+			return series.Batch{Node: info.Node}, st, errMalformed
 		}
 		b = b[n:]
 	}
@@ -185,7 +256,8 @@ func (l Limits) Batch(info NodeInfo, raw []byte, receivedAt time.Time, window bo
 		}
 	}
 	out.Series = build(d.keys, window, newSharer(upper, true))
-	return out, nil
+	st.OutOfRange = d.seen - len(d.keys)
+	return out, st, nil
 }
 
 // timestamp is a google.protobuf.Timestamp being decoded.
@@ -277,7 +349,10 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 type decoder struct {
 	lim       Limits
 	extra     series.Labels
+	valid     msRange
 	defaultMs int64
+	defaultIn bool // defaultMs is in valid
+	seen      int  // metrics decoded, kept or not
 	keys      []key
 	buf       series.Labels // every metric's labels, back to back
 	starts    []int32       // where each key's labels start in buf
@@ -340,9 +415,16 @@ func (d *decoder) metric(b []byte) error {
 	if err := d.checkLimits(k.name, d.buf[start:]); err != nil {
 		return err
 	}
+	d.seen++
 	k.ms = d.defaultMs
+	in := d.defaultIn
 	if ts.set {
+		in = d.valid.holds(ts.seconds, ts.nanos)
 		k.ms = ts.millis()
+	}
+	if !in {
+		d.buf = d.buf[:start]
+		return nil
 	}
 	d.buf = finishLabels(d.buf, start, d.extra)
 	d.strBytes += len(k.name) + len(k.help)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/fixture"
@@ -64,6 +66,15 @@ func requireSameAsBatch(t testing.TB, info NodeInfo, raw []byte, window bool) (s
 	// Label sets keep their nil-ness too.
 	for i := range want.Series {
 		require.Equal(t, want.Series[i].Labels == nil, got.Series[i].Labels == nil)
+	}
+	// Time ranges drop the same metrics: the one the scraper uses, and
+	// one that splits the small times random replies carry.
+	for _, valid := range []TimeRange{SaneRange(received), {Min: time.Unix(2, 0), Max: time.Unix(5e9, 0)}, {Max: time.Unix(3, 0)}} {
+		gotIn, st, err := Decode(info, raw, received, window, valid)
+		require.NoError(t, err)
+		wantIn, dropped := fromMessageIn(info, &reply, received, window, valid)
+		require.Equal(t, toComparable(wantIn), toComparable(gotIn), "range %v", valid)
+		require.Equal(t, dropped, st.OutOfRange, "range %v", valid)
 	}
 	return got, true
 }
@@ -415,7 +426,12 @@ func randomReply(rng *rand.Rand) *fodcv1.StreamMetricsRequest {
 		default:
 			m.Value = float64(rng.IntN(100)) / 4
 		}
-		if rng.IntN(3) > 0 {
+		switch rng.IntN(12) {
+		case 0: // garbage times: year 0, year 10000, overflowing seconds
+			m.Timestamp = ts([]int64{-62167219200, 253402300800, math.MaxInt64, math.MinInt64, 1 << 53}[rng.IntN(5)])
+			m.Timestamp.Nanos = rng.Int32() - rng.Int32()
+		case 1, 2, 3:
+		default:
 			m.Timestamp = ts(rng.Int64N(5))
 			m.Timestamp.Nanos = rng.Int32N(3) * 4e8
 		}
@@ -475,4 +491,57 @@ func BenchmarkDecode(b *testing.B) {
 			fromMessage(info, &reply, time.Time{}, false)
 		}
 	})
+}
+
+// Points whose time no agent can mean are dropped and counted: year 0,
+// year 10000, seconds that overflow milliseconds (which Batch, unbounded,
+// wraps to 1969), and more than a day ahead; a reply time outside the
+// range takes the metrics that rely on it along.
+func TestDecodeDropsTimesOutOfRange(t *testing.T) {
+	at := func(sec int64, nanos int32) *timestamppb.Timestamp {
+		return &timestamppb.Timestamp{Seconds: sec, Nanos: nanos}
+	}
+	now := received.Unix()
+	for _, tc := range []struct {
+		name    string
+		replyTS *timestamppb.Timestamp
+		times   []*timestamppb.Timestamp
+		keptMs  []int64
+		dropped int
+	}{
+		{"year 0 and 10000", nil, []*timestamppb.Timestamp{at(-62167219200, 0), at(253402300800, 0), at(now, 0)}, []int64{now * 1000}, 2},
+		{"overflowing seconds", nil, []*timestamppb.Timestamp{at(math.MaxInt64, 0), at(math.MaxInt64/1000+1, 0), at(math.MinInt64, -1)}, nil, 3},
+		{"a day ahead is the limit", nil, []*timestamppb.Timestamp{at(now+86400, 0), at(now+86400, 1e6), at(946684800, 0), at(946684799, 999e6)},
+			[]int64{946684800000, (now + 86400) * 1000}, 2},
+		{"reply time out of range", at(1<<40, 0), []*timestamppb.Timestamp{nil, at(now, 5e8)}, []int64{now*1000 + 500}, 1},
+		{"reply time in range", at(now-60, 0), []*timestamppb.Timestamp{nil}, []int64{(now - 60) * 1000}, 0},
+		{"no times at all", nil, []*timestamppb.Timestamp{nil}, []int64{received.UnixMilli()}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reply := &fodcv1.StreamMetricsRequest{Timestamp: tc.replyTS}
+			for i, ts := range tc.times {
+				reply.Metrics = append(reply.Metrics, &fodcv1.Metric{Name: "m", Labels: map[string]string{"i": fmt.Sprint(i)}, Value: 1, Timestamp: ts})
+			}
+			raw, err := proto.Marshal(reply)
+			require.NoError(t, err)
+			b, st, err := Decode(decodeInfo, raw, received, true, SaneRange(received))
+			require.NoError(t, err)
+			require.Equal(t, tc.dropped, st.OutOfRange)
+			var kept []int64
+			for _, s := range b.Series {
+				for _, p := range s.Points {
+					kept = append(kept, p.TimestampMs)
+				}
+			}
+			slices.Sort(kept)
+			require.Equal(t, tc.keptMs, kept)
+			requireSameAsBatch(t, decodeInfo, raw, true)
+		})
+	}
+	// Unbounded, Batch keeps everything, as it always did.
+	raw, err := proto.Marshal(&fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{{Name: "m", Timestamp: at(-62167219200, 0)}}})
+	require.NoError(t, err)
+	b, err := Batch(decodeInfo, raw, received, false)
+	require.NoError(t, err)
+	require.Len(t, b.Series, 1)
 }

@@ -1,7 +1,10 @@
 package decode
 
 import (
+	"math"
 	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/proxy/series"
@@ -30,16 +33,69 @@ import (
 // It is the reference the tests hold Batch to: Batch must produce exactly
 // what fromMessage produces for the unmarshalled message.
 func fromMessage(info NodeInfo, reply *fodcv1.StreamMetricsRequest, receivedAt time.Time, window bool) series.Batch {
+	b, _ := fromMessageIn(info, reply, receivedAt, window, TimeRange{})
+	return b
+}
+
+// fromMessageIn is fromMessage that first leaves out, and counts, the
+// metrics whose time is outside valid: the reference of Decode.
+func fromMessageIn(info NodeInfo, reply *fodcv1.StreamMetricsRequest, receivedAt time.Time, window bool, valid TimeRange) (series.Batch, int) {
+	// The time of a metric, as in the doc comment above; ok is false when
+	// it lies outside valid. Seconds that milliseconds cannot hold are
+	// outside any bounded range.
+	timeOf := func(ts *timestamppb.Timestamp, fallback int64) (ms int64, ok bool) {
+		if ts == nil {
+			return fallback, fallback >= validMin(valid) && fallback <= validMax(valid)
+		}
+		ms = toMillis(ts)
+		if valid == (TimeRange{}) {
+			return ms, true
+		}
+		if sec := ts.GetSeconds(); sec > 1e15 || sec < -1e15 {
+			return ms, false
+		}
+		return ms, ms >= validMin(valid) && ms <= validMax(valid)
+	}
+	defaultMs, defaultOK := timeOf(reply.GetTimestamp(), receivedAt.UnixMilli())
+	dropped := 0
+	var metrics []*fodcv1.Metric
+	var times []int64
+	for _, m := range reply.GetMetrics() {
+		ms, ok := defaultMs, defaultOK
+		if m.GetTimestamp() != nil {
+			ms, ok = timeOf(m.GetTimestamp(), 0)
+		}
+		if !ok {
+			dropped++
+			continue
+		}
+		metrics = append(metrics, m)
+		times = append(times, ms)
+	}
+	return fromMetrics(info, metrics, times, window), dropped
+}
+
+func validMin(r TimeRange) int64 {
+	if r.Min.IsZero() {
+		return math.MinInt64
+	}
+	return r.Min.UnixMilli()
+}
+
+func validMax(r TimeRange) int64 {
+	if r.Max.IsZero() {
+		return math.MaxInt64
+	}
+	return r.Max.UnixMilli()
+}
+
+// fromMetrics builds the batch of metrics whose times are times.
+func fromMetrics(info NodeInfo, metrics []*fodcv1.Metric, times []int64, window bool) series.Batch {
 	out := series.Batch{Node: info.Node}
-	metrics := reply.GetMetrics()
 	if len(metrics) == 0 {
 		return out
 	}
 	extra := nodeLabels(info)
-	defaultMs := receivedAt.UnixMilli()
-	if ts := reply.GetTimestamp(); ts != nil {
-		defaultMs = toMillis(ts)
-	}
 
 	// One backing array for every label set of the reply: one allocation
 	// instead of one per sample .
@@ -52,14 +108,10 @@ func fromMessage(info NodeInfo, reply *fodcv1.StreamMetricsRequest, receivedAt t
 	for i, m := range metrics {
 		start := len(buf)
 		buf = appendLabels(buf, m.GetLabels(), extra)
-		ms := defaultMs
-		if ts := m.GetTimestamp(); ts != nil {
-			ms = toMillis(ts)
-		}
 		keys[i] = key{
 			name:   validUTF8(m.GetName()),
 			labels: buf[start:len(buf):len(buf)],
-			ms:     ms,
+			ms:     times[i],
 			idx:    int32(i),
 			value:  m.GetValue(),
 			help:   m.GetDescription(),

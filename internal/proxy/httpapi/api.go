@@ -121,28 +121,37 @@ func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*API, er
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	route := func(path string, h http.HandlerFunc) {
-		var handler http.Handler = getOnly(h)
+		var handler http.Handler = getOnly(h, false)
+		handler = promhttp.InstrumentHandlerDuration(a.metrics.duration.MustCurryWith(prometheus.Labels{"handler": path}), handler)
+		handler = promhttp.InstrumentHandlerCounter(a.metrics.requests.MustCurryWith(prometheus.Labels{"handler": path}), handler)
+		mux.Handle(path, exact(path, handler))
+	}
+	// HEAD is answered like GET without a body where probes, load
+	// balancers and Prometheus use it: the health endpoints and /metrics
+	// (whose HEAD collects nothing).
+	routeHead := func(path string, h http.HandlerFunc) {
+		var handler http.Handler = getOnly(h, true)
 		handler = promhttp.InstrumentHandlerDuration(a.metrics.duration.MustCurryWith(prometheus.Labels{"handler": path}), handler)
 		handler = promhttp.InstrumentHandlerCounter(a.metrics.requests.MustCurryWith(prometheus.Labels{"handler": path}), handler)
 		mux.Handle(path, exact(path, handler))
 	}
 	// /metrics takes its admission slot per distinct collection (see
-	// serveMetrics); every other endpoint that works per request.
-	route("/metrics", a.serveMetrics)
+	// serveMetrics); every other endpoint that works takes one per request.
+	routeHead("/metrics", a.serveMetrics)
 	route("/metrics-windows", a.admitted(classMetrics, a.metricsWindows))
 	route("/cluster", a.admitted(classCluster, a.cluster))
 	route("/cluster/topology", a.admitted(classCluster, a.clusterTopology))
 	route("/cluster/lifecycle", a.admitted(classCluster, a.clusterLifecycle))
 	route("/cluster/config", a.admitted(classCluster, a.clusterConfig))
 	route("/cluster/config/consistency", a.admitted(classCluster, a.clusterConfigConsistency))
-	route("/health", a.health)
+	routeHead("/health", a.health)
 	route("/diagnostics", a.admitted(classCluster, a.diagnostics))
 	route("/pressure-profiles", a.admitted(classCluster, a.pressureProfiles))
 	download := promhttp.InstrumentHandlerCounter(a.metrics.requests.MustCurryWith(prometheus.Labels{"handler": "/pressure-profiles/{pod}/{profile_id}/{type}"}),
-		getOnly(a.admitted(classDownloads, a.pressureDownload)))
+		getOnly(a.admitted(classDownloads, a.pressureDownload), false))
 	mux.Handle("/pressure-profiles/{pod}/{profile_id}/{type}", download)
-	route("/-/healthy", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK\n")) })
-	route("/-/ready", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("OK\n")) })
+	routeHead("/-/healthy", a.ok)
+	routeHead("/-/ready", a.ok)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint at %s", r.URL.Path))
 	})
@@ -160,15 +169,29 @@ func exact(path string, h http.Handler) http.Handler {
 	})
 }
 
-func getOnly(h http.HandlerFunc) http.Handler {
+// getOnly answers other methods than GET (and HEAD when head is set) with
+// 405. net/http discards what a handler writes for HEAD, so a handler that
+// is cheap to run answers HEAD by running as for GET; one that is not
+// checks the method itself.
+func getOnly(h http.HandlerFunc, head bool) http.Handler {
+	allow := http.MethodGet
+	if head {
+		allow += ", " + http.MethodHead
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet {
-			w.Header().Set("Allow", http.MethodGet)
-			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; use GET", r.Method))
+		if r.Method != http.MethodGet && (!head || r.Method != http.MethodHead) {
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed; use %s", r.Method, allow))
 			return
 		}
 		h(w, r)
 	})
+}
+
+// ok answers the proxy's own liveness and readiness probes.
+func (a *API) ok(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	_, _ = w.Write([]byte("OK\n"))
 }
 
 // withBudget bounds a request's wait for agents by its budget and extends

@@ -262,7 +262,7 @@ func TestBadRequests(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	require.Equal(t, http.StatusMethodNotAllowed, resp.StatusCode)
-	require.Equal(t, "GET", resp.Header.Get("Allow"))
+	require.Equal(t, "GET, HEAD", resp.Header.Get("Allow"))
 }
 
 func TestMetricsWindowsPassesBoundsAndEncodes(t *testing.T) {
@@ -374,6 +374,9 @@ func TestBudget(t *testing.T) {
 		{"junk", 7 * time.Second},
 		{"-3", 7 * time.Second},
 		{"100000", maxBudget},
+		{"1e300", maxBudget},
+		{"NaN", 7 * time.Second},
+		{"+Inf", maxBudget},
 	} {
 		r := httptest.NewRequest(http.MethodGet, "/metrics", nil)
 		if tc.header != "" {

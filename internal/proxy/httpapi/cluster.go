@@ -10,11 +10,13 @@ import (
 	"time"
 
 	databasev1 "github.com/fodc-go/fodc/api/proto/banyandb/database/v1"
+	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/proxy/cluster"
 	"github.com/fodc-go/fodc/internal/proxy/configreport"
 	"github.com/fodc-go/fodc/internal/proxy/lifecycle"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/proxy/topology"
+	"github.com/fodc-go/fodc/internal/roles"
 )
 
 // addressJSON is an address in the design's shape.
@@ -63,7 +65,7 @@ type callJSON struct {
 }
 
 func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
-	f, err := parseFilter(r.URL.Query())
+	f, err := filterOf(r)
 	if err != nil {
 		respondErr(w, err)
 		return
@@ -229,6 +231,11 @@ func splitAddress(hp string) (addressJSON, bool) {
 }
 
 func (a *API) clusterTopology(w http.ResponseWriter, r *http.Request) {
+	role, hasRole, err := roleOf(r)
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
 	if a.opts.Cluster == nil {
 		writeError(w, http.StatusServiceUnavailable, "cluster topology collector not available")
 		return
@@ -240,6 +247,9 @@ func (a *API) clusterTopology(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusGatewayTimeout, fmt.Sprintf("topology collection did not finish within the request budget: %v", err))
 		return
 	}
+	if hasRole {
+		merged = topologyOfRole(merged, role)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	if err := topology.WriteJSON(w, merged); err != nil {
 		a.logger.Debug("Writing /cluster/topology answer", "err", err)
@@ -247,6 +257,10 @@ func (a *API) clusterTopology(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) clusterLifecycle(w http.ResponseWriter, r *http.Request) {
+	if _, err := query(r); err != nil {
+		respondErr(w, err)
+		return
+	}
 	if a.opts.Cluster == nil {
 		writeError(w, http.StatusServiceUnavailable, "cluster lifecycle collector not available")
 		return
@@ -288,7 +302,7 @@ func (a *API) config(w http.ResponseWriter, r *http.Request) (cluster.ConfigSnap
 }
 
 func (a *API) clusterConfig(w http.ResponseWriter, r *http.Request) {
-	f, err := parseFilter(r.URL.Query())
+	f, err := filterOf(r)
 	if err != nil {
 		respondErr(w, err)
 		return
@@ -317,12 +331,67 @@ func (a *API) clusterConfig(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) clusterConfigConsistency(w http.ResponseWriter, r *http.Request) {
+	role, hasRole, err := roleOf(r)
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
 	snap, ok := a.config(w, r)
 	if !ok {
 		return
 	}
+	report := snap.Report
+	if hasRole {
+		report = reportOfRole(report, role)
+	}
 	w.Header().Set("Content-Type", "application/json")
-	if err := configreport.WriteReportJSON(w, snap.Report, a.now().Sub(snap.CollectedAt)); err != nil {
+	if err := configreport.WriteReportJSON(w, report, a.now().Sub(snap.CollectedAt)); err != nil {
 		a.logger.Debug("Writing /cluster/config/consistency answer", "err", err)
 	}
+}
+
+// roleOf reads the query and its role parameter, the only one of the
+// endpoints that select by role alone.
+func roleOf(r *http.Request) (roles.Role, bool, error) {
+	q, err := query(r)
+	if err != nil {
+		return roles.Role{}, false, err
+	}
+	return parseRole(q)
+}
+
+// topologyOfRole keeps the nodes that have a role matching role (the data
+// tier is the node's "type" label) and the calls from or to them.
+func topologyOfRole(m topology.Merged, role roles.Role) topology.Merged {
+	out := topology.Merged{Status: m.Status, Nodes: []*databasev1.Node{}, Calls: []*fodcv1.Call{}}
+	kept := map[string]bool{}
+	for _, n := range m.Nodes {
+		for _, wire := range n.GetRoles() {
+			r, err := roles.FromRegistration(wire.String(), n.GetLabels())
+			if err == nil && r.Match(role) {
+				out.Nodes = append(out.Nodes, n)
+				kept[n.GetMetadata().GetName()] = true
+				break
+			}
+		}
+	}
+	for _, c := range m.Calls {
+		if kept[c.GetSource()] || kept[c.GetTarget()] {
+			out.Calls = append(out.Calls, c)
+		}
+	}
+	return out
+}
+
+// reportOfRole keeps the groups of a consistency report whose role matches
+// role; the pods without a usable configuration stay listed.
+func reportOfRole(rep configreport.Report, role roles.Role) configreport.Report {
+	groups := make([]configreport.GroupReport, 0, len(rep.Groups))
+	for _, g := range rep.Groups {
+		if r, err := roles.Parse(g.Role); err == nil && r.Match(role) {
+			groups = append(groups, g)
+		}
+	}
+	rep.Groups = groups
+	return rep
 }

@@ -22,10 +22,20 @@ type metricsAnswer struct {
 }
 
 func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+	q, err := query(r)
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
 	f, err := parseFilter(q)
 	if err != nil {
 		respondErr(w, err)
+		return
+	}
+	if r.Method == http.MethodHead {
+		// A HEAD never starts a collection: the headers a GET would carry
+		// up to the collection's results.
+		w.Header().Set("Content-Type", render.TextContentType)
 		return
 	}
 	b := budget(r, a.opts.CollectTimeout)
@@ -101,13 +111,17 @@ func (a *API) renderMetrics(f registry.Filter, b time.Duration) *metricsAnswer {
 }
 
 func (a *API) metricsWindows(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
+	q, err := query(r)
+	if err != nil {
+		respondErr(w, err)
+		return
+	}
 	f, err := parseFilter(q)
 	if err != nil {
 		respondErr(w, err)
 		return
 	}
-	win, err := parseWindow(q)
+	win, err := parseWindow(q, a.now())
 	if err != nil {
 		respondErr(w, err)
 		return

@@ -12,13 +12,13 @@ import (
 )
 
 func (a *API) diagnostics(w http.ResponseWriter, r *http.Request) {
-	if a.opts.Diagnostics == nil {
-		writeError(w, http.StatusServiceUnavailable, "crash diagnostics collector not available")
-		return
-	}
-	f, err := parseFilter(r.URL.Query())
+	f, err := filterOf(r)
 	if err != nil {
 		respondErr(w, err)
+		return
+	}
+	if a.opts.Diagnostics == nil {
+		writeError(w, http.StatusServiceUnavailable, "crash diagnostics collector not available")
 		return
 	}
 	ctx, cancel := a.withBudget(w, r)
@@ -31,13 +31,13 @@ func (a *API) diagnostics(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) pressureProfiles(w http.ResponseWriter, r *http.Request) {
-	if a.opts.Pressure == nil {
-		writeError(w, http.StatusServiceUnavailable, "pressure profile collector not available")
-		return
-	}
-	f, err := parseFilter(r.URL.Query())
+	f, err := filterOf(r)
 	if err != nil {
 		respondErr(w, err)
+		return
+	}
+	if a.opts.Pressure == nil {
+		writeError(w, http.StatusServiceUnavailable, "pressure profile collector not available")
 		return
 	}
 	ctx, cancel := a.withBudget(w, r)
@@ -69,6 +69,13 @@ func (f flushWriter) Write(p []byte) (int, error) {
 }
 
 func (a *API) pressureDownload(w http.ResponseWriter, r *http.Request) {
+	pod, id, typ := r.PathValue("pod"), r.PathValue("profile_id"), r.PathValue("type")
+	for _, p := range []struct{ name, v string }{{"pod_name", pod}, {"profile_id", id}} {
+		if err := validateName(p.v, maxNameLen); err != nil {
+			respondErr(w, badParam(p.name, "%q: %v", p.v, err))
+			return
+		}
+	}
 	if a.opts.Pressure == nil {
 		writeError(w, http.StatusServiceUnavailable, "pressure profile collector not available")
 		return
@@ -77,7 +84,6 @@ func (a *API) pressureDownload(w http.ResponseWriter, r *http.Request) {
 	// A download lasts as long as the file takes; the client's going away
 	// cancels r.Context().
 	_ = rc.SetWriteDeadline(time.Time{})
-	pod, id, typ := r.PathValue("pod"), r.PathValue("profile_id"), r.PathValue("type")
 	started := false
 	_, err := a.opts.Pressure.Download(r.Context(), pod, id, typ, func(filename string) io.Writer {
 		started = true

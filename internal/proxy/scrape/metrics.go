@@ -14,6 +14,7 @@ type metrics struct {
 	requests        *prometheus.CounterVec
 	decodeErrors    prometheus.Counter
 	repliesRejected *prometheus.CounterVec
+	rejected        *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -39,14 +40,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fodc_proxy_agent_replies_rejected_total",
 			Help: "Agent metrics replies refused whole for being over a limit, by reason (series_per_reply, labels_per_series, label_name_length, label_value_length, metric_name_length).",
 		}, []string{"reason"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_samples_rejected_total",
+			Help: "Samples from agents left out of answers, by reason (timestamp_out_of_range: before 2000-01-01 or more than a day past their arrival).",
+		}, []string{"reason"}),
 	}
 	for _, r := range []string{decode.ReasonSeriesPerReply, decode.ReasonLabelsPerSeries, decode.ReasonLabelNameLength, decode.ReasonLabelValueLength, decode.ReasonMetricNameLength} {
 		m.repliesRejected.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{m.rounds, m.duration, m.requests, m.decodeErrors, m.repliesRejected} {
+	m.rejected.WithLabelValues(reasonTimestamp)
+	for _, c := range []prometheus.Collector{m.rounds, m.duration, m.requests, m.decodeErrors, m.repliesRejected, m.rejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	return m, nil
 }
+
+// reasonTimestamp labels samples dropped for a time outside
+// decode.SaneRange.
+const reasonTimestamp = "timestamp_out_of_range"

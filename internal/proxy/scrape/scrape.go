@@ -177,7 +177,12 @@ func (c *Scraper) scrapeOne(ctx context.Context, r *Result, w series.Window, kin
 		c.logger.Debug("Agent did not answer metrics request", "agent_id", a.ID, "pod_name", a.PodName, "err", err)
 		return
 	}
-	r.Batch, err = c.limits.Batch(NodeInfo(a), reply.Bytes, received, !w.IsLatest())
+	var st decode.Stats
+	r.Batch, st, err = c.limits.Decode(NodeInfo(a), reply.Bytes, received, !w.IsLatest(), decode.SaneRange(received))
+	if st.OutOfRange > 0 {
+		c.metrics.rejected.WithLabelValues(reasonTimestamp).Add(float64(st.OutOfRange))
+		c.logger.Debug("Dropped samples with times out of range", "agent_id", a.ID, "pod_name", a.PodName, "samples", st.OutOfRange)
+	}
 	var le *decode.LimitError
 	if errors.As(err, &le) {
 		c.metrics.repliesRejected.WithLabelValues(le.Reason).Inc()

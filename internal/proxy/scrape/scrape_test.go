@@ -55,7 +55,9 @@ func (f *fixture) agent(t *testing.T, pod string) *streams.Metrics {
 
 func reply(t *testing.T, value float64) *series.RawMetrics {
 	t.Helper()
-	raw, err := proto.Marshal(&fodcv1.StreamMetricsRequest{Timestamp: timestamppb.New(time.Unix(1_700_000_000, 0)), Metrics: []*fodcv1.Metric{
+	// Now, inside a synctest bubble, is 2000-01-01, the earliest time the
+	// scraper keeps.
+	raw, err := proto.Marshal(&fodcv1.StreamMetricsRequest{Timestamp: timestamppb.New(time.Now()), Metrics: []*fodcv1.Metric{
 		{Name: "a_total", Value: 1, Labels: map[string]string{"x": "1"}},
 		{Name: "b", Value: value},
 	}})
@@ -174,5 +176,33 @@ func TestReplyOverALimitIsRefusedWhole(t *testing.T) {
 		require.True(t, rs[0].Up())
 		_, ok = f.scraper.LastRejection(a.ID)
 		require.False(t, ok, "an accepted reply clears the rejection")
+	})
+}
+
+// Samples with times no agent can mean are left out of the answer and
+// counted; the rest of the reply is kept.
+func TestOutOfRangeTimesAreDroppedAndCounted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t)
+		m := f.agent(t, "p")
+		now := time.Now()
+		raw, err := proto.Marshal(&fodcv1.StreamMetricsRequest{Timestamp: timestamppb.New(now), Metrics: []*fodcv1.Metric{
+			{Name: "ok", Value: 1},
+			{Name: "year_0", Value: 2, Timestamp: &timestamppb.Timestamp{Seconds: -62167219200}},
+			{Name: "year_10000", Value: 3, Timestamp: &timestamppb.Timestamp{Seconds: 253402300800}},
+			{Name: "wraps", Value: 4, Timestamp: &timestamppb.Timestamp{Seconds: 1 << 62}},
+			{Name: "tomorrow", Value: 5, Timestamp: timestamppb.New(now.Add(23 * time.Hour))},
+		}})
+		require.NoError(t, err)
+		go func() { <-m.Outbox(); m.Deliver(&series.RawMetrics{Bytes: raw}) }()
+		rs := f.scraper.Scrape(t.Context(), registry.Filter{}, series.Window{Start: now.Add(-time.Hour)})
+		require.Len(t, rs, 1)
+		require.True(t, rs[0].Up())
+		var names []string
+		for _, s := range rs[0].Batch.Series {
+			names = append(names, s.Name)
+		}
+		require.Equal(t, []string{"ok", "tomorrow"}, names)
+		require.Equal(t, 3.0, testutil.ToFloat64(f.scraper.metrics.rejected.WithLabelValues(reasonTimestamp)))
 	})
 }
