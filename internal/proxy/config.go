@@ -84,8 +84,8 @@ func DefaultConfig() Config {
 		DiagnosticsWindow:     time.Second,
 		ShutdownGrace:         5 * time.Second,
 
-		GRPCHandshakeTimeout:   5 * time.Second,
-		GRPCMaxConnections:     4096,
+		GRPCHandshakeTimeout: 5 * time.Second,
+		GRPCMaxConnections:   4096,
 		// A host may run many agents (or the load tool) behind one IP:
 		// the burst lets a thousand register at once, the rate bounds a
 		// flood that goes on.
