@@ -36,6 +36,7 @@ type testOpts struct {
 	HeartbeatInterval  time.Duration
 	MaxPendingCommands int
 	MaxCommandAge      time.Duration
+	Limits             RegistrationLimits
 }
 
 type harness struct {
@@ -64,6 +65,7 @@ func newHarnessWith(t *testing.T, opts testOpts, raw bool) *harness {
 		Streams:           table,
 		HeartbeatInterval: cmp.Or(opts.HeartbeatInterval, 10*time.Second),
 		RegistrationWait:  30 * time.Second,
+		Limits:            opts.Limits,
 	}, slog.New(slog.DiscardHandler), prom)
 	require.NoError(t, err)
 	lis := bufconn.Listen(1 << 20)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
@@ -98,7 +99,7 @@ func newEnv(t *testing.T) *env {
 	e.reg = reg
 	own := prometheus.NewRegistry()
 	e.table = streams.NewTable(streams.Limits{SendQueueLen: 64, MaxPending: 32})
-	scraper, err := scrape.New(reg, e.table, decode.Limits{}, slog.New(slog.DiscardHandler), own)
+	scraper, err := scrape.New(reg, e.table, decode.Limits{MaxLabels: 16}, slog.New(slog.DiscardHandler), own)
 	require.NoError(t, err)
 	api, err := New(Options{Registry: reg, Scraper: scraper, Gatherer: own, CollectTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second, Now: clock,
 		Admission: Admission{Metrics: 4, Cluster: 4, Downloads: 2}},
@@ -529,4 +530,82 @@ func TestHealthNamesAreBounded(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(body), &h))
 	require.Len(t, h.Reasons, 1)
 	require.Regexp(t, `^9 of 10 agents offline: (data-\d\d \(x\), ){8}data-\d\d \(x\)$`, h.Reasons[0])
+}
+
+// A reply over a limit makes its agent down with the reason beside
+// fodc_agent_up, shows in /cluster, and leaves the other agents' data whole.
+func TestRefusedReplyIsVisible(t *testing.T) {
+	e := newEnv(t)
+	wide := map[string]string{}
+	for i := range 17 {
+		wide[fmt.Sprintf("l%02d", i)] = "v"
+	}
+	bad := e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-bad"}, &fakeAgent{reply: func(series.Window) *fodcv1.StreamMetricsRequest {
+		return &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{gauge("fine", 1, nil), gauge("wide", 2, wide)}}
+	}})
+	e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-good"}, &fakeAgent{reply: func(series.Window) *fodcv1.StreamMetricsRequest {
+		return &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{gauge("fine", 3, nil)}}
+	}})
+	code, _, body := e.get(t, "/metrics")
+	require.Equal(t, http.StatusOK, code)
+	require.Contains(t, body, `fodc_agent_up{agent_id="`+bad.ID+`",node_role="ROLE_DATA",pod_name="data-bad"} 0`)
+	require.Contains(t, body, `fodc_agent_reply_rejected{agent_id="`+bad.ID+`",node_role="ROLE_DATA",pod_name="data-bad",reason="labels_per_series"} 1`)
+	require.Contains(t, body, `fine{node_role="ROLE_DATA",pod_name="data-good"} 3`)
+	require.NotContains(t, body, `pod_name="data-bad"} 1`, "nothing of the refused reply is served")
+	require.Contains(t, body, `fodc_proxy_agent_replies_rejected_total{reason="labels_per_series"} 1`)
+
+	code, _, body = e.get(t, "/cluster?pod_name=data-bad")
+	require.Equal(t, http.StatusOK, code)
+	var cl struct {
+		Nodes []struct {
+			LastRejection *struct {
+				Reason string `json:"reason"`
+				Error  string `json:"error"`
+			} `json:"last_rejection"`
+		} `json:"nodes"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &cl))
+	require.Len(t, cl.Nodes, 1)
+	require.NotNil(t, cl.Nodes[0].LastRejection)
+	require.Equal(t, "labels_per_series", cl.Nodes[0].LastRejection.Reason)
+	require.Contains(t, cl.Nodes[0].LastRejection.Error, "17 > 16")
+}
+
+// Beyond the admission limit a request gets 503 with Retry-After and the
+// JSON envelope, and is counted; identical scrapes share one slot.
+func TestAdmissionLimitAnswers503WithRetryAfter(t *testing.T) {
+	e := newEnv(t) // Admission{Metrics: 4}
+	release := make(chan struct{})
+	fa := &fakeAgent{release: release, reply: func(series.Window) *fodcv1.StreamMetricsRequest {
+		return &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{gauge("slow", 1, nil)}}
+	}}
+	e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0"}, fa)
+	type answer struct {
+		code  int
+		retry string
+		body  string
+	}
+	answers := make(chan answer, 8)
+	for i := range 4 { // four distinct collections fill the class
+		go func() {
+			code, hdr, body := e.get(t, fmt.Sprintf("/metrics?pod_name=data-0&x=%d", i))
+			answers <- answer{code, hdr.Get("Retry-After"), body}
+		}()
+	}
+	require.Eventually(t, func() bool { return len(e.api.gates[classMetrics]) == 4 }, 10*time.Second, time.Millisecond)
+	code, hdr, body := e.get(t, "/metrics?pod_name=data-0&x=busy")
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Equal(t, "1", hdr.Get("Retry-After"))
+	require.Contains(t, body, `"status":"error"`)
+	code, hdr, _ = e.get(t, "/metrics-windows?start_time=2027-01-01T00:00:00Z")
+	require.Equal(t, http.StatusServiceUnavailable, code, "the windows endpoint shares the class")
+	require.Equal(t, "1", hdr.Get("Retry-After"))
+	close(release)
+	for range 4 {
+		a := <-answers
+		require.Equal(t, http.StatusOK, a.code, a.body)
+	}
+	require.Equal(t, 2.0, testutil.ToFloat64(e.api.metrics.rejected.WithLabelValues(classMetrics)))
+	code, _, _ = e.get(t, "/metrics?pod_name=data-0&x=later")
+	require.Equal(t, http.StatusOK, code, "slots come back")
 }

@@ -47,6 +47,16 @@ type nodeJSON struct {
 	// agent went away.
 	DisconnectedAt   *time.Time `json:"disconnected_at,omitempty"`
 	DisconnectReason string     `json:"disconnect_reason,omitempty"`
+	// LastRejection is the agent's latest metrics reply, when the proxy
+	// refused it for being over a limit.
+	LastRejection *rejectionJSON `json:"last_rejection,omitempty"`
+}
+
+// rejectionJSON is a refused reply: which limit, the error, and when.
+type rejectionJSON struct {
+	Reason string    `json:"reason"`
+	Error  string    `json:"error"`
+	At     time.Time `json:"at"`
 }
 
 // utcPtr returns t in UTC, or nil when t is zero.
@@ -105,6 +115,9 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 			LastSeen:           utcPtr(ag.LastSeen),
 			DisconnectedAt:     utcPtr(ag.DisconnectedAt),
 			DisconnectReason:   ag.DisconnectReason,
+		}
+		if rej, ok := a.opts.Scraper.LastRejection(ag.ID); ok {
+			n.LastRejection = &rejectionJSON{Reason: rej.Reason, Error: rej.Detail, At: rej.At.UTC()}
 		}
 		if n.Labels == nil {
 			n.Labels = map[string]string{}

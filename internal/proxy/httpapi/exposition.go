@@ -1,9 +1,12 @@
 package httpapi
 
 import (
+	"errors"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 
 	dto "github.com/prometheus/client_model/go"
 
@@ -20,6 +23,8 @@ const (
 	agentUpHelp       = "1 if the agent answered this collection, 0 if not."
 	agentDurationName = "fodc_agent_collect_duration_seconds"
 	agentDurationHelp = "How long the proxy waited for the agent's answer in this collection."
+	agentRejectedName = "fodc_agent_reply_rejected"
+	agentRejectedHelp = "1 when the proxy refused the agent's reply in this collection for being over a limit; reason names the limit."
 )
 
 // agentStatusBatch builds the up and duration series of every selected
@@ -48,6 +53,11 @@ func agentStatusBatch(results []scrape.Result) series.Batch {
 			series.Series{Name: agentUpName, Help: agentUpHelp, Type: fodcv1.MetricType_METRIC_TYPE_GAUGE, Labels: labels, Points: []series.Point{{Value: up}}},
 			series.Series{Name: agentDurationName, Help: agentDurationHelp, Type: fodcv1.MetricType_METRIC_TYPE_GAUGE, Labels: labels, Points: []series.Point{{Value: r.Duration.Seconds()}}},
 		)
+		if le, ok := errors.AsType[*decode.LimitError](r.Err); ok {
+			rl := append(slices.Clone(labels), series.Label{Name: "reason", Value: le.Reason})
+			slices.SortFunc(rl, func(x, y series.Label) int { return strings.Compare(x.Name, y.Name) })
+			out = append(out, series.Series{Name: agentRejectedName, Help: agentRejectedHelp, Type: fodcv1.MetricType_METRIC_TYPE_GAUGE, Labels: rl, Points: []series.Point{{Value: 1}}})
+		}
 	}
 	return series.Batch{Series: out}
 }
