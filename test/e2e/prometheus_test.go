@@ -123,4 +123,19 @@ scrape_configs:
 	// Histograms arrive as histograms: a quantile can be computed.
 	q := promQuery(base, `histogram_quantile(0.9, sum by (le) (banyandb_liaison_grpc_total_latency_bucket))`)
 	require.Len(t, q, 1)
+
+	// Which format and coding Prometheus negotiated, as the proxy counted
+	// them (the counter is itself scraped): OpenMetrics, gzip-compressed.
+	var answers []promResult
+	require.Eventually(t, func() bool {
+		answers = promQuery(base, `fodc_proxy_metrics_answers_total > 0`)
+		return len(answers) > 0
+	}, wait, 200*time.Millisecond)
+	for _, r := range answers {
+		t.Logf("Prometheus got /metrics as format=%s encoding=%s (%s answers)", r.Metric["format"], r.Metric["encoding"], r.Value[1])
+		require.Equal(t, "openmetrics", r.Metric["format"])
+		require.Equal(t, "gzip", r.Metric["encoding"])
+	}
+	// The counters' families came through OpenMetrics with their _total.
+	require.NotEmpty(t, promQuery(base, `fodc_proxy_collection_rounds_total`))
 }

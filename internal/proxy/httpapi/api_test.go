@@ -1,6 +1,8 @@
 package httpapi
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
@@ -399,7 +402,7 @@ func TestConcurrentIdenticalScrapesShareOneCollection(t *testing.T) {
 	}}
 	e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0"}, fa)
 	requests := func() int { fa.mu.Lock(); defer fa.mu.Unlock(); return len(fa.windows) }
-	key := "metrics?role=datanode"
+	key := "text?role=datanode"
 
 	bodies := make(chan string, 3)
 	var wg sync.WaitGroup
@@ -608,4 +611,64 @@ func TestAdmissionLimitAnswers503WithRetryAfter(t *testing.T) {
 	require.Equal(t, 2.0, testutil.ToFloat64(e.api.metrics.rejected.WithLabelValues(classMetrics)))
 	code, _, _ = e.get(t, "/metrics?pod_name=data-0&x=later")
 	require.Equal(t, http.StatusOK, code, "slots come back")
+}
+
+// /metrics negotiates its format from Accept and its coding from
+// Accept-Encoding; a compressed answer decodes to the plain one, and the
+// choice is counted.
+func TestMetricsFormatAndEncodingNegotiation(t *testing.T) {
+	e := newEnv(t)
+	e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0"}, &fakeAgent{reply: func(series.Window) *fodcv1.StreamMetricsRequest {
+		return &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{
+			{Name: "ops_total", Value: 5, Type: fodcv1.MetricType_METRIC_TYPE_COUNTER, Description: "Ops."},
+		}}
+	}})
+	raw := func(accept, encoding string) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, e.srv.URL+"/metrics?pod_name=data-0", nil)
+		require.NoError(t, err)
+		if accept != "" {
+			req.Header.Set("Accept", accept)
+		}
+		req.Header.Set("Accept-Encoding", encoding) // set: the transport does not decode for us
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		return resp, body
+	}
+	resp, plain := raw("", "identity")
+	require.Equal(t, "text/plain; version=0.0.4; charset=utf-8", resp.Header.Get("Content-Type"))
+	require.Empty(t, resp.Header.Get("Content-Encoding"))
+	require.Contains(t, string(plain), "# TYPE ops_total counter\nops_total{")
+
+	const promAccept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+	resp, gz := raw(promAccept, "gzip")
+	require.Equal(t, "application/openmetrics-text; version=1.0.0; charset=utf-8", resp.Header.Get("Content-Type"))
+	require.Equal(t, "gzip", resp.Header.Get("Content-Encoding"))
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	require.NoError(t, err)
+	om, err := io.ReadAll(zr)
+	require.NoError(t, err)
+	require.Contains(t, string(om), "# TYPE ops counter\nops_total{")
+	require.True(t, strings.HasSuffix(string(om), "# EOF\n"))
+
+	resp, zs := raw("", "gzip;q=0.5, zstd")
+	require.Equal(t, "zstd", resp.Header.Get("Content-Encoding"))
+	zd, err := zstd.NewReader(nil)
+	require.NoError(t, err)
+	defer zd.Close()
+	fromZstd, err := zd.DecodeAll(zs, nil)
+	require.NoError(t, err)
+	// The proxy's own series move between scrapes; the agent's part is
+	// the same in both codings.
+	require.Contains(t, string(fromZstd), "# TYPE ops_total counter\nops_total{")
+
+	resp, _ = raw("", "gzip;q=0, identity")
+	require.Empty(t, resp.Header.Get("Content-Encoding"), "q=0 refuses a coding")
+	require.Equal(t, 1.0, testutil.ToFloat64(e.api.metrics.answers.WithLabelValues("openmetrics", "gzip")))
+	require.Equal(t, 1.0, testutil.ToFloat64(e.api.metrics.answers.WithLabelValues("text", "zstd")))
+	require.Equal(t, 2.0, testutil.ToFloat64(e.api.metrics.answers.WithLabelValues("text", "identity")))
 }

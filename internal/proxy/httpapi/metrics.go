@@ -17,7 +17,8 @@ import (
 // arrive while it is being produced share it: one round of agent commands,
 // one enrichment and one rendering for all of them.
 type metricsAnswer struct {
-	body               []byte
+	encodedBodies // the rendered answer, compressed once per coding asked for
+	contentType        string
 	selected, answered int
 }
 
@@ -32,10 +33,11 @@ func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		respondErr(w, err)
 		return
 	}
+	format, enc := negotiateFormat(r), negotiateEncoding(r)
 	if r.Method == http.MethodHead {
 		// A HEAD never starts a collection: the headers a GET would carry
 		// up to the collection's results.
-		w.Header().Set("Content-Type", render.TextContentType)
+		w.Header().Set("Content-Type", contentTypeOf(format))
 		return
 	}
 	b := budget(r, a.opts.CollectTimeout)
@@ -46,13 +48,13 @@ func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	// goes away does not cut it short for the others.
 	ctx, cancel := context.WithTimeout(r.Context(), b+a.opts.WriteTimeout)
 	defer cancel()
-	ans, err := a.answers.Do(ctx, "metrics?"+q.Encode(), func(context.Context) (*metricsAnswer, error) {
+	ans, err := a.answers.Do(ctx, format+"?"+q.Encode(), func(context.Context) (*metricsAnswer, error) {
 		release, ok := a.admit(classMetrics)
 		if !ok {
 			return nil, errBusy
 		}
 		defer release()
-		return a.renderMetrics(f, b), nil
+		return a.renderMetrics(f, b, format), nil
 	})
 	if errors.Is(err, errBusy) {
 		refuseBusy(w)
@@ -64,22 +66,36 @@ func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	w.Header().Set("Content-Type", render.TextContentType)
+	w.Header().Set("Content-Type", ans.contentType)
 	w.Header().Set("X-Fodc-Agents-Selected", strconv.Itoa(ans.selected))
 	w.Header().Set("X-Fodc-Agents-Answered", strconv.Itoa(ans.answered))
-	if _, err := w.Write(ans.body); err != nil {
+	w.Header().Add("Vary", "Accept, Accept-Encoding")
+	if enc != encodingIdentity {
+		w.Header().Set("Content-Encoding", enc)
+	}
+	body := ans.body(enc)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	a.metrics.answers.WithLabelValues(format, enc).Inc()
+	if _, err := w.Write(body); err != nil {
 		a.logger.Debug("Writing /metrics answer", "err", err)
 	}
+}
+
+func contentTypeOf(format string) string {
+	if format == formatOpenMetrics {
+		return render.OpenMetricsContentType
+	}
+	return render.TextContentType
 }
 
 // renderMetrics collects the latest values within budget b and renders
 // them with the per-agent status series and, when unfiltered, the proxy's
 // own series.
-func (a *API) renderMetrics(f registry.Filter, b time.Duration) *metricsAnswer {
+func (a *API) renderMetrics(f registry.Filter, b time.Duration, format string) *metricsAnswer {
 	ctx, cancel := context.WithTimeout(context.Background(), b)
 	defer cancel()
 	results := a.opts.Scraper.Scrape(ctx, f, series.Window{})
-	ans := &metricsAnswer{selected: len(results)}
+	ans := &metricsAnswer{selected: len(results), contentType: contentTypeOf(format)}
 	batches := make([]series.Batch, 0, len(results)+4)
 	for i := range results {
 		if results[i].Up() {
@@ -101,12 +117,16 @@ func (a *API) renderMetrics(f registry.Filter, b time.Duration) *metricsAnswer {
 		batches = append(batches, gatheredBatch(mfs))
 	}
 	var buf bytes.Buffer
-	st, err := render.WriteText(&buf, batches)
+	write := render.WriteText
+	if format == formatOpenMetrics {
+		write = render.WriteOpenMetrics
+	}
+	st, err := write(&buf, batches)
 	a.countRemoved(st)
 	if err != nil { // a bytes.Buffer does not fail; keep what was written
 		a.logger.Warn("Rendering /metrics answer", "err", err)
 	}
-	ans.body = buf.Bytes()
+	ans.plain = buf.Bytes()
 	return ans
 }
 
@@ -134,8 +154,11 @@ func (a *API) metricsWindows(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	st, err := render.WriteWindows(w, batches) // buffers its own writes
-
+	cw := compressTo(w, negotiateEncoding(r))
+	st, err := render.WriteWindows(cw, batches) // buffers its own writes
+	if cerr := cw.close(); err == nil {
+		err = cerr
+	}
 	a.countRemoved(st)
 	if err != nil {
 		a.logger.Debug("Writing /metrics-windows answer", "err", err)

@@ -9,6 +9,7 @@ type metrics struct {
 	dropped       *prometheus.CounterVec
 	droppedLabels prometheus.Counter
 	rejected      *prometheus.CounterVec
+	answers       *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -34,11 +35,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fodc_proxy_http_requests_rejected_total",
 			Help: "HTTP requests refused with 503 because their endpoint class was full, by class (metrics, cluster, downloads).",
 		}, []string{"class"}),
+		answers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_metrics_answers_total",
+			Help: "/metrics answers sent, by format (text, openmetrics) and content coding (identity, gzip, zstd).",
+		}, []string{"format", "encoding"}),
 	}
 	for _, c := range []string{classMetrics, classCluster, classDownloads} {
 		m.rejected.WithLabelValues(c)
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.dropped, m.droppedLabels, m.rejected} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.dropped, m.droppedLabels, m.rejected, m.answers} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
+
+	"github.com/klauspost/compress/zstd"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/require"
@@ -246,6 +249,57 @@ func BenchmarkWriteText(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
+		})
+	}
+}
+
+// BenchmarkAnswerCoding is the /metrics answer of 100 agents x 1k series
+// rendered as text and put on the wire plain, gzip'd (klauspost, BestSpeed,
+// what the proxy uses) or zstd'd (SpeedFastest): ns/op is render plus
+// compression, wire-ratio the bytes on the wire over the plain answer.
+func BenchmarkAnswerCoding(b *testing.B) {
+	const agents = 100
+	batches := make([]series.Batch, agents)
+	for a := range agents {
+		raw, info := benchReply(b, "v0.10.3-agent-data-node", 0, 1000, a)
+		var err error
+		batches[a], err = decode.Batch(info, raw, time.Now(), false)
+		require.NoError(b, err)
+	}
+	var plain bytes.Buffer
+	_, err := WriteText(&plain, batches)
+	require.NoError(b, err)
+	zenc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
+	require.NoError(b, err)
+	defer zenc.Close()
+	codings := []struct {
+		name     string
+		compress func([]byte) []byte
+	}{
+		{"identity", func(p []byte) []byte { return p }},
+		{"gzip", func(p []byte) []byte {
+			var out bytes.Buffer
+			zw, _ := gzip.NewWriterLevel(&out, gzip.BestSpeed)
+			_, _ = zw.Write(p)
+			_ = zw.Close()
+			return out.Bytes()
+		}},
+		{"zstd", func(p []byte) []byte { return zenc.EncodeAll(p, nil) }},
+	}
+	for _, c := range codings {
+		b.Run(c.name, func(b *testing.B) {
+			var wire int
+			buf := bytes.NewBuffer(make([]byte, 0, plain.Len()))
+			b.ReportAllocs()
+			for b.Loop() {
+				buf.Reset()
+				if _, err := WriteText(buf, batches); err != nil {
+					b.Fatal(err)
+				}
+				wire = len(c.compress(buf.Bytes()))
+			}
+			b.ReportMetric(float64(wire)/float64(plain.Len()), "wire-ratio")
+			b.ReportMetric(float64(plain.Len()), "plain-bytes")
 		})
 	}
 }

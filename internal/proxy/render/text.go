@@ -146,6 +146,7 @@ type textWriter struct {
 	byNam map[string]*family
 	refs  []ref
 	stats Stats
+	om    bool // write OpenMetrics 1.0 instead of text 0.0.4
 }
 
 // WriteText writes batches as Prometheus text format 0.0.4: for each metric
@@ -162,6 +163,22 @@ type textWriter struct {
 // family. Samples that cannot be written validly are counted in Stats and
 // left out. An input without samples writes nothing.
 func WriteText(w io.Writer, batches []series.Batch) (Stats, error) {
+	return writeFamilies(w, batches, false)
+}
+
+// OpenMetricsContentType is the Content-Type of WriteOpenMetrics' output.
+const OpenMetricsContentType = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+// WriteOpenMetrics writes batches as WriteText does, in the OpenMetrics 1.0
+// text format: counter families are declared without their _total suffix
+// and their samples carry it, untyped families are "unknown", HELP escapes
+// quotes too, and the answer ends with "# EOF" (also when it is empty), so
+// that a scraper can tell a complete answer from a truncated one.
+func WriteOpenMetrics(w io.Writer, batches []series.Batch) (Stats, error) {
+	return writeFamilies(w, batches, true)
+}
+
+func writeFamilies(w io.Writer, batches []series.Batch, om bool) (Stats, error) {
 	n := 0
 	for i := range batches {
 		n += len(batches[i].Series)
@@ -169,6 +186,7 @@ func WriteText(w io.Writer, batches []series.Batch) (Stats, error) {
 	tw := &textWriter{
 		byNam: make(map[string]*family),
 		refs:  make([]ref, 0, n),
+		om:    om,
 	}
 	tw.collect(batches)
 	tw.resolveUntyped()
@@ -618,7 +636,7 @@ func compareSkip(a series.Labels, askip int32, b series.Labels, bskip int32) int
 
 // write emits the families in order.
 func (tw *textWriter) write(w io.Writer, fams []*family) error {
-	if len(fams) == 0 {
+	if len(fams) == 0 && !tw.om {
 		return nil
 	}
 	buf := make([]byte, 0, flushAt+4096)
@@ -627,17 +645,21 @@ func (tw *textWriter) write(w io.Writer, fams []*family) error {
 		if help == "" {
 			help = f.helpAny
 		}
+		name, typ, suffix := f.name, kindNames[f.kind], ""
+		if tw.om {
+			name, typ, suffix = tw.openMetricsFamily(f)
+		}
 		if help != "" {
 			buf = append(buf, "# HELP "...)
-			buf = append(buf, f.name...)
+			buf = append(buf, name...)
 			buf = append(buf, ' ')
-			buf = appendEscaped(buf, validUTF8(help), false)
+			buf = appendEscaped(buf, validUTF8(help), tw.om)
 			buf = append(buf, '\n')
 		}
 		buf = append(buf, "# TYPE "...)
-		buf = append(buf, f.name...)
+		buf = append(buf, name...)
 		buf = append(buf, ' ')
-		buf = append(buf, kindNames[f.kind]...)
+		buf = append(buf, typ...)
 		buf = append(buf, '\n')
 		tw.stats.Families++
 		refs := tw.refs[f.off : f.off+f.n]
@@ -647,7 +669,7 @@ func (tw *textWriter) write(w io.Writer, fams []*family) error {
 				tw.stats.Duplicates++
 				continue
 			}
-			buf = appendSample(buf, r.s)
+			buf = appendSample(buf, r.s, suffix)
 			tw.stats.Series++
 			if len(buf) >= flushAt {
 				if _, err := w.Write(buf); err != nil {
@@ -657,6 +679,9 @@ func (tw *textWriter) write(w io.Writer, fams []*family) error {
 			}
 		}
 	}
+	if tw.om {
+		buf = append(buf, "# EOF\n"...)
+	}
 	if len(buf) > 0 {
 		if _, err := w.Write(buf); err != nil {
 			return err
@@ -665,11 +690,35 @@ func (tw *textWriter) write(w io.Writer, fams []*family) error {
 	return nil
 }
 
-// appendSample appends one sample line: name{labels} value. Lines are
-// formatted by hand into one buffer; going through expfmt instead means a
-// dto message per sample, about 20 allocations each (BenchmarkFloor).
-func appendSample(buf []byte, s *series.Series) []byte {
+// openMetricsFamily names f the OpenMetrics way and says what its samples
+// need appended to their names. A counter family is declared without
+// _total and its samples end in _total; where that would clash with
+// another family's name, the family is written as "unknown" under its
+// text name, which OpenMetrics accepts for any sample.
+func (tw *textWriter) openMetricsFamily(f *family) (name, typ, suffix string) {
+	switch f.kind {
+	case kindUntyped:
+		return f.name, "unknown", ""
+	case kindCounter:
+		if base, ok := strings.CutSuffix(f.name, "_total"); ok {
+			if tw.byNam[base] == nil {
+				return base, "counter", ""
+			}
+		} else if tw.byNam[f.name+"_total"] == nil {
+			return f.name, "counter", "_total"
+		}
+		return f.name, "unknown", ""
+	}
+	return f.name, kindNames[f.kind], ""
+}
+
+// appendSample appends one sample line: name{labels} value, with suffix
+// after the name. Lines are formatted by hand into one buffer; going
+// through expfmt instead means a dto message per sample, about 20
+// allocations each (BenchmarkFloor).
+func appendSample(buf []byte, s *series.Series, suffix string) []byte {
 	buf = append(buf, s.Name...)
+	buf = append(buf, suffix...)
 	if len(s.Labels) > 0 {
 		buf = append(buf, '{')
 		for i, l := range s.Labels {

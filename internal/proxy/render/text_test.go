@@ -475,3 +475,46 @@ func simpleLines(t *testing.T, text string) map[string]float64 {
 	}
 	return out
 }
+
+// OpenMetrics: counters declared without _total and sampled with it,
+// untyped as unknown, quotes escaped in HELP, and always "# EOF" last.
+func TestWriteOpenMetrics(t *testing.T) {
+	gauge := fodcv1.MetricType_METRIC_TYPE_GAUGE
+	counter := fodcv1.MetricType_METRIC_TYPE_COUNTER
+	b := series.Batch{Series: []series.Series{
+		{Name: "requests_total", Help: `Requests "served".`, Type: counter, Points: []series.Point{{Value: 3}}},
+		{Name: "bytes_sent", Type: counter, Points: []series.Point{{Value: 7}}},
+		{Name: "temp", Type: gauge, Labels: series.Labels{{Name: "room", Value: "a"}}, Points: []series.Point{{Value: 1.5}}},
+		{Name: "raw", Points: []series.Point{{Value: 2}}},
+	}}
+	var buf bytes.Buffer
+	_, err := WriteOpenMetrics(&buf, []series.Batch{b})
+	require.NoError(t, err)
+	require.Equal(t, `# TYPE bytes_sent counter
+bytes_sent_total 7
+# TYPE raw unknown
+raw 2
+# HELP requests Requests \"served\".
+# TYPE requests counter
+requests_total 3
+# TYPE temp gauge
+temp{room="a"} 1.5
+# EOF
+`, buf.String())
+
+	buf.Reset()
+	_, err = WriteOpenMetrics(&buf, nil)
+	require.NoError(t, err)
+	require.Equal(t, "# EOF\n", buf.String(), "an empty answer is still complete")
+
+	// A counter whose OpenMetrics name would clash with another family is
+	// written as unknown under its text name.
+	clash := series.Batch{Series: []series.Series{
+		{Name: "jobs_total", Type: counter, Points: []series.Point{{Value: 1}}},
+		{Name: "jobs", Type: gauge, Points: []series.Point{{Value: 2}}},
+	}}
+	buf.Reset()
+	_, err = WriteOpenMetrics(&buf, []series.Batch{clash})
+	require.NoError(t, err)
+	require.Contains(t, buf.String(), "# TYPE jobs_total unknown\njobs_total 1\n")
+}
