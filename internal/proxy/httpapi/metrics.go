@@ -17,7 +17,7 @@ import (
 // arrive while it is being produced share it: one round of agent commands,
 // one enrichment and one rendering for all of them.
 type metricsAnswer struct {
-	encodedBodies // the rendered answer, compressed once per coding asked for
+	encodedBodies      // the rendered answer, compressed once per coding asked for
 	contentType        string
 	selected, answered int
 }
