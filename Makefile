@@ -9,7 +9,7 @@ PROTO_DIR       := api/proto
 PROTO_FILES     := $(shell find $(PROTO_DIR) -name '*.proto' | sort)
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build test test-short lint vet fmt proto check-generated bench bench-load demo tools clean
+.PHONY: all build test test-short lint vet fmt proto check-generated bench bench-load demo tools image clean
 
 all: build
 
@@ -58,6 +58,13 @@ bench-load: build
 
 demo:
 	$(GO) run ./cmd/fodc-demo
+
+## image: container images of the proxy and the agent (needs docker or podman).
+DOCKER  ?= docker
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+image:
+	$(DOCKER) build -f deploy/docker/Dockerfile --build-arg BIN=fodc-proxy --build-arg VERSION=$(VERSION) -t fodc-proxy:$(VERSION) .
+	$(DOCKER) build -f deploy/docker/Dockerfile --build-arg BIN=fodc-agent --build-arg VERSION=$(VERSION) -t fodc-agent:$(VERSION) .
 
 clean:
 	rm -rf bin bench.txt
