@@ -170,10 +170,11 @@ func WriteText(w io.Writer, batches []series.Batch) (Stats, error) {
 const OpenMetricsContentType = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
 // WriteOpenMetrics writes batches as WriteText does, in the OpenMetrics 1.0
-// text format: counter families are declared without their _total suffix
-// and their samples carry it, untyped families are "unknown", HELP escapes
-// quotes too, and the answer ends with "# EOF" (also when it is empty), so
-// that a scraper can tell a complete answer from a truncated one.
+// text format: the same samples under the same names; counter families
+// named *_total are declared without the suffix, other counters and
+// untyped families are "unknown", HELP escapes quotes too, and the answer
+// ends with "# EOF" (also when it is empty), so that a scraper can tell a
+// complete answer from a truncated one.
 func WriteOpenMetrics(w io.Writer, batches []series.Batch) (Stats, error) {
 	return writeFamilies(w, batches, true)
 }
@@ -645,9 +646,9 @@ func (tw *textWriter) write(w io.Writer, fams []*family) error {
 		if help == "" {
 			help = f.helpAny
 		}
-		name, typ, suffix := f.name, kindNames[f.kind], ""
+		name, typ := f.name, kindNames[f.kind]
 		if tw.om {
-			name, typ, suffix = tw.openMetricsFamily(f)
+			name, typ = tw.openMetricsFamily(f)
 		}
 		if help != "" {
 			buf = append(buf, "# HELP "...)
@@ -669,7 +670,7 @@ func (tw *textWriter) write(w io.Writer, fams []*family) error {
 				tw.stats.Duplicates++
 				continue
 			}
-			buf = appendSample(buf, r.s, suffix)
+			buf = appendSample(buf, r.s)
 			tw.stats.Series++
 			if len(buf) >= flushAt {
 				if _, err := w.Write(buf); err != nil {
@@ -690,35 +691,32 @@ func (tw *textWriter) write(w io.Writer, fams []*family) error {
 	return nil
 }
 
-// openMetricsFamily names f the OpenMetrics way and says what its samples
-// need appended to their names. A counter family is declared without
-// _total and its samples end in _total; where that would clash with
-// another family's name, the family is written as "unknown" under its
-// text name, which OpenMetrics accepts for any sample.
-func (tw *textWriter) openMetricsFamily(f *family) (name, typ, suffix string) {
+// openMetricsFamily names and types f the OpenMetrics way; sample names
+// never change. A counter family whose
+// name ends in _total is declared without it; a counter family without
+// _total (BanyanDB has many) is written as "unknown" under its own name,
+// because OpenMetrics would have its samples renamed to name_total and
+// every query and dashboard written against the text format would break.
+// A counter whose OpenMetrics name would clash with another family is
+// "unknown" too; OpenMetrics accepts any sample name there.
+func (tw *textWriter) openMetricsFamily(f *family) (name, typ string) {
 	switch f.kind {
 	case kindUntyped:
-		return f.name, "unknown", ""
+		return f.name, "unknown"
 	case kindCounter:
-		if base, ok := strings.CutSuffix(f.name, "_total"); ok {
-			if tw.byNam[base] == nil {
-				return base, "counter", ""
-			}
-		} else if tw.byNam[f.name+"_total"] == nil {
-			return f.name, "counter", "_total"
+		if base, ok := strings.CutSuffix(f.name, "_total"); ok && tw.byNam[base] == nil {
+			return base, "counter"
 		}
-		return f.name, "unknown", ""
+		return f.name, "unknown"
 	}
-	return f.name, kindNames[f.kind], ""
+	return f.name, kindNames[f.kind]
 }
 
-// appendSample appends one sample line: name{labels} value, with suffix
-// after the name. Lines are formatted by hand into one buffer; going
-// through expfmt instead means a dto message per sample, about 20
-// allocations each (BenchmarkFloor).
-func appendSample(buf []byte, s *series.Series, suffix string) []byte {
+// appendSample appends one sample line: name{labels} value. Lines are
+// formatted by hand into one buffer; going through expfmt instead means a
+// dto message per sample, about 20 allocations each (BenchmarkFloor).
+func appendSample(buf []byte, s *series.Series) []byte {
 	buf = append(buf, s.Name...)
-	buf = append(buf, suffix...)
 	if len(s.Labels) > 0 {
 		buf = append(buf, '{')
 		for i, l := range s.Labels {

@@ -477,7 +477,9 @@ func simpleLines(t *testing.T, text string) map[string]float64 {
 }
 
 // OpenMetrics: counters declared without _total and sampled with it,
-// untyped as unknown, quotes escaped in HELP, and always "# EOF" last.
+// counters without _total (BanyanDB's) unknown under their own name so that
+// no series is renamed, untyped as unknown, quotes escaped in HELP, and
+// always "# EOF" last.
 func TestWriteOpenMetrics(t *testing.T) {
 	gauge := fodcv1.MetricType_METRIC_TYPE_GAUGE
 	counter := fodcv1.MetricType_METRIC_TYPE_COUNTER
@@ -490,8 +492,8 @@ func TestWriteOpenMetrics(t *testing.T) {
 	var buf bytes.Buffer
 	_, err := WriteOpenMetrics(&buf, []series.Batch{b})
 	require.NoError(t, err)
-	require.Equal(t, `# TYPE bytes_sent counter
-bytes_sent_total 7
+	require.Equal(t, `# TYPE bytes_sent unknown
+bytes_sent 7
 # TYPE raw unknown
 raw 2
 # HELP requests Requests \"served\".
