@@ -74,6 +74,43 @@ var members = []member{
 	{pod: "demo-data-warm-0", role: "datanode-warm", container: "data", port: 20912},
 }
 
+// FailingPod is the data node whose queue traffic fails more often: the
+// request pipeline of /cluster/graph shows its edges in error.
+const (
+	FailingPod        = MisconfiguredPod
+	failingErrorRatio = 0.2
+	normalErrorRatio  = 0.002
+)
+
+// wireQueues gives the synthetic nodes the queue traffic of the demo's
+// topology: the liaison publishes writes and queries to every data node,
+// the hot data nodes synchronise files to the warm one, and every receiver
+// counts what it receives.
+func wireQueues(nodes []synth.Node) {
+	peer := func(n synth.Node, ratio float64, ops ...string) synth.Peer {
+		return synth.Peer{Pod: n.Pod, Role: n.Role, Operations: ops, ErrorRatio: ratio}
+	}
+	ratioOf := func(pod string) float64 {
+		if pod == FailingPod {
+			return failingErrorRatio
+		}
+		return normalErrorRatio
+	}
+	for i := range nodes {
+		for j := range nodes {
+			from, to := &nodes[i], &nodes[j]
+			switch {
+			case from.Role.Kind == roles.KindLiaison && to.Role.Kind == roles.KindData:
+				from.Publishes = append(from.Publishes, peer(*to, ratioOf(to.Pod), "write", "query"))
+				to.Subscribes = append(to.Subscribes, peer(*from, ratioOf(to.Pod), "write", "query"))
+			case from.Role.Kind == roles.KindData && from.Role.Tier == "hot" && to.Role.Kind == roles.KindData && to.Role.Tier == "warm":
+				from.Publishes = append(from.Publishes, peer(*to, normalErrorRatio, "file_sync"))
+				to.Subscribes = append(to.Subscribes, peer(*from, normalErrorRatio, "file_sync"))
+			}
+		}
+	}
+}
+
 // readyPoll is how often readiness is re-checked while the demo starts.
 const readyPoll = 20 * time.Millisecond
 
@@ -139,6 +176,7 @@ func Run(ctx context.Context, opts Options) error {
 			Overrides: m.flags,
 		})
 	}
+	wireQueues(nodes)
 	agents := make([]*agent.Agent, 0, len(members))
 	for i, m := range members {
 		a, err := agent.New(agentConfig(m, p.GRPCAddr(), lis[i].Addr().String(), interval),

@@ -41,6 +41,22 @@ type Node struct {
 	// BanyandArgs). NodeHandler serves it behind Program at CmdlinePath;
 	// nil serves no command line, like a node without a pprof listener.
 	Args []string
+	// Publishes are the nodes this one sends queue messages to (a liaison
+	// to the data nodes, a hot data node to the warm tier), exposed as
+	// banyandb_queue_pub_* series; Subscribes the nodes it receives from,
+	// as banyandb_queue_sub_* series.
+	Publishes, Subscribes []Peer
+}
+
+// Peer is the other end of a node's queue traffic.
+type Peer struct {
+	Pod  string
+	Role roles.Role
+	// Operations are the queue operations on this edge (write, query,
+	// file_sync); file_sync also counts bytes.
+	Operations []string
+	// ErrorRatio is the share of messages that fail on this edge.
+	ErrorRatio float64
 }
 
 // Groups are the BanyanDB groups the metrics are labelled with.
@@ -113,6 +129,8 @@ type collector struct {
 	grpcStarted, grpcLatency                      *prometheus.Desc
 	measureWritten, streamWritten                 *prometheus.Desc
 	parts, queueLatency                           *prometheus.Desc
+	pubStarted, pubErr, pubLatency, pubBytes      *prometheus.Desc
+	subStarted, subErr, subLatency                *prometheus.Desc
 }
 
 func newCollector(n Node, start time.Time, now func() time.Time) *collector {
@@ -148,8 +166,21 @@ func newCollector(n Node, start time.Time, now func() time.Time) *collector {
 		streamWritten:  desc("banyandb_stream_total_written", "Total number of stream elements written.", "group"),
 		parts:          desc("banyandb_tsdb_total_file_parts", "Number of file parts of the group's series on disk.", "group"),
 		queueLatency:   desc("banyandb_queue_sub_total_latency", "Latency of handling queue messages on the data node in seconds.", "group", "topic"),
+
+		pubStarted: desc("banyandb_queue_pub_total_started", "Queue messages published to a remote node.", queueLabels...),
+		pubErr:     desc("banyandb_queue_pub_total_err", "Queue messages published to a remote node that failed.", queueLabels...),
+		pubLatency: desc("banyandb_queue_pub_total_latency", "Latency of queue messages published to a remote node, in seconds.", queueLabels...),
+		pubBytes:   desc("banyandb_queue_pub_total_sent_bytes", "Bytes sent to a remote node by file synchronisation.", queueLabels...),
+		subStarted: desc("banyandb_queue_sub_total_started", "Queue messages received from a remote node.", queueLabels...),
+		subErr:     desc("banyandb_queue_sub_total_err", "Queue messages received from a remote node whose handling failed.", queueLabels...),
+		subLatency: desc("banyandb_queue_sub_total_handle_latency", "Latency of handling queue messages received from a remote node, in seconds.", queueLabels...),
 	}
 }
+
+// queueLabels are the labels of the banyandb_queue_pub_* and
+// banyandb_queue_sub_* series: what, which group, and the node at the
+// other end.
+var queueLabels = []string{"operation", "group", "remote_node", "remote_role", "remote_tier"}
 
 // Describe sends nothing: the collector is unchecked, its label values
 // depend on the node.
@@ -201,6 +232,35 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.disk, 500*gib, "/data", "total")
 		gauge(c.disk, math.Round(40*gib+used), "/data", "used")
 	}
+	c.queue(ch, t, counter)
+}
+
+// queue emits the node's queue traffic with its peers: per edge,
+// operation and group a message counter, a failure counter, a latency
+// histogram and, for file synchronisation, a byte counter.
+func (c *collector) queue(ch chan<- prometheus.Metric, t float64, counter func(*prometheus.Desc, float64, ...string)) {
+	edges := func(peers []Peer, started, errs, latency, bytes *prometheus.Desc) {
+		for pi, p := range peers {
+			for oi, op := range p.Operations {
+				for gi, g := range Groups {
+					r := c.rate * float64(60-15*gi) / float64(1+oi) / float64(1+pi%2)
+					if op == "file_sync" {
+						r = c.rate * 0.5
+					}
+					n := c.offset/4 + r*t
+					lv := []string{op, g, p.Pod, p.Role.WireName(), p.Role.Tier}
+					counter(started, n, lv...)
+					counter(errs, n*p.ErrorRatio, lv...)
+					c.histogram(ch, latency, r*t, 0.003+0.01*p.ErrorRatio, lv...)
+					if op == "file_sync" && bytes != nil {
+						counter(bytes, n*(4<<20), lv...)
+					}
+				}
+			}
+		}
+	}
+	edges(c.node.Publishes, c.pubStarted, c.pubErr, c.pubLatency, c.pubBytes)
+	edges(c.node.Subscribes, c.subStarted, c.subErr, c.subLatency, nil)
 }
 
 // histogram emits a latency histogram with count observations of the given

@@ -57,6 +57,31 @@ func (c *Views) ConfigDifferences() map[string]int {
 	return configreport.DifferingParams(c.lastConfig.Report)
 }
 
+// DriftByPod returns, per pod of the last collection, how many parameters
+// of its role group it does not share with a strict majority of the group
+// (nil before the first collection). In a group of two that disagree,
+// both nodes count the parameter.
+func (c *Views) DriftByPod() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lastConfig == nil {
+		return nil
+	}
+	out := map[string]int{}
+	for _, g := range c.lastConfig.Report.Groups {
+		for _, d := range g.Differences {
+			for _, v := range d.Values {
+				if 2*len(v.Nodes) <= len(g.Nodes) {
+					for _, pod := range v.Nodes {
+						out[pod]++
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
 func (c *Views) collectConfig() ConfigSnapshot {
 	c.rounds.WithLabelValues("config").Inc()
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.ConfigTimeout)

@@ -384,6 +384,18 @@ func (c *Cache) prune() {
 	c.setGaugesLocked()
 }
 
+// CountByPod returns how many crash records are cached per pod (lower-cased
+// pod name), without asking any agent.
+func (c *Cache) CountByPod() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int)
+	for k := range c.records {
+		out[k.pod]++
+	}
+	return out
+}
+
 // cached returns copies of the records of pods (lower-cased names), sorted.
 func (c *Cache) cached(pods map[string]bool) []Record {
 	c.mu.Lock()

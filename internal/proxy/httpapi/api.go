@@ -141,6 +141,7 @@ func (a *API) Handler() http.Handler {
 	route("/metrics-windows", a.admitted(classMetrics, a.metricsWindows))
 	route("/cluster", a.admitted(classCluster, a.cluster))
 	route("/cluster/topology", a.admitted(classCluster, a.clusterTopology))
+	route("/cluster/graph", a.admitted(classMetrics, a.clusterGraph))
 	route("/cluster/lifecycle", a.admitted(classCluster, a.clusterLifecycle))
 	route("/cluster/config", a.admitted(classCluster, a.clusterConfig))
 	route("/cluster/config/consistency", a.admitted(classCluster, a.clusterConfigConsistency))

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -80,22 +81,34 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 		respondErr(w, err)
 		return
 	}
+	ctx, cancel := a.withBudget(w, r)
+	nodes, topo := a.clusterNodes(ctx, f)
+	cancel()
+	calls := []callJSON{}
+	for _, c := range topo.Calls {
+		calls = append(calls, callJSON{ID: c.GetId(), Source: c.GetSource(), Target: c.GetTarget()})
+	}
+	writeJSON(w, struct {
+		Nodes     []nodeJSON `json:"nodes"`
+		Calls     []callJSON `json:"calls"`
+		UpdatedAt time.Time  `json:"updated_at"`
+	}{nodes, calls, a.now().UTC()})
+}
+
+// clusterNodes lists the nodes f selects as /cluster shows them: every
+// registry entry, with addresses from the agents' topology reports for
+// agents that declare none, and the topology's nodes without an agent.
+func (a *API) clusterNodes(ctx context.Context, f registry.Filter) ([]nodeJSON, topology.Merged) {
 	agents := a.opts.Registry.List(f)
 	// Upstream agents declare no addresses: take them, and the calls, from
 	// what the agents' topology reports say.
 	var topo topology.Merged
-	calls := []callJSON{}
 	if a.opts.Cluster != nil {
-		ctx, cancel := a.withBudget(w, r)
 		merged, err := a.opts.Cluster.Topology(ctx)
-		cancel()
 		if err != nil {
 			a.logger.Debug("Topology for /cluster", "err", err)
 		}
 		topo = merged
-		for _, c := range merged.Calls {
-			calls = append(calls, callJSON{ID: c.GetId(), Source: c.GetSource(), Target: c.GetTarget()})
-		}
 	}
 	nodes := make([]nodeJSON, 0, len(agents))
 	for _, ag := range agents {
@@ -147,11 +160,7 @@ func (a *API) cluster(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	writeJSON(w, struct {
-		Nodes     []nodeJSON `json:"nodes"`
-		Calls     []callJSON `json:"calls"`
-		UpdatedAt time.Time  `json:"updated_at"`
-	}{nodes, calls, a.now().UTC()})
+	return nodes, topo
 }
 
 // nodeOf finds the topology node of pod: by its pod_name label, else the
