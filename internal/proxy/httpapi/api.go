@@ -31,6 +31,7 @@ import (
 	"github.com/fodc-go/fodc/internal/proxy/render"
 	"github.com/fodc-go/fodc/internal/proxy/scrape"
 	"github.com/fodc-go/fodc/internal/proxy/series"
+	"github.com/fodc-go/fodc/internal/proxy/ui"
 )
 
 // Options configures the API. Registry, Scraper, CollectTimeout and
@@ -153,6 +154,9 @@ func (a *API) Handler() http.Handler {
 	mux.Handle("/pressure-profiles/{pod}/{profile_id}/{type}", download)
 	routeHead("/-/healthy", a.ok)
 	routeHead("/-/ready", a.ok)
+	// The console: static files that use this API like any client.
+	mux.Handle("/ui/", getOnly(http.StripPrefix("/ui/", ui.Handler()).ServeHTTP, true))
+	mux.Handle("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint at %s", r.URL.Path))
 	})
