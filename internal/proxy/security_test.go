@@ -31,8 +31,8 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // pki is a proxy CA with a server certificate, written to dir.
 type pki struct {
-	dir                   string
-	ca                    *certs.CA
+	dir                    string
+	ca                     *certs.CA
 	certFile, keyFile, ca_ string
 }
 
