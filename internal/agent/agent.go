@@ -114,6 +114,14 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 	if err != nil {
 		return nil, err
 	}
+	secDial, err := cfg.Security.dialOptions()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Security.TokenFile != "" && !cfg.Security.enabled() {
+		logger.Warn("The proxy token is sent in plaintext: set --proxy-tls (and --proxy-ca-file)")
+	}
+	o.uplinkDial = append(secDial, o.uplinkDial...)
 	rec, err := recorder.New(recorder.Options{BudgetBytes: cfg.RecorderMemoryBytes, Registerer: reg})
 	if err != nil {
 		return nil, fmt.Errorf("--recorder-memory-bytes: %w", err)

@@ -65,6 +65,9 @@ type Config struct {
 	NodeCgroupRoot string
 	// NodeConfigTimeout bounds one collection of the node's configuration.
 	NodeConfigTimeout time.Duration
+
+	// Security is TLS and authentication towards the proxy (security.go).
+	Security ProxySecurity
 }
 
 // defaultPollPort is the upstream agent's default --poll-metrics-ports,
@@ -124,6 +127,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.NodeCmdline, "node-cmdline", c.NodeCmdline, "The node's command line, shell-like with the program name first (e.g. \"banyand data --grpc-port=17912\"); overrides --node-pprof-addr and --node-pid as the source of the startup parameters.")
 	fs.StringVar(&c.NodeCgroupRoot, "node-cgroup-root", c.NodeCgroupRoot, "Mount point of cgroup v2, where the node's CPU and memory limits are read (with --node-pid).")
 	fs.DurationVar(&c.NodeConfigTimeout, "node-config-timeout", c.NodeConfigTimeout, "Time allowed for one collection of the node's configuration; what is read by then is reported. Keep it below the proxy's collection timeout.")
+	c.Security.RegisterFlags(fs)
 }
 
 // Validate reports every invalid setting at once, naming the flags.
@@ -132,6 +136,9 @@ func (c *Config) Validate() error {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if _, _, err := net.SplitHostPort(c.ProxyAddr); err != nil {
 		add("--proxy-addr %q must be host:port: %w", c.ProxyAddr, err)
+	}
+	if err := c.Security.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.NodeRole != "" {
 		if _, err := roles.Parse(c.NodeRole); err != nil {

@@ -58,6 +58,10 @@ type Config struct {
 	// StateFile, when set, keeps the registry's node identities across
 	// restarts (see registry.Options.StateFile).
 	StateFile string
+
+	// Security: TLS, agent authentication, the HTTP API's web
+	// configuration and roles (security.go).
+	Security SecurityConfig
 }
 
 // DefaultConfig returns the design's defaults (DESIGN.md §1.5), except the
@@ -154,6 +158,8 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxInflightDownloads, "max-inflight-downloads", c.MaxInflightDownloads, "Profile downloads streamed at once; more get 503 with Retry-After.")
 
 	fs.StringVar(&c.StateFile, "state-file", c.StateFile, "File that keeps the registered nodes' identities (no collected data) across proxy restarts, so that nodes that do not come back are listed offline; empty keeps nothing.")
+
+	c.Security.RegisterFlags(fs)
 }
 
 // Validate reports every invalid setting at once, naming the flags.
@@ -241,6 +247,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := configreport.ParseIgnore(c.ConfigIgnoreParams); err != nil {
 		errs = append(errs, fmt.Errorf("--config-ignore-params: %w", err))
+	}
+	if err := c.Security.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

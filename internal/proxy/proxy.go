@@ -84,6 +84,11 @@ type Proxy struct {
 	httpLis net.Listener
 	grpcSrv *grpc.Server
 	httpSrv *http.Server
+
+	// The plaintext agent listener (--grpc-insecure-listen-addr); nil
+	// when disabled.
+	insecureLis net.Listener
+	insecureSrv *grpc.Server
 }
 
 // New validates cfg, builds every component and opens both listeners (so
@@ -203,7 +208,11 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		return nil, err
 	}
 
-	grpcSrv := grpc.NewServer(
+	sec, err := buildAgentSecurity(cfg.Security, svc, logger)
+	if err != nil {
+		return nil, err
+	}
+	grpcOpts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(cfg.GRPCMaxMsgSize),
 		// A connection that never completes the HTTP/2 handshake holds a
 		// file descriptor: grpc-go's default keeps it 120s.
@@ -216,8 +225,14 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		// Metrics replies reach the scraper undecoded, to be decoded
 		// straight into series (decode.Batch).
 		agentsvc.ServerCodec(),
-	)
+	}
+	grpcSrv := grpc.NewServer(append(grpcOpts, sec.mainOpts...)...)
 	agentsvc.Register(grpcSrv, svc)
+	var insecureSrv *grpc.Server
+	if cfg.Security.GRPCInsecureListenAddr != "" {
+		insecureSrv = grpc.NewServer(append(grpcOpts, sec.insecureOpts...)...)
+		agentsvc.Register(insecureSrv, svc)
+	}
 
 	connsOpen := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "fodc_proxy_grpc_connections_open",
@@ -242,8 +257,18 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		_ = grpcLis.Close()
 		return nil, fmt.Errorf("listen on --http-listen-addr %s: %w", cfg.HTTPListenAddr, err)
 	}
+	var insecureLis net.Listener
+	if insecureSrv != nil {
+		raw, err := net.Listen("tcp", cfg.Security.GRPCInsecureListenAddr)
+		if err != nil {
+			_ = grpcLis.Close()
+			_ = httpLis.Close()
+			return nil, fmt.Errorf("listen on --grpc-insecure-listen-addr %s: %w", cfg.Security.GRPCInsecureListenAddr, err)
+		}
+		insecureLis = newCapListener(raw, cfg.GRPCMaxConnections, connsOpen, connsRejected)
+	}
 	httpSrv := &http.Server{
-		Handler:           http.MaxBytesHandler(api.Handler(), maxRequestBodyBytes),
+		Handler:           http.MaxBytesHandler(sec.roles.Guard(api.Handler()), maxRequestBodyBytes),
 		ReadHeaderTimeout: cfg.HTTPReadTimeout,
 		ReadTimeout:       cfg.HTTPReadTimeout,
 		// Handlers that collect extend their own deadline by their budget.
@@ -262,7 +287,19 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		httpLis:  httpLis,
 		grpcSrv:  grpcSrv,
 		httpSrv:  httpSrv,
+
+		insecureLis: insecureLis,
+		insecureSrv: insecureSrv,
 	}, nil
+}
+
+// InsecureGRPCAddr returns the address of the plaintext agent listener, ""
+// when it is disabled.
+func (p *Proxy) InsecureGRPCAddr() string {
+	if p.insecureLis == nil {
+		return ""
+	}
+	return p.insecureLis.Addr().String()
 }
 
 // GRPCAddr returns the address the gRPC server listens on.
@@ -301,10 +338,28 @@ func (p *Proxy) AddActors(g *run.Group) {
 			p.Registry.Close()
 		})
 	}
-	{ // HTTP API.
+	if p.insecureSrv != nil { // Plaintext agent listener, stopped like the main one.
+		g.Add(func() error {
+			p.logger.Info("Serving unauthenticated agents (plaintext)", "addr", p.InsecureGRPCAddr())
+			return p.insecureSrv.Serve(p.insecureLis)
+		}, func(error) {
+			p.Service.Drain()
+			stopped := make(chan struct{})
+			go func() { p.insecureSrv.GracefulStop(); close(stopped) }()
+			t := time.NewTimer(p.cfg.ShutdownGrace)
+			defer t.Stop()
+			select {
+			case <-stopped:
+			case <-t.C:
+				p.insecureSrv.Stop()
+				<-stopped
+			}
+		})
+	}
+	{ // HTTP API, with the web configuration's TLS and basic auth.
 		g.Add(func() error {
 			p.logger.Info("Serving HTTP API", "addr", p.HTTPAddr())
-			if err := p.httpSrv.Serve(p.httpLis); !errors.Is(err, http.ErrServerClosed) {
+			if err := serveHTTP(p.httpSrv, p.httpLis, p.cfg.Security.WebConfigFile, p.logger); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil

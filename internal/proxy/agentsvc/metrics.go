@@ -15,6 +15,8 @@ type metrics struct {
 	// registrationsRejected counts registrations and heartbeats refused
 	// for a limit, by reason.
 	registrationsRejected *prometheus.CounterVec
+	// authFailures counts streams refused by authentication, by code.
+	authFailures *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,6 +45,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "fodc_proxy_agent_heartbeats_total",
 			Help: "Heartbeats received from agents.",
 		}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "fodc_proxy_agent_auth_failures_total",
+			Help: "Agent streams refused by authentication (no or a wrong token, no certificate where one is required), by gRPC code.",
+		}, []string{"code"}),
 		registrationsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fodc_proxy_registrations_rejected_total",
 			Help: "Registrations and heartbeats refused for being over a limit, by reason (labels, containers, name_length, value_length, rate).",
@@ -51,7 +57,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{reasonLabels, reasonContainers, reasonNameLength, reasonValueLength, reasonRate} {
 		m.registrationsRejected.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{m.streamsOpen, m.streamsRejected, m.streamErrors, m.slowDisconnects, m.repliesDiscarded, m.heartbeats, m.registrationsRejected} {
+	for _, c := range []prometheus.Collector{m.streamsOpen, m.streamsRejected, m.streamErrors, m.slowDisconnects, m.repliesDiscarded, m.heartbeats, m.registrationsRejected, m.authFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

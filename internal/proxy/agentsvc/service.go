@@ -153,10 +153,22 @@ func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) e
 		_ = stream.Send(&fodcv1.RegisterAgentResponse{Success: false, Message: lerr.Error()})
 		return status.Error(code, lerr.Error())
 	}
-	agent, err := s.opts.Registry.Register(identityFrom(first))
+	principal := principalOf(ctx)
+	if pod := first.GetPodName(); !principal.MayRegister(pod) {
+		s.metrics.streamsRejected.WithLabelValues(protocol.KindRegister.String(), codes.PermissionDenied.String()).Inc()
+		msg := fmt.Sprintf("pod name %q does not match the agent's identity (%s)", truncate(pod), principal.Bound())
+		s.logger.Warn("Registration refused", "pod_name", truncate(pod), "principal", principal.Name, "peer", peerAddr(ctx), "err", msg)
+		_ = stream.Send(&fodcv1.RegisterAgentResponse{Success: false, Message: msg})
+		return status.Error(codes.PermissionDenied, msg)
+	}
+	id := identityFrom(first)
+	id.Principal, id.Authenticated = principal.Name, principal.Authenticated
+	agent, err := s.opts.Registry.Register(id)
 	if err != nil {
 		code := codes.InvalidArgument
 		switch {
+		case errors.Is(err, registry.ErrForeignPrincipal):
+			code = codes.PermissionDenied
 		case errors.Is(err, registry.ErrTooManyAgents):
 			code = codes.ResourceExhausted
 		case errors.Is(err, registry.ErrClosed):
@@ -313,6 +325,13 @@ func (s *Service) authenticate(ctx context.Context, kind protocol.Kind) (string,
 	if !ok {
 		s.metrics.streamsRejected.WithLabelValues(kind.String(), "unknown_agent_id").Inc()
 		return "", nil, s.removedStatus(id)
+	}
+	// The stream must come from whoever registered the id: the same
+	// certificate or token or, unauthenticated, the same connection.
+	if a, ok := s.opts.Registry.Get(id); ok && a.Principal != principalOf(ctx).Name {
+		s.metrics.streamsRejected.WithLabelValues(kind.String(), "foreign_principal").Inc()
+		s.logger.Warn("Agent stream refused: not opened by the agent's principal", "agent_id", id, "stream", kind, "peer", peerAddr(ctx))
+		return "", nil, status.Errorf(codes.PermissionDenied, "agent %s was registered by another connection or identity", id)
 	}
 	return id, removed, nil
 }

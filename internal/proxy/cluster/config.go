@@ -108,7 +108,8 @@ func (c *Views) collectConfig() ConfigSnapshot {
 				nodes[i].Err = err.Error()
 				return
 			}
-			nodes[i].Config = reply
+			// Whatever the agent redacted or not, no secret is stored.
+			nodes[i].Config = configreport.Redact(reply)
 			nodes[i].CollectedAt = time.Now()
 		})
 	}

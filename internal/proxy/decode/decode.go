@@ -87,9 +87,13 @@ var (
 // Every sample gets its labels as a sorted series.Labels without empty
 // values and with invalid UTF-8 replaced by U+FFFD. The node's identity is
 // added as node_<k> for each registered label k (except pod_name and
-// container_name), node_role, pod_name and node_address ("ip:port"), each
-// only when the sample does not carry that label already and the value is
-// not empty. The agent id is never added: it changes on every reconnect.
+// container_name), node_role, pod_name and node_address ("ip:port") when
+// the value is not empty. These identity labels win: a sample's label of the
+// same name and value stays one label, one with another value is kept as
+// exported_<name>. Samples under a name the proxy writes itself
+// (ReservedName) and samples whose container_name the agent did not
+// register are dropped. The agent id is never added: it changes on every
+// reconnect.
 //
 // A point's time is Metric.timestamp if set, else reply.timestamp if set,
 // else receivedAt. With window false every Metric becomes one Series with
@@ -140,6 +144,12 @@ type Stats struct {
 	// OutOfRange counts the points dropped because their time was outside
 	// the TimeRange.
 	OutOfRange int
+	// Reserved counts the metrics dropped because their name is one the
+	// proxy writes itself (see ReservedName).
+	Reserved int
+	// ForeignContainer counts the metrics dropped because their
+	// container_name is not one the agent registered.
+	ForeignContainer int
 }
 
 // msRange is a TimeRange in Unix milliseconds.
@@ -193,12 +203,19 @@ func (l Limits) Decode(info NodeInfo, raw []byte, receivedAt time.Time, window b
 	if over(l.MaxSeries, count) {
 		return series.Batch{Node: info.Node}, st, &LimitError{Reason: ReasonSeriesPerReply, Got: count, Limit: l.MaxSeries}
 	}
+	extra := nodeLabels(info)
+	exported := make([]string, len(extra))
+	for i, e := range extra {
+		exported[i] = exportedName(e.Name)
+	}
 	d := decoder{
-		lim:       l,
-		extra:     nodeLabels(info),
-		defaultMs: receivedAt.UnixMilli(),
-		keys:      make([]key, 0, count),
-		starts:    make([]int32, 0, count+1),
+		lim:        l,
+		extra:      extra,
+		exported:   exported,
+		containers: info.Containers,
+		defaultMs:  receivedAt.UnixMilli(),
+		keys:       make([]key, 0, count),
+		starts:     make([]int32, 0, count+1),
 		// Never nil, like the reference's: a metric without labels gets an
 		// empty, not a nil, label set.
 		buf:   make(series.Labels, 0, 16),
@@ -256,7 +273,8 @@ func (l Limits) Decode(info NodeInfo, raw []byte, receivedAt time.Time, window b
 		}
 	}
 	out.Series = build(d.keys, window, newSharer(upper, true))
-	st.OutOfRange = d.seen - len(d.keys)
+	st.Reserved, st.ForeignContainer = d.reserved, d.foreign
+	st.OutOfRange = d.seen - len(d.keys) - d.reserved - d.foreign
 	return out, st, nil
 }
 
@@ -347,16 +365,20 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 
 // decoder accumulates the metrics of one reply.
 type decoder struct {
-	lim       Limits
-	extra     series.Labels
-	valid     msRange
-	defaultMs int64
-	defaultIn bool // defaultMs is in valid
-	seen      int  // metrics decoded, kept or not
-	keys      []key
-	buf       series.Labels // every metric's labels, back to back
-	starts    []int32       // where each key's labels start in buf
-	strBytes  int           // bytes of names and descriptions
+	lim        Limits
+	extra      series.Labels
+	exported   []string // exported_<name> of each extra label
+	containers []string // registered container names
+	reserved   int      // metrics dropped for a reserved name
+	foreign    int      // metrics dropped for a foreign container_name
+	valid      msRange
+	defaultMs  int64
+	defaultIn  bool // defaultMs is in valid
+	seen       int  // metrics decoded, kept or not
+	keys       []key
+	buf        series.Labels // every metric's labels, back to back
+	starts     []int32       // where each key's labels start in buf
+	strBytes   int           // bytes of names and descriptions
 }
 
 // metric decodes one Metric message and appends its key and labels.
@@ -426,7 +448,17 @@ func (d *decoder) metric(b []byte) error {
 		d.buf = d.buf[:start]
 		return nil
 	}
-	d.buf = finishLabels(d.buf, start, d.extra)
+	if ReservedName(k.name) {
+		d.reserved++
+		d.buf = d.buf[:start]
+		return nil
+	}
+	d.buf = finishLabels(d.buf, start, d.extra, d.exported)
+	if !ownedContainer(d.buf[start:], d.containers) {
+		d.foreign++
+		d.buf = d.buf[:start]
+		return nil
+	}
 	d.strBytes += len(k.name) + len(k.help)
 	d.starts = append(d.starts, int32(start))
 	d.keys = append(d.keys, k)
@@ -506,8 +538,10 @@ func consumeString(b []byte) (string, int, error) {
 // finishLabels turns the raw map entries buf[start:] of one metric into
 // its label set as appendLabels makes it from the decoded map: the last
 // entry of each key, without empty keys or values, plus the node labels
-// it lacks, sorted. The strings are valid UTF-8 already.
-func finishLabels(buf series.Labels, start int, extra series.Labels) series.Labels {
+// (extra, whose exported_<name> spellings are exported), sorted. A node
+// label wins over an own label of the same name and another value, which
+// is renamed to exported_<name>. The strings are valid UTF-8 already.
+func finishLabels(buf series.Labels, start int, extra series.Labels, exported []string) series.Labels {
 	ls := buf[start:]
 	// A stable sort by name keeps the entries of one key in wire order.
 	if len(ls) <= 16 {
@@ -532,15 +566,34 @@ func finishLabels(buf series.Labels, start int, extra series.Labels) series.Labe
 	}
 	own := ls[:n]
 	buf = buf[:start+n]
-	for _, e := range extra {
-		if _, found := slices.BinarySearchFunc(own, e.Name, func(l series.Label, name string) int {
+	renamed := false
+	for i, e := range extra {
+		j, found := slices.BinarySearchFunc(own, e.Name, func(l series.Label, name string) int {
 			return strings.Compare(l.Name, name)
-		}); !found {
+		})
+		switch {
+		case !found:
 			buf = append(buf, e)
+		case own[j].Value != e.Value:
+			buf[start+j].Name = exported[i]
+			buf = append(buf, e)
+			renamed = true
 		}
 	}
-	// own and extra are each sorted and names are unique: insertion
-	// moves each node label past the own labels after it.
 	sortLabels(buf[start:])
-	return buf
+	if !renamed {
+		return buf
+	}
+	// A renamed label may meet the agent's own exported_<name>: keep the
+	// smaller value, as appendLabels does.
+	out := buf[start:]
+	m := 0
+	for i, l := range out {
+		if i > 0 && l.Name == out[m-1].Name {
+			continue
+		}
+		out[m] = l
+		m++
+	}
+	return buf[:start+m]
 }

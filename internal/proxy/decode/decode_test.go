@@ -87,12 +87,20 @@ func TestDecodeBatchFixtures(t *testing.T) {
 	for _, name := range names {
 		rec, err := fixture.Load(name)
 		require.NoError(t, err)
+		// The container names the recorded agent registered, which its
+		// series' container_name labels must be among.
+		info := decodeInfo
+		if regs := rec.Frames(fixture.MethodRegisterAgent, fixture.AgentToProxy); len(regs) > 0 {
+			m, err := regs[0].Message()
+			require.NoError(t, err)
+			info.Containers = m.(*fodcv1.RegisterAgentRequest).GetContainerNames()
+		}
 		for i, f := range rec.Frames(fixture.MethodStreamMetrics, fixture.AgentToProxy) {
 			raw, err := f.Bytes()
 			require.NoError(t, err)
 			for _, window := range []bool{false, true} {
 				t.Run(fmt.Sprintf("%s/%d/window=%v", name, i, window), func(t *testing.T) {
-					b, ok := requireSameAsBatch(t, decodeInfo, raw, window)
+					b, ok := requireSameAsBatch(t, info, raw, window)
 					require.True(t, ok)
 					require.NotEmpty(t, b.Series)
 				})

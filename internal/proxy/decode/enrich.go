@@ -30,6 +30,10 @@ type NodeInfo struct {
 	Node series.Node
 	// Labels are the node labels the agent registered with.
 	Labels map[string]string
+	// Containers are the container names the agent registered with. A
+	// sample whose container_name is not one of them is dropped (see
+	// ownedContainer).
+	Containers []string
 }
 
 // build sorts keys and turns them into series, one per key or, with
@@ -233,7 +237,9 @@ func sameSeries(a, b key) bool {
 }
 
 // appendLabels appends the sorted label set of one sample to dst: its own
-// non-empty labels, then the node labels it lacks.
+// non-empty labels, then the node labels. A node label wins over the
+// sample's label of the same name: with the same value it stays one label,
+// with another the sample's is kept as exported_<name> (see exportedName).
 func appendLabels(dst series.Labels, own map[string]string, extra series.Labels) series.Labels {
 	start := len(dst)
 	for k, v := range own {
@@ -244,14 +250,20 @@ func appendLabels(dst series.Labels, own map[string]string, extra series.Labels)
 	}
 	n := len(dst)
 	for _, e := range extra {
-		if !has(dst[start:n], e.Name) {
+		i := index(dst[start:n], e.Name)
+		switch {
+		case i < 0:
+			dst = append(dst, e)
+		case dst[start+i].Value != e.Value:
+			dst[start+i].Name = exportedName(e.Name)
 			dst = append(dst, e)
 		}
 	}
 	ls := dst[start:]
 	sortLabels(ls)
-	// Two keys can only collide after UTF-8 repair. Keep the smaller value
-	// so that the outcome does not depend on map order.
+	// Two keys can only collide after UTF-8 repair or a rename to
+	// exported_<name>. Keep the smaller value so that the outcome does not
+	// depend on map order.
 	for i := 1; i < len(ls); i++ {
 		if ls[i].Name == ls[i-1].Name {
 			copy(ls[i:], ls[i+1:])
@@ -260,6 +272,53 @@ func appendLabels(dst series.Labels, own map[string]string, extra series.Labels)
 		}
 	}
 	return dst[:start+len(ls)]
+}
+
+func index(ls series.Labels, name string) int {
+	for i, l := range ls {
+		if l.Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// exportedName is the name an agent's label keeps when the proxy's
+// identity label of the same name has another value: Prometheus'
+// honor_labels: false convention. The names of the node labels are few and
+// fixed per reply, so the ones decoding meets are interned once here.
+func exportedName(name string) string {
+	switch name {
+	case "node_role":
+		return "exported_node_role"
+	case "pod_name":
+		return "exported_pod_name"
+	case "node_address":
+		return "exported_node_address"
+	}
+	return "exported_" + name
+}
+
+// ReservedName reports whether name is one the proxy writes itself
+// (fodc_agent_*, fodc_proxy_*, up and the schema consistency gauge): a
+// series an agent sends under such a name is dropped, so that no agent can
+// speak for the proxy or for another agent.
+func ReservedName(name string) bool {
+	return name == "up" || strings.HasPrefix(name, "fodc_agent_") || strings.HasPrefix(name, "fodc_proxy_") ||
+		strings.HasPrefix(name, "banyandb_fodc_")
+}
+
+// ownedContainer reports whether a sample's labels name no container, or
+// one of those the agent registered. Agents stamp container_name per
+// scrape target; a value the registration did not declare would let one
+// registration shadow another of the same pod.
+func ownedContainer(ls series.Labels, containers []string) bool {
+	for _, l := range ls {
+		if l.Name == "container_name" {
+			return slices.Contains(containers, l.Value)
+		}
+	}
+	return true
 }
 
 func has(ls series.Labels, name string) bool {

@@ -47,11 +47,24 @@ func TestBatchLabels(t *testing.T) {
 				"pod_name", "pod-0", "shard", "0"),
 		},
 		{
-			name:   "sample labels win over node labels",
+			name:   "node identity wins; the agent's other values are kept as exported_<name>",
 			info:   NodeInfo{Node: node, Labels: map[string]string{"type": "hot"}},
 			labels: map[string]string{"node_role": "ROLE_LIAISON", "pod_name": "other", "node_type": "cold", "type": "mine"},
-			want: ls("node_address", "10.0.0.1:17913", "node_role", "ROLE_LIAISON", "node_type", "cold",
-				"pod_name", "other", "type", "mine"),
+			want: ls("exported_node_role", "ROLE_LIAISON", "exported_node_type", "cold", "exported_pod_name", "other",
+				"node_address", "10.0.0.1:17913", "node_role", "ROLE_DATA", "node_type", "hot",
+				"pod_name", "pod-0", "type", "mine"),
+		},
+		{
+			name:   "the same value stays one label",
+			info:   NodeInfo{Node: node},
+			labels: map[string]string{"pod_name": "pod-0", "node_role": "ROLE_DATA"},
+			want:   ls("node_address", "10.0.0.1:17913", "node_role", "ROLE_DATA", "pod_name", "pod-0"),
+		},
+		{
+			name:   "a renamed label meets the agent's own exported_ label: the smaller value stays",
+			info:   NodeInfo{Node: node},
+			labels: map[string]string{"pod_name": "b", "exported_pod_name": "a"},
+			want:   ls("exported_pod_name", "a", "node_address", "10.0.0.1:17913", "node_role", "ROLE_DATA", "pod_name", "pod-0"),
 		},
 		{
 			name: "registered labels prefixed, pod and container names skipped, empty values skipped",
@@ -213,8 +226,9 @@ func TestBatchFixture(t *testing.T) {
 	frames := rec.Frames(fixture.MethodStreamMetrics, fixture.AgentToProxy)
 	require.Len(t, frames, 3)
 	info := NodeInfo{
-		Node:   series.Node{AgentID: "id", PodName: "banyand-liaison-0", Role: "ROLE_LIAISON", IP: "127.0.0.1", Port: 17913},
-		Labels: map[string]string{"type": "hot", "zone": "z1"},
+		Node:       series.Node{AgentID: "id", PodName: "banyand-liaison-0", Role: "ROLE_LIAISON", IP: "127.0.0.1", Port: 17913},
+		Labels:     map[string]string{"type": "hot", "zone": "z1"},
+		Containers: []string{"liaison"},
 	}
 
 	m, err := frames[0].Message()

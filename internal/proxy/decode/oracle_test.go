@@ -15,9 +15,13 @@ import (
 // Every sample gets its labels as a sorted series.Labels without empty
 // values and with invalid UTF-8 replaced by U+FFFD. The node's identity is
 // added as node_<k> for each registered label k (except pod_name and
-// container_name), node_role, pod_name and node_address ("ip:port"), each
-// only when the sample does not carry that label already and the value is
-// not empty. The agent id is never added: it changes on every reconnect.
+// container_name), node_role, pod_name and node_address ("ip:port") when
+// the value is not empty. These identity labels win: a sample's label of the
+// same name and value stays one label, one with another value is kept as
+// exported_<name>. Samples under a name the proxy writes itself
+// (ReservedName) and samples whose container_name the agent did not
+// register are dropped. The agent id is never added: it changes on every
+// reconnect.
 //
 // A point's time is Metric.timestamp if set, else reply.timestamp if set,
 // else receivedAt. With window false every Metric becomes one Series with
@@ -96,6 +100,17 @@ func fromMetrics(info NodeInfo, metrics []*fodcv1.Metric, times []int64, window 
 		return out
 	}
 	extra := nodeLabels(info)
+	// Series under the proxy's own names are dropped.
+	{
+		var keptM []*fodcv1.Metric
+		var keptT []int64
+		for i, m := range metrics {
+			if !ReservedName(validUTF8(m.GetName())) {
+				keptM, keptT = append(keptM, m), append(keptT, times[i])
+			}
+		}
+		metrics, times = keptM, keptT
+	}
 
 	// One backing array for every label set of the reply: one allocation
 	// instead of one per sample .
@@ -104,11 +119,15 @@ func fromMetrics(info NodeInfo, metrics []*fodcv1.Metric, times []int64, window 
 		total += len(m.GetLabels()) + len(extra)
 	}
 	buf := make(series.Labels, 0, total)
-	keys := make([]key, len(metrics))
+	keys := make([]key, 0, len(metrics))
 	for i, m := range metrics {
 		start := len(buf)
 		buf = appendLabels(buf, m.GetLabels(), extra)
-		keys[i] = key{
+		if !ownedContainer(buf[start:], info.Containers) {
+			buf = buf[:start]
+			continue
+		}
+		keys = append(keys, key{
 			name:   validUTF8(m.GetName()),
 			labels: buf[start:len(buf):len(buf)],
 			ms:     times[i],
@@ -116,7 +135,7 @@ func fromMetrics(info NodeInfo, metrics []*fodcv1.Metric, times []int64, window 
 			value:  m.GetValue(),
 			help:   m.GetDescription(),
 			typ:    m.GetType(),
-		}
+		})
 	}
 	// An upper bound of the string bytes the series keep, to size the
 	// first string block of small replies.

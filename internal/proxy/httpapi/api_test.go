@@ -171,8 +171,8 @@ func TestMetricsEnrichesAndReportsPerAgentUp(t *testing.T) {
 	require.Equal(t, "text/plain; version=0.0.4; charset=utf-8", hdr.Get("Content-Type"))
 	require.Equal(t, "2", hdr.Get("X-Fodc-Agents-Selected"))
 	require.Equal(t, "1", hdr.Get("X-Fodc-Agents-Answered"))
-	// The agent's own node_type is kept; the proxy adds nothing it already has.
-	require.Contains(t, body, `queue_depth{node_role="ROLE_DATA",node_type="own",pod_name="data-0"} 3`)
+	// The registration's identity wins; the agent's other value is kept as exported_<name>.
+	require.Contains(t, body, `queue_depth{exported_node_type="own",node_role="ROLE_DATA",node_type="hot",pod_name="data-0"} 3`)
 	require.Contains(t, body, `fodc_agent_up{agent_id="`+hot.ID+`",node_role="ROLE_DATA",pod_name="data-0"} 1`)
 	require.Contains(t, body, `fodc_agent_up{agent_id="`+hung.ID+`",node_address="10.0.0.9:17912",node_role="ROLE_LIAISON",pod_name="liaison-0"} 0`)
 	require.Contains(t, body, "\nfodc_proxy_collection_rounds_total{kind=\"latest\"} 1\n", "unfiltered answers carry the proxy's own metrics")

@@ -15,6 +15,9 @@ type metrics struct {
 	rejected      prometheus.Counter
 	supersessions prometheus.Counter
 	removals      *prometheus.CounterVec
+	// foreign counts registrations refused because a live entry of the
+	// same node belongs to another principal.
+	foreign prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, r *Registry) (*metrics, error) {
@@ -29,6 +32,10 @@ func newMetrics(reg prometheus.Registerer, r *Registry) (*metrics, error) {
 		supersessions: f.NewCounter(prometheus.CounterOpts{
 			Name: "fodc_proxy_agent_supersessions_total",
 			Help: "Registry entries replaced because the same node registered again.",
+		}),
+		foreign: f.NewCounter(prometheus.CounterOpts{
+			Name: "fodc_proxy_registrations_refused_foreign_principal_total",
+			Help: "Registrations refused because a live entry of the same pod belongs to another principal (certificate, token or, unauthenticated, transport connection).",
 		}),
 		removals: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "fodc_proxy_agent_removals_total",

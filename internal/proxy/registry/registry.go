@@ -76,6 +76,9 @@ var (
 	// ErrClosed means the registry was closed because the proxy is
 	// shutting down.
 	ErrClosed = errors.New("registry closed")
+	// ErrForeignPrincipal means a live entry of the same node (or of the
+	// same pod with overlapping containers) belongs to another principal.
+	ErrForeignPrincipal = errors.New("node registered by another principal")
 )
 
 // offlineError is the type of ErrOffline; it matches ErrNotFound as well so
@@ -173,6 +176,15 @@ type Identity struct {
 	Secondary map[string]Address
 	// Labels are the node's own labels, such as type=hot.
 	Labels map[string]string
+	// Principal is who registered: an authenticated identity ("cert:...",
+	// "token:...") or, for an unauthenticated agent, its transport
+	// connection ("peer:ip:port"). Set at registration by the gRPC
+	// service and ignored in heartbeats. Entries of different principals
+	// never replace each other while the older one is live (see
+	// Register); "" is a principal like any other.
+	Principal string
+	// Authenticated says Principal is a certificate or token identity.
+	Authenticated bool
 }
 
 // Agent is a snapshot of one registry entry. Its maps and slices are copies,
@@ -403,6 +415,23 @@ func (r *Registry) register(id Identity) (Agent, []removal, error) {
 	}
 	var removed []removal
 	var previous string
+	if c := r.conflictLocked(id, key); c != nil {
+		r.metrics.foreign.Inc()
+		return Agent{}, nil, fmt.Errorf("%w: pod %q is registered, live, by another connection or identity (agent %s); it can register again once that entry misses its heartbeats or its stream ends",
+			ErrForeignPrincipal, id.PodName, c.agent.ID)
+	}
+	// Live entries of another principal of the same pod with overlapping
+	// containers that this registration may replace (see mayReplace)
+	// leave with the entry of the same node: two principals' registrations
+	// of one pod and container never both feed /metrics.
+	if id.PodName != "" {
+		for _, e := range r.agents {
+			if e.key != key && e.usable() && e.agent.Principal != id.Principal && strings.EqualFold(e.agent.PodName, id.PodName) && overlap(e.agent.ContainerNames, id.ContainerNames) {
+				removed = append(removed, r.removeLocked(e, ReasonSuperseded))
+				r.metrics.supersessions.Inc()
+			}
+		}
+	}
 	if old, ok := r.byKey[key]; ok {
 		previous = old.agent.ID
 		removed = append(removed, r.removeLocked(old, ReasonSuperseded))
@@ -440,6 +469,51 @@ func (r *Registry) register(id Identity) (Agent, []removal, error) {
 	r.byKey[key] = e
 	r.changedLocked()
 	return snapshot(e.agent), removed, nil
+}
+
+// mayReplace reports whether a registration by id may take the place of
+// e: e is offline (its registration stream ended), comes from the same
+// principal, or is an unauthenticated entry that missed its heartbeats.
+func mayReplace(e *entry, id Identity) bool {
+	return !e.usable() || e.agent.Principal == id.Principal ||
+		(!e.agent.Authenticated && e.agent.Status == StatusUnconnected)
+}
+
+// conflictLocked returns a live entry of another principal that id must
+// not replace or stand beside: the entry of the same node, or one of the
+// same pod whose containers overlap id's (no containers overlap all), so
+// that two registrations of the same pod and container never both feed
+// /metrics.
+func (r *Registry) conflictLocked(id Identity, key string) *entry {
+	if old, ok := r.byKey[key]; ok && !mayReplace(old, id) {
+		return old
+	}
+	if id.PodName == "" {
+		return nil
+	}
+	for _, e := range r.agents {
+		if e.key == key || !strings.EqualFold(e.agent.PodName, id.PodName) || mayReplace(e, id) {
+			continue
+		}
+		if overlap(e.agent.ContainerNames, id.ContainerNames) {
+			return e
+		}
+	}
+	return nil
+}
+
+// overlap reports whether two container sets share a name; an empty set
+// stands for every container of the pod.
+func overlap(a, b []string) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return true
+	}
+	for _, x := range a {
+		if slices.Contains(b, x) {
+			return true
+		}
+	}
+	return false
 }
 
 // oldestLocked returns the entry with status st that was seen longest ago

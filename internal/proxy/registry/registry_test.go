@@ -808,6 +808,9 @@ fodc_proxy_agent_removals_total{reason="expired"} 0
 fodc_proxy_agent_removals_total{reason="shutdown"} 0
 fodc_proxy_agent_removals_total{reason="superseded"} 1
 fodc_proxy_agent_removals_total{reason="unregistered"} 0
+# HELP fodc_proxy_registrations_refused_foreign_principal_total Registrations refused because a live entry of the same pod belongs to another principal (certificate, token or, unauthenticated, transport connection).
+# TYPE fodc_proxy_registrations_refused_foreign_principal_total counter
+fodc_proxy_registrations_refused_foreign_principal_total 0
 `
 	require.NoError(t, testutil.GatherAndCompare(h.prom, strings.NewReader(want)))
 

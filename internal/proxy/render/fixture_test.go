@@ -184,7 +184,8 @@ func loadSession(t testing.TB, name string, port int) session {
 			AgentID: "agent-" + name, PodName: reg.GetPodName(), Role: reg.GetNodeRole(),
 			IP: "127.0.0.1", Port: port,
 		},
-		Labels: reg.GetLabels(),
+		Labels:     reg.GetLabels(),
+		Containers: reg.GetContainerNames(),
 	}}
 	for _, f := range rec.Frames(fixture.MethodStreamMetrics, fixture.AgentToProxy) {
 		m, err := f.Message()

@@ -42,13 +42,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"reason"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "fodc_proxy_samples_rejected_total",
-			Help: "Samples from agents left out of answers, by reason (timestamp_out_of_range: before 2000-01-01 or more than a day past their arrival).",
+			Help: "Samples from agents left out of answers, by reason (timestamp_out_of_range: before 2000-01-01 or more than a day past their arrival; reserved_name: under a name the proxy writes itself, fodc_agent_*, fodc_proxy_*, banyandb_fodc_*, up; foreign_container: a container_name the agent did not register).",
 		}, []string{"reason"}),
 	}
 	for _, r := range []string{decode.ReasonSeriesPerReply, decode.ReasonLabelsPerSeries, decode.ReasonLabelNameLength, decode.ReasonLabelValueLength, decode.ReasonMetricNameLength} {
 		m.repliesRejected.WithLabelValues(r)
 	}
 	m.rejected.WithLabelValues(reasonTimestamp)
+	m.rejected.WithLabelValues(reasonReserved)
+	m.rejected.WithLabelValues(reasonForeignContainer)
 	for _, c := range []prometheus.Collector{m.rounds, m.duration, m.requests, m.decodeErrors, m.repliesRejected, m.rejected} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -56,6 +58,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	return m, nil
 }
+
+// reasonReserved and reasonForeignContainer label samples dropped for a
+// name the proxy owns and for a container the agent did not register.
+const (
+	reasonReserved         = "reserved_name"
+	reasonForeignContainer = "foreign_container"
+)
 
 // reasonTimestamp labels samples dropped for a time outside
 // decode.SaneRange.

@@ -183,6 +183,14 @@ func (c *Scraper) scrapeOne(ctx context.Context, r *Result, w series.Window, kin
 		c.metrics.rejected.WithLabelValues(reasonTimestamp).Add(float64(st.OutOfRange))
 		c.logger.Debug("Dropped samples with times out of range", "agent_id", a.ID, "pod_name", a.PodName, "samples", st.OutOfRange)
 	}
+	if st.Reserved > 0 {
+		c.metrics.rejected.WithLabelValues(reasonReserved).Add(float64(st.Reserved))
+		c.logger.Debug("Dropped samples under the proxy's own names", "agent_id", a.ID, "pod_name", a.PodName, "samples", st.Reserved)
+	}
+	if st.ForeignContainer > 0 {
+		c.metrics.rejected.WithLabelValues(reasonForeignContainer).Add(float64(st.ForeignContainer))
+		c.logger.Debug("Dropped samples of containers the agent did not register", "agent_id", a.ID, "pod_name", a.PodName, "samples", st.ForeignContainer)
+	}
 	var le *decode.LimitError
 	if errors.As(err, &le) {
 		c.metrics.repliesRejected.WithLabelValues(le.Reason).Inc()
@@ -215,6 +223,7 @@ func NodeInfo(a registry.Agent) decode.NodeInfo {
 			IP:      a.Primary.IP,
 			Port:    a.Primary.Port,
 		},
-		Labels: a.Labels,
+		Labels:     a.Labels,
+		Containers: a.ContainerNames,
 	}
 }
