@@ -9,8 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/encoding/prototext"
+	"google.golang.org/protobuf/proto"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/fixture"
