@@ -51,6 +51,8 @@ type Agent struct {
 	httpLis net.Listener // nil when --http-listen-addr is empty
 	httpSrv *http.Server
 
+	par parity // the lifecycle, registry, crash and pressure parts
+
 	scrapedOnce sync.Once
 	scraped     chan struct{} // closed after the first scrape round
 }
@@ -64,6 +66,7 @@ type options struct {
 	discDial   []grpc.DialOption
 	after      func(time.Duration) <-chan time.Time
 	params     map[string][]string
+	nodeDial   []grpc.DialOption
 }
 
 // WithHTTPClient scrapes the targets with c instead of a client of the
@@ -153,7 +156,10 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		params = cfg.Params()
 	}
 	a.nodeCfg = configsource.New(cfg.nodeConfigOptions(params), cfg.NodeConfigTimeout, logger.With("component", "nodeconfig"))
-	a.Uplink, err = uplink.New(uplink.Options{
+	if err := a.wireParity(&o); err != nil {
+		return nil, err
+	}
+	uopts := uplink.Options{
 		ProxyAddr:            cfg.ProxyAddr,
 		Identity:             a.ids.Get,
 		Source:               rec,
@@ -165,7 +171,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		After:                o.after,
 		Logger:               logger,
 		Registerer:           reg,
-	})
+	}
+	a.uplinkParity(&uopts)
+	a.Uplink, err = uplink.New(uopts)
 	if err != nil {
 		return nil, err
 	}
@@ -223,6 +231,14 @@ func (a *Agent) AddActors(g *run.Group) {
 	{ // Scrape loop.
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { a.runScrapes(ctx); return nil }, func(error) { cancel() })
+	}
+	if a.par.crash != nil { // Crash artifact watcher.
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { return a.runCrash(ctx) }, func(error) { cancel() })
+	}
+	if a.par.pressure != nil { // Captures still running finish before Run returns.
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { <-ctx.Done(); a.par.pressure.Close(); return nil }, func(error) { cancel() })
 	}
 	if a.disc != nil { // Node discovery.
 		ctx, cancel := context.WithCancel(context.Background())
@@ -361,6 +377,7 @@ func (a *Agent) scrapeTarget(ctx context.Context, t scrape.Target, wasUp bool) b
 		addLabel(fams, uplink.LabelContainerName, t.Name)
 	}
 	a.Recorder.Append(t.URL, 0, fams)
+	a.observePressure(fams)
 	return true
 }
 

@@ -68,6 +68,7 @@ func testConfig(proxyAddr string) Config {
 	cfg.ScrapeInterval = time.Hour // one scrape at start is enough
 	cfg.HeartbeatInterval = time.Second
 	cfg.RecorderMemoryBytes = 4 << 20
+	cfg.Parity.PressureEnabled = false // parity_test.go enables it with a temporary directory
 	return cfg
 }
 

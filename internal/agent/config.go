@@ -68,6 +68,9 @@ type Config struct {
 
 	// Security is TLS and authentication towards the proxy (security.go).
 	Security ProxySecurity
+	// Parity holds the flags of the lifecycle, schema-registry, crash and
+	// pressure streams (parity.go).
+	Parity ParityConfig
 }
 
 // defaultPollPort is the upstream agent's default --poll-metrics-ports,
@@ -95,6 +98,7 @@ func DefaultConfig() Config {
 		ShutdownGrace:        5 * time.Second,
 		NodeCgroupRoot:       nodeconfig.DefaultCgroupRoot,
 		NodeConfigTimeout:    3 * time.Second,
+		Parity:               defaultParity(),
 	}
 }
 
@@ -128,6 +132,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.NodeCgroupRoot, "node-cgroup-root", c.NodeCgroupRoot, "Mount point of cgroup v2, where the node's CPU and memory limits are read (with --node-pid).")
 	fs.DurationVar(&c.NodeConfigTimeout, "node-config-timeout", c.NodeConfigTimeout, "Time allowed for one collection of the node's configuration; what is read by then is reported. Keep it below the proxy's collection timeout.")
 	c.Security.RegisterFlags(fs)
+	c.Parity.registerFlags(fs)
 }
 
 // Validate reports every invalid setting at once, naming the flags.
@@ -227,6 +232,7 @@ func (c *Config) Validate() error {
 	if c.NodeCgroupRoot == "" || !filepath.IsAbs(c.NodeCgroupRoot) {
 		add("--node-cgroup-root %q must be an absolute path", c.NodeCgroupRoot)
 	}
+	errs = append(errs, c.Parity.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -265,6 +265,11 @@ func agentConfig(m member, proxyAddr, nodeAddr string, interval time.Duration) a
 	c.ReconnectMaxInterval = 5 * time.Second
 	c.RecorderMemoryBytes = 16 << 20
 	c.HTTPListenAddr = ""
+	// The synthetic nodes have no registry, pprof captures or crash
+	// artifacts yet; lifecycle answers with the (absent) report files.
+	c.Parity.SchemaRegistryPort = 0
+	c.Parity.PressureEnabled = false
+	c.Parity.LifecycleReportDir = ""
 	c.NodeIP = "127.0.0.1"
 	c.NodePort = m.port
 	c.SecondaryAddresses = []string{

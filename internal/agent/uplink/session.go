@@ -47,6 +47,7 @@ func (c *Client) runSession(ctx context.Context) (healthy bool, err error) {
 	if c.opts.NodeConfig != nil {
 		streams = append(streams, agentconn.NodeConfig(reply(c, protocol.KindNodeConfig, c.answerNodeConfig)))
 	}
+	streams = append(streams, c.upstreamStreams()...)
 	var (
 		agentID      string
 		registeredAt time.Time

@@ -84,6 +84,13 @@ type Options struct {
 	// delays the next one. A nil report is sent as an empty one, so that
 	// every command still gets exactly one reply.
 	NodeConfig func(ctx context.Context) *fodcv1.ExtNodeConfigRequest
+	// Lifecycle, SchemaRegistry, Crash and Pressure, when set, answer the
+	// upstream streams of the same names (see streams.go); nil leaves a
+	// stream unopened.
+	Lifecycle      func(ctx context.Context) (*fodcv1.LifecycleData, error)
+	SchemaRegistry func(ctx context.Context) ([]*fodcv1.SchemaRegistryGroup, error)
+	Crash          func() []*fodcv1.StreamCrashDiagnosticsRequest
+	Pressure       PressureSource
 	// HeartbeatInterval is used until the proxy returns one.
 	HeartbeatInterval time.Duration
 	// ReconnectInterval is the first wait after a failed attempt; waits
