@@ -437,10 +437,14 @@ const (
 )
 
 // settle waits until the proxy's goroutines are back within goroutineSlack
-// of base and its RSS within rssSlack, and returns how long that took and
-// the usage then.
-func (p *proxyProc) settle(t *testing.T, base usage) (time.Duration, usage) {
+// of base and its RSS within rssSlack (or the slack given), and returns how
+// long that took and the usage then.
+func (p *proxyProc) settle(t *testing.T, base usage, slack ...int64) (time.Duration, usage) {
 	t.Helper()
+	rssSlack := int64(rssSlack)
+	if len(slack) > 0 {
+		rssSlack = slack[0]
+	}
 	start := time.Now()
 	var u usage
 	require.Eventually(t, func() bool {
