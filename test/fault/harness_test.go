@@ -78,7 +78,7 @@ func binary(t *testing.T, name string) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", buildDir+"/", "../../cmd/fodc-proxy", "../../cmd/fodc-agent")
+		cmd := exec.Command("go", "build", "-o", buildDir+"/", "../../cmd/fodc-proxy", "../../cmd/fodc-agent", "../../cmd/fodc-bench")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
