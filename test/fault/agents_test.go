@@ -218,7 +218,6 @@ func TestAgentDetectsDeadProxy(t *testing.T) {
 // new one on the same ports with the same state file: our agents register
 // again and their data is complete.
 func TestProxyRestartAndKill(t *testing.T) {
-	long(t)
 	grpcAddr, httpAddr := freePort(t), freePort(t)
 	state := t.TempDir() + "/state.json"
 	args := []string{"--grpc-listen-addr", grpcAddr, "--http-listen-addr", httpAddr, "--state-file", state}

@@ -78,7 +78,6 @@ func windows(t *testing.T, p *proxyProc, n int) (codesSeen map[int]int, nonEmpty
 // the overflowing requests fail ("busy") and the agent keeps its stream;
 // it is never disconnected as slow.
 func TestConcurrentWindowsKeepAgent(t *testing.T) {
-	long(t)
 	p := startProxy(t, "--max-inflight-metrics", "64")
 	a, _ := runSim(t, agentsim.Config{ProxyAddr: p.grpcAddr, Register: dataNode("busy-0"), CloseGrace: -1, ReplyDelay: slowMetrics(100 * time.Millisecond)})
 	require.Eventually(t, func() bool { return clusterStatus(t, p.base())["busy-0"] == "online" }, wait, poll)
