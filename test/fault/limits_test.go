@@ -183,11 +183,12 @@ func TestOversizeAndMalformedReplies(t *testing.T) {
 			case "oversize_message":
 				require.Equal(t, 0.0, upMap(t, r.body)[pod])
 				// gRPC ends the stream (RST_STREAM RESOURCE_EXHAUSTED to
-				// the agent); the proxy sees only its context cancelled,
-				// so the failed request is counted as a timeout and no
-				// counter names the oversize message (see
-				// docs/reliability.md, findings).
-				require.Greater(t, value(mfs, "fodc_proxy_agent_requests_total", "result", "timeout"), timeouts)
+				// the agent): the refusal is counted and the failed
+				// request is an error, not a timeout.
+				require.Eventually(t, func() bool {
+					return value(p.self(t), "fodc_proxy_agent_messages_too_large_total", "stream", "metrics") >= 1
+				}, wait, poll)
+				require.Equal(t, timeouts, value(mfs, "fodc_proxy_agent_requests_total", "result", "timeout"))
 				ctx, cancel := context.WithTimeout(context.Background(), wait)
 				defer cancel()
 				_, err := a.WaitRegistered(ctx, 2)

@@ -17,6 +17,8 @@ type metrics struct {
 	registrationsRejected *prometheus.CounterVec
 	// authFailures counts streams refused by authentication, by code.
 	authFailures *prometheus.CounterVec
+	// messagesTooLarge counts messages over --grpc-max-msg-size.
+	messagesTooLarge *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -54,10 +56,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Registrations and heartbeats refused for being over a limit, by reason (labels, containers, name_length, value_length, rate).",
 		}, []string{"reason"}),
 	}
+	m.messagesTooLarge = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fodc_proxy_agent_messages_too_large_total",
+		Help: "Agent messages refused for being over --grpc-max-msg-size (gRPC ends the stream), by stream kind.",
+	}, []string{"stream"})
 	for _, r := range []string{reasonLabels, reasonContainers, reasonNameLength, reasonValueLength, reasonRate} {
 		m.registrationsRejected.WithLabelValues(r)
 	}
-	for _, c := range []prometheus.Collector{m.streamsOpen, m.streamsRejected, m.streamErrors, m.slowDisconnects, m.repliesDiscarded, m.heartbeats, m.registrationsRejected, m.authFailures} {
+	for _, c := range []prometheus.Collector{m.streamsOpen, m.streamsRejected, m.streamErrors, m.slowDisconnects, m.repliesDiscarded, m.heartbeats, m.registrationsRejected, m.authFailures, m.messagesTooLarge} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -375,13 +375,15 @@ func serve[Req, Cmd any, H handle[Cmd]](s *Service, kind protocol.Kind, st serve
 	// The receiver cannot be waited for: Recv unblocks only once this
 	// handler has returned.
 	go func() {
-		recvErr <- recvLoop(st, func(m *Req) error {
+		err := recvLoop(st, func(m *Req) error {
 			switch o := receive(h, m); o {
 			case streams.Unsolicited, streams.Abandoned:
 				s.metrics.repliesDiscarded.WithLabelValues(kind.String(), o.String()).Inc()
 			}
 			return nil
 		})
+		s.noteTooLarge(kind, agentID, err)
+		recvErr <- err
 	}()
 	// This goroutine is the stream's only sender: it sends queued commands
 	// until something ends the session, so an idle stream costs two
@@ -395,6 +397,18 @@ func serve[Req, Cmd any, H handle[Cmd]](s *Service, kind protocol.Kind, st serve
 	}
 	s.logger.Debug("Agent stream closed", "agent_id", agentID, "stream", kind, "err", cause)
 	return s.finish(kind, cause)
+}
+
+// noteTooLarge counts and logs a message refused for being over
+// --grpc-max-msg-size: gRPC ends the stream with ResourceExhausted, and the
+// agent usually re-registers and sends it again, so the refusal must be
+// visible where an operator looks.
+func (s *Service) noteTooLarge(kind protocol.Kind, agentID string, err error) {
+	if status.Code(err) != codes.ResourceExhausted {
+		return
+	}
+	s.metrics.messagesTooLarge.WithLabelValues(kind.String()).Inc()
+	s.logger.Warn("Agent message over --grpc-max-msg-size refused; the stream ends", "agent_id", agentID, "stream", kind, "err", err)
 }
 
 // StreamMetricsRaw carries metrics commands and the agent's replies,

@@ -168,7 +168,10 @@ func (c *Scraper) scrapeOne(ctx context.Context, r *Result, w series.Window, kin
 		switch {
 		case errors.Is(err, streams.ErrBusy):
 			result = "busy"
-		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+		case ctx.Err() != nil:
+			// The caller's budget ran out. (A stream that ended under the
+			// request also fails with a context error, the stream's: that
+			// is an error, not a timeout.)
 			result = "timeout"
 			err = fmt.Errorf("no answer within %s: %w", r.Duration.Round(time.Millisecond), err)
 		}
