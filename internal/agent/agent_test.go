@@ -84,9 +84,11 @@ func TestAgentScrapesAndServesThroughProxy(t *testing.T) {
 	cfg.NodeRole = "datanode-hot"
 	cfg.ScrapeTargets = []string{node.URL + synth.Path("data-hot-0")}
 	cfg.ContainerNames = []string{"data"}
+	cfg.EnablePprof = true
 	a := startAgent(t, cfg)
 	id := a.Uplink.Status().AgentID
 	require.Eventually(t, func() bool { return p.Streams.Has(id, "metrics") }, wait, 5*time.Millisecond)
+	require.Contains(t, get(t, "http://"+a.HTTPAddr()+"/debug/pprof/goroutine?debug=1"), "goroutine profile:", "--enable-pprof")
 
 	text := get(t, "http://"+p.HTTPAddr()+"/metrics")
 	require.Contains(t, text, `banyandb_measure_total_written{container_name="data",group="sw_metric",`)

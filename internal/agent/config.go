@@ -47,6 +47,8 @@ type Config struct {
 	// HTTPListenAddr serves the agent's own /metrics and /healthz; empty
 	// disables it.
 	HTTPListenAddr string
+	// EnablePprof serves the agent's own net/http/pprof on HTTPListenAddr.
+	EnablePprof bool
 	// NodeGRPCAddr, when set, is the local BanyanDB node's gRPC address,
 	// asked for the node's role, labels and addresses.
 	NodeGRPCAddr      string
@@ -123,6 +125,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.ScrapeSampleLimit, strings.TrimPrefix(scrape.FlagMaxSamples, "--"), c.ScrapeSampleLimit, "Most samples accepted from one scrape.")
 	fs.Int64Var(&c.RecorderMemoryBytes, "recorder-memory-bytes", c.RecorderMemoryBytes, "Memory budget of the flight recorder, in bytes; the oldest samples are evicted first.")
 	fs.StringVar(&c.HTTPListenAddr, "http-listen-addr", c.HTTPListenAddr, "Address of the agent's own /metrics and /healthz; empty disables them.")
+	fs.BoolVar(&c.EnablePprof, "enable-pprof", c.EnablePprof, "Serve the agent's own net/http/pprof under /debug/pprof/ on --http-listen-addr.")
 	fs.StringVar(&c.NodeGRPCAddr, "node-grpc-addr", c.NodeGRPCAddr, "gRPC address of the local BanyanDB node; when set, its role, labels and addresses are discovered with NodeQueryService.GetCurrentNode. Explicit flags win.")
 	fs.DurationVar(&c.DiscoveryInterval, "node-discovery-interval", c.DiscoveryInterval, "Interval between discoveries with --node-grpc-addr.")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "Time allowed for a graceful stop.")

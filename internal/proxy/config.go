@@ -58,6 +58,8 @@ type Config struct {
 	// StateFile, when set, keeps the registry's node identities across
 	// restarts (see registry.Options.StateFile).
 	StateFile string
+	// EnablePprof serves net/http/pprof on the HTTP listener.
+	EnablePprof bool
 
 	// Security: TLS, agent authentication, the HTTP API's web
 	// configuration and roles (security.go).
@@ -157,6 +159,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxInflightCluster, "max-inflight-cluster", c.MaxInflightCluster, "Cluster-view, diagnostics and profile-list requests served at once; more get 503 with Retry-After.")
 	fs.IntVar(&c.MaxInflightDownloads, "max-inflight-downloads", c.MaxInflightDownloads, "Profile downloads streamed at once; more get 503 with Retry-After.")
 
+	fs.BoolVar(&c.EnablePprof, "enable-pprof", c.EnablePprof, "Serve the proxy's own net/http/pprof under /debug/pprof/ on the HTTP listener (the operator role's when roles are configured; a CPU profile or trace must be shorter than --http-write-timeout).")
 	fs.StringVar(&c.StateFile, "state-file", c.StateFile, "File that keeps the registered nodes' identities (no collected data) across proxy restarts, so that nodes that do not come back are listed offline; empty keeps nothing.")
 
 	c.Security.RegisterFlags(fs)

@@ -203,6 +203,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		Gatherer:       gatherer,
 		CollectTimeout: cfg.CollectTimeout,
 		WriteTimeout:   cfg.HTTPWriteTimeout,
+		EnablePprof:    cfg.EnablePprof,
 	}, logger, reg)
 	if err != nil {
 		return nil, err

@@ -141,10 +141,15 @@ func requireHardened(t *testing.T, pod corev1.PodSpec, c corev1.Container) {
 	require.False(t, c.Resources.Requests.Memory().IsZero(), "%s requests memory", c.Name)
 }
 
-func TestProxyManifest(t *testing.T) {
+func TestProxyManifests(t *testing.T) {
 	deployments, _, services := objects(t)
-	require.Len(t, deployments, 1)
-	d := deployments[0]
+	require.NotEmpty(t, deployments)
+	for _, d := range deployments {
+		t.Run(d.Name, func(t *testing.T) { checkProxyDeployment(t, d, services) })
+	}
+}
+
+func checkProxyDeployment(t *testing.T, d appsv1.Deployment, services []corev1.Service) {
 	c := container(t, d.Spec.Template.Spec.Containers, "fodc-proxy")
 	requireHardened(t, d.Spec.Template.Spec, c)
 
@@ -154,7 +159,11 @@ func TestProxyManifest(t *testing.T) {
 	cfg.RegisterFlags(fs)
 	logCfg.RegisterFlags(fs)
 	require.NoError(t, fs.Parse(expand(c.Args)), "the proxy's flags")
-	require.NoError(t, cfg.Validate())
+	if cfg.Security.WebConfigFile == "" && cfg.Security.GRPCTLSCertFile == "" {
+		// With security files, Validate reads them; they exist only in
+		// the cluster (their Secrets are checked by TestWebSecret).
+		require.NoError(t, cfg.Validate())
+	}
 
 	def := proxy.DefaultConfig()
 	require.Equal(t, portOf(t, def.GRPCListenAddr), portOf(t, cfg.GRPCListenAddr), "the manifest keeps the default gRPC port")
@@ -163,25 +172,37 @@ func TestProxyManifest(t *testing.T) {
 	require.Equal(t, portOf(t, cfg.HTTPListenAddr), namedPort(t, c, "http"))
 	for _, p := range []*corev1.Probe{c.ReadinessProbe, c.LivenessProbe} {
 		require.NotNil(t, p)
+		if cfg.Security.WebConfigFile != "" {
+			// Basic auth guards every path: the kubelet probes the port.
+			require.NotNil(t, p.TCPSocket)
+			require.Equal(t, "http", p.TCPSocket.Port.String())
+			continue
+		}
 		require.Contains(t, []string{"/health", "/-/healthy", "/-/ready"}, p.HTTPGet.Path)
 		require.Equal(t, "http", p.HTTPGet.Port.String())
+	}
+	// Every file the flags name is on a mounted volume.
+	for _, f := range []string{cfg.StateFile, cfg.Security.GRPCTLSCertFile, cfg.Security.GRPCTLSKeyFile, cfg.Security.GRPCClientCAFile,
+		cfg.Security.WebConfigFile, cfg.Security.WebRolesFile} {
+		if f == "" {
+			continue
+		}
+		mounted := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
+			return strings.HasPrefix(f, m.MountPath+"/")
+		})
+		require.True(t, mounted, "%s is on a mounted volume", f)
 	}
 	ann := d.Spec.Template.Annotations
 	require.Equal(t, "true", ann["prometheus.io/scrape"])
 	require.Equal(t, strconv.Itoa(int(portOf(t, cfg.HTTPListenAddr))), ann["prometheus.io/port"])
 	require.Equal(t, "/metrics", ann["prometheus.io/path"])
-	if cfg.StateFile != "" {
-		mounted := slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool {
-			return strings.HasPrefix(cfg.StateFile, m.MountPath+"/")
-		})
-		require.True(t, mounted, "the state file is on a mounted volume: the root is read-only")
-	}
-
-	require.Len(t, services, 1)
-	svc := services[0]
-	require.Equal(t, d.Spec.Template.Labels["app.kubernetes.io/name"], svc.Spec.Selector["app.kubernetes.io/name"])
-	for _, sp := range svc.Spec.Ports {
-		require.Equal(t, sp.Port, namedPort(t, c, sp.TargetPort.String()), "service port %s", sp.Name)
+	for _, svc := range services {
+		if svc.Spec.Selector["app.kubernetes.io/name"] != d.Spec.Template.Labels["app.kubernetes.io/name"] {
+			continue
+		}
+		for _, sp := range svc.Spec.Ports {
+			require.Equal(t, sp.Port, namedPort(t, c, sp.TargetPort.String()), "service port %s", sp.Name)
+		}
 	}
 }
 
@@ -229,4 +250,36 @@ func TestDockerfile(t *testing.T) {
 	require.Regexp(t, `(?m)^FROM (gcr\.io/distroless/static\S*|scratch)\s*$`, df, "a minimal final stage")
 	require.Regexp(t, `(?m)^USER (65532|nonroot)`, df)
 	require.Regexp(t, `(?m)^FROM golang:\S+ AS build`, df, "multi-stage")
+}
+
+// The web configuration Secret holds a web config and roles whose users
+// all have a basic-auth entry.
+func TestWebSecret(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(root, "kubernetes", "proxy-secure.yaml"))
+	require.NoError(t, err)
+	var web *corev1.Secret
+	for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(raw), -1) {
+		js, err := yaml.YAMLToJSONStrict([]byte(doc))
+		require.NoError(t, err)
+		var s corev1.Secret
+		if json.Unmarshal(js, &s) == nil && s.Kind == "Secret" && s.Name == "fodc-proxy-web" {
+			web = &s
+		}
+	}
+	require.NotNil(t, web)
+	var cfg struct {
+		TLSServerConfig map[string]string `json:"tls_server_config"`
+		BasicAuthUsers  map[string]string `json:"basic_auth_users"`
+	}
+	require.NoError(t, yaml.UnmarshalStrict([]byte(web.StringData["web-config.yml"]), &cfg))
+	require.NotEmpty(t, cfg.TLSServerConfig["cert_file"])
+	var roles struct {
+		Users map[string]string `json:"users"`
+	}
+	require.NoError(t, yaml.UnmarshalStrict([]byte(web.StringData["roles.yml"]), &roles))
+	require.NotEmpty(t, roles.Users)
+	for user, role := range roles.Users {
+		require.Contains(t, cfg.BasicAuthUsers, user)
+		require.Contains(t, []string{"viewer", "operator"}, role)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,6 +59,9 @@ type Options struct {
 	WriteTimeout time.Duration
 	// Admission bounds the requests served at once per endpoint class.
 	Admission Admission
+	// EnablePprof serves net/http/pprof under /debug/pprof/ (the operator
+	// role's once roles are configured).
+	EnablePprof bool
 	// Now and Started drive /health's uptime (time.Now and the time of New
 	// when zero).
 	Now     func() time.Time
@@ -154,6 +158,13 @@ func (a *API) Handler() http.Handler {
 	mux.Handle("/pressure-profiles/{pod}/{profile_id}/{type}", download)
 	routeHead("/-/healthy", a.ok)
 	routeHead("/-/ready", a.ok)
+	if a.opts.EnablePprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	// The console: static files that use this API like any client.
 	mux.Handle("/ui/", getOnly(http.StripPrefix("/ui/", ui.Handler()).ServeHTTP, true))
 	mux.Handle("/ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))

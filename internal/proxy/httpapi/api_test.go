@@ -672,3 +672,31 @@ func TestMetricsFormatAndEncodingNegotiation(t *testing.T) {
 	require.Equal(t, 1.0, testutil.ToFloat64(e.api.metrics.answers.WithLabelValues("text", "zstd")))
 	require.Equal(t, 2.0, testutil.ToFloat64(e.api.metrics.answers.WithLabelValues("text", "identity")))
 }
+
+// --enable-pprof serves net/http/pprof; without it there is none, and with
+// roles configured a viewer is refused it.
+func TestPprofIsOptionalAndForOperators(t *testing.T) {
+	e := newEnv(t)
+	code, _, _ := e.get(t, "/debug/pprof/")
+	require.Equal(t, http.StatusNotFound, code, "off by default")
+
+	e.api.opts.EnablePprof = true
+	roles := NewRoles(map[string]Role{"grafana": RoleViewer, "alice": RoleOperator}, DefaultRules())
+	srv := httptest.NewServer(roles.Guard(e.api.Handler()))
+	defer srv.Close()
+	get := func(user string) int {
+		req, err := http.NewRequest(http.MethodGet, srv.URL+"/debug/pprof/goroutine?debug=1", nil)
+		require.NoError(t, err)
+		req.SetBasicAuth(user, "checked by exporter-toolkit before the guard")
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			require.Contains(t, string(body), "goroutine profile:")
+		}
+		return resp.StatusCode
+	}
+	require.Equal(t, http.StatusForbidden, get("grafana"))
+	require.Equal(t, http.StatusOK, get("alice"))
+}

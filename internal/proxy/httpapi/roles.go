@@ -59,13 +59,14 @@ type Rule struct {
 }
 
 // DefaultRules are the operator routes of the API: profile downloads,
-// crash artifacts, and the on-demand profiling endpoints (POST under
-// /profiling).
+// crash artifacts, the on-demand profiling endpoints (POST under
+// /profiling) and the proxy's own pprof (--enable-pprof).
 func DefaultRules() []Rule {
 	return []Rule{
 		{Prefix: "/pressure-profiles/", Role: RoleOperator},
 		{Prefix: "/diagnostics", Role: RoleOperator},
 		{Method: http.MethodPost, Prefix: "/profiling", Role: RoleOperator},
+		{Prefix: "/debug/pprof", Role: RoleOperator},
 	}
 }
 
