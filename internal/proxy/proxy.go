@@ -204,6 +204,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		CollectTimeout: cfg.CollectTimeout,
 		WriteTimeout:   cfg.HTTPWriteTimeout,
 		EnablePprof:    cfg.EnablePprof,
+		Streams:        table,
 	}, logger, reg)
 	if err != nil {
 		return nil, err

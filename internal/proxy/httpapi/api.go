@@ -32,6 +32,7 @@ import (
 	"github.com/fodc-go/fodc/internal/proxy/render"
 	"github.com/fodc-go/fodc/internal/proxy/scrape"
 	"github.com/fodc-go/fodc/internal/proxy/series"
+	"github.com/fodc-go/fodc/internal/proxy/streams"
 	"github.com/fodc-go/fodc/internal/proxy/ui"
 )
 
@@ -62,6 +63,9 @@ type Options struct {
 	// EnablePprof serves net/http/pprof under /debug/pprof/ (the operator
 	// role's once roles are configured).
 	EnablePprof bool
+	// Streams, when set, lets /cluster/graph list each agent's open
+	// streams.
+	Streams *streams.Table
 	// Now and Started drive /health's uptime (time.Now and the time of New
 	// when zero).
 	Now     func() time.Time

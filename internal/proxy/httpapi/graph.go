@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy/graph"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/proxy/series"
@@ -30,6 +31,10 @@ type graphNodeJSON struct {
 	ConfigDrift int `json:"config_drift"`
 	// Crashes is how many crash records of the node's pod are cached.
 	Crashes int `json:"crashes"`
+	// Streams are the kinds of stream the node's agent has open: seven
+	// for an upstream HEAD agent or ours, four for v0.10.1–v0.10.3,
+	// three for v0.10.0, plus our extensions.
+	Streams []string `json:"streams"`
 }
 
 // graphEdgeJSON is one edge of /cluster/graph.
@@ -107,7 +112,8 @@ func (a *API) clusterGraph(w http.ResponseWriter, r *http.Request) {
 			id = n.AgentID
 		}
 		known[id] = true
-		out.Nodes = append(out.Nodes, graphNodeJSON{ID: id, nodeJSON: n, ConfigDrift: drift[n.PodName], Crashes: crashes[strings.ToLower(n.PodName)]})
+		out.Nodes = append(out.Nodes, graphNodeJSON{ID: id, nodeJSON: n, ConfigDrift: drift[n.PodName], Crashes: crashes[strings.ToLower(n.PodName)],
+			Streams: a.openStreams(n.AgentID)})
 	}
 	name := nodeNamer(topo, known)
 	for _, e := range graph.Pipeline(batches, name) {
@@ -150,4 +156,19 @@ func nodeNamer(topo topology.Merged, known map[string]bool) func(string) string 
 		}
 		return s
 	}
+}
+
+// openStreams lists the kinds of stream the agent has open.
+func (a *API) openStreams(agentID string) []string {
+	out := []string{}
+	if a.opts.Streams == nil || agentID == "" {
+		return out
+	}
+	for _, k := range []protocol.Kind{protocol.KindRegister, protocol.KindMetrics, protocol.KindTopology, protocol.KindLifecycle,
+		protocol.KindSchemaRegistry, protocol.KindCrash, protocol.KindPressure, protocol.KindNodeConfig} {
+		if k == protocol.KindRegister || a.opts.Streams.Has(agentID, k) {
+			out = append(out, k.String())
+		}
+	}
+	return out
 }

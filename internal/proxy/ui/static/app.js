@@ -44,6 +44,14 @@ function fill(tbody, rows) {
 }
 
 // ---- fleet ----
+// streamsSummary names the agent release the open streams suggest.
+function streamsSummary(streams) {
+  if (!streams.length) return '';
+  const upstream = streams.filter((s) => s !== 'node_config').length;
+  const release = upstream >= 7 ? 'HEAD' : upstream >= 4 ? 'v0.10.1–3' : upstream === 3 ? 'v0.10.0' : '';
+  return upstream + (release ? ' (' + release + ')' : '') + (streams.includes('node_config') ? ' + config ext' : '');
+}
+
 function renderFleet() {
   const q = document.getElementById('fleet-filter').value.trim().toLowerCase();
   const rows = fodc.fleet
@@ -57,6 +65,7 @@ function renderFleet() {
         el('td', { class: 'status' }, el('span', { class: 'status-' + n.status, text: n.status })),
         el('td', { text: address(n) }),
         el('td', { text: ago(n.last_heartbeat || n.last_seen) }),
+        el('td', { title: (n.streams || []).join(', '), text: streamsSummary(n.streams || []) }),
         el('td', { class: n.config_drift ? 'drift-bad' : '', text: n.config_drift || 0 }),
         el('td', { class: n.crashes ? 'crash-bad' : '', text: n.crashes || 0 }),
         el('td', { class: 'muted', text: note }));
