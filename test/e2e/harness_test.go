@@ -7,14 +7,10 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,10 +21,13 @@ import (
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agentsim"
 	"github.com/fodc-go/fodc/internal/proxy"
+	"github.com/fodc-go/fodc/internal/testutil/binaries"
 	"github.com/fodc-go/fodc/internal/testutil/testproxy"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) { binaries.Cleanup(); os.Exit(code) }))
+}
 
 // wait is the generous upper bound of every event-based wait.
 const wait = 30 * time.Second
@@ -149,29 +148,11 @@ func requireTool(t *testing.T, name string) string {
 	return path
 }
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
-
 // binary builds a command of this module once per test run.
 func binary(t *testing.T, name string) string {
 	slow(t)
 	t.Helper()
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "fodc-e2e-bin")
-		if buildErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", buildDir+"/", "../../cmd/...")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	require.NoError(t, buildErr)
-	return filepath.Join(buildDir, name)
+	return binaries.Path(t, name)
 }
 
 // proxyProcess is the fodc-proxy binary running as a child process.
@@ -184,22 +165,7 @@ type proxyProcess struct {
 	stderr   *syncBuffer
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = binaries.SyncBuffer
 
 // startProxyProcess starts the binary on loopback ports chosen by the
 // kernel and reads the addresses from its JSON start-up log line.

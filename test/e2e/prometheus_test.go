@@ -2,13 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -61,44 +57,7 @@ func TestRealPrometheusScrapesProxy(t *testing.T) {
 	connect(t, p, agentsim.Config{Register: dataNode("data-hot-0", "hot")})
 	connect(t, p, agentsim.Config{Register: dataNode("data-warm-0", "warm")})
 
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "prometheus.yml")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: fodc
-    static_configs:
-      - targets: ['%s']
-`, p.HTTPAddr())), 0o600))
-	web := freePort(t)
-	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+web, "--log.level=warn")
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	base := "http://" + web
-
-	require.Eventually(t, func() bool {
-		select {
-		case <-exited:
-			return true
-		default:
-		}
-		res := promQuery(base, `up{job="fodc"}`)
-		return len(res) == 1 && res[0].Value[1] == "1"
-	}, 2*wait, 200*time.Millisecond, "prometheus never scraped the proxy successfully:\n%s", out.String())
-	select {
-	case <-exited:
-		t.Fatalf("prometheus exited:\n%s", out.String())
-	default:
-	}
+	base := startPrometheus(t, bin, p.HTTPAddr())
 
 	var res []promResult
 	require.Eventually(t, func() bool {
