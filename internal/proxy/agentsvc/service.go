@@ -200,7 +200,7 @@ func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) e
 
 	recvErr := make(chan error, 1)
 	go func() {
-		recvErr <- recvLoop(stream, func(hb *fodcv1.RegisterAgentRequest) error {
+		err := recvLoop(stream, func(hb *fodcv1.RegisterAgentRequest) error {
 			s.metrics.heartbeats.Inc()
 			if lerr := s.opts.Limits.check(hb); lerr != nil {
 				s.metrics.registrationsRejected.WithLabelValues(lerr.reason).Inc()
@@ -211,6 +211,8 @@ func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) e
 			}
 			return nil
 		})
+		s.noteTooLarge(protocol.KindRegister, agent.ID, err)
+		recvErr <- err
 	}()
 	select {
 	case err = <-recvErr:
