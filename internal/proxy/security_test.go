@@ -110,7 +110,9 @@ func requireCode(t *testing.T, want codes.Code, err error) {
 
 // serveMetrics opens the metrics stream of agentID on conn and answers
 // every command with reply until the test ends.
-func serveMetrics(t *testing.T, conn *grpc.ClientConn, agentID string, reply *fodcv1.StreamMetricsRequest) {
+// serveMetrics answers every metrics command of the agent with reply until
+// the test ends, and returns once px holds the stream.
+func serveMetrics(t *testing.T, px *proxy.Proxy, conn *grpc.ClientConn, agentID string, reply *fodcv1.StreamMetricsRequest) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(context.Background(), protocol.MetadataAgentID, agentID))
 	st, err := fodcv1.NewFODCServiceClient(conn).StreamMetrics(ctx)
@@ -128,6 +130,8 @@ func serveMetrics(t *testing.T, conn *grpc.ClientConn, agentID string, reply *fo
 		}
 	}()
 	t.Cleanup(func() { cancel(); <-done })
+	require.Eventually(t, func() bool { return px.Streams.Has(agentID, protocol.KindMetrics) }, 10*time.Second, 5*time.Millisecond,
+		"the proxy holds the metrics stream")
 }
 
 func getMetrics(t *testing.T, client *http.Client, url string) string {
@@ -150,7 +154,7 @@ func TestMTLSAgentRegistersAndIsScraped(t *testing.T) {
 	conn := agentConn(t, px.GRPCAddr(), clientTLS(t, p, &leaf), "")
 	id, _, err := register(t, conn, "real-data-0")
 	require.NoError(t, err)
-	serveMetrics(t, conn, id, &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{
+	serveMetrics(t, px, conn, id, &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{
 		{Name: "banyandb_write_total", Value: 7, Labels: map[string]string{"pod_name": "victim-pod"}},
 		{Name: "fodc_agent_up", Value: 1, Labels: map[string]string{"agent_id": "forged", "pod_name": "victim-pod"}},
 		{Name: "up", Value: 1},
@@ -269,7 +273,7 @@ func TestNoSpeakingForAnotherAgent(t *testing.T) {
 		})
 	}
 	// The real agent opens its own.
-	serveMetrics(t, real, id, &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{{Name: "m", Value: 1}}})
+	serveMetrics(t, px, real, id, &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{{Name: "m", Value: 1}}})
 	require.Contains(t, getMetrics(t, plainClient(t), "http://"+px.HTTPAddr()+"/metrics?pod_name=real-data-0"), `m{node_role="ROLE_DATA",pod_name="real-data-0"} 1`)
 
 	// Once the real agent's stream ends, a new connection registers.
@@ -292,7 +296,7 @@ func TestPlaintextListenerForUpstreamAgents(t *testing.T) {
 	conn := agentConn(t, px.InsecureGRPCAddr(), nil, "")
 	id, _, err := register(t, conn, "upstream-0")
 	require.NoError(t, err)
-	serveMetrics(t, conn, id, &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{{Name: "m", Value: 2}}})
+	serveMetrics(t, px, conn, id, &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{{Name: "m", Value: 2}}})
 	require.Contains(t, getMetrics(t, plainClient(t), "http://"+px.HTTPAddr()+"/metrics?pod_name=upstream-0"), `pod_name="upstream-0"} 2`)
 	// An mTLS agent's pod cannot be taken over from the plaintext side.
 	leaf := p.ca.Client(t, "real-data-0")
