@@ -27,6 +27,7 @@ func Redact(rep *fodcv1.ExtNodeConfigRequest) *fodcv1.ExtNodeConfigRequest {
 	if len(out.Args) > 0 {
 		out.Args = nodeconfig.RedactArgv(out.Args)
 	}
+	out.Source = nodeconfig.RedactValue(out.Source)
 	for i, e := range out.Errors {
 		out.Errors[i] = nodeconfig.RedactValue(e)
 	}

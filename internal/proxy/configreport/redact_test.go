@@ -22,11 +22,13 @@ func TestRedactForgedReport(t *testing.T) {
 		Environment:   map[string]string{"BYDB_ETCD_PASSWORD": "hunter2"},
 		Args:          []string{"banyand", "--etcd-password", "hunter2", "--etcd-password=hunter2"},
 		Errors:        []string{"dial http://u:hunter2@x:1 failed"},
+		Source:        "pprof:http://u:hunter2@node:2122/debug/pprof/cmdline",
 	}
 	got := Redact(rep)
 	require.Equal(t, "hunter2", rep.StartupParams["etcd-password"].Values[0], "the input is not changed")
 	require.NotContains(t, got.String(), "hunter2")
 	require.Equal(t, "<redacted>", got.StartupParams["etcd-password"].Values[0])
+	require.Equal(t, "pprof:http://<redacted>@node:2122/debug/pprof/cmdline", got.Source)
 	require.Equal(t, "1s", got.StartupParams["measure-flush-timeout"].Values[0])
 	require.Nil(t, Redact(nil))
 }
