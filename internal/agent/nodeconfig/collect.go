@@ -222,9 +222,9 @@ func (c *collector) cmdline(ctx context.Context) (argv []string, source string) 
 	if o.PprofURL != "" {
 		argv, err := c.fetchPprof(ctx)
 		if err == nil {
-			return argv, SourcePprofPrefix + o.PprofURL
+			return argv, SourcePprofPrefix + RedactValue(o.PprofURL)
 		}
-		c.fail("read command line from %s: %v", o.PprofURL, err)
+		c.fail("read command line from %s: %v", RedactValue(o.PprofURL), err)
 	}
 	if o.PID > 0 {
 		b, err := readLimited(c.procPath("cmdline"))
