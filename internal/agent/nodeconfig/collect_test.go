@@ -245,6 +245,13 @@ func TestCollectFromPprof(t *testing.T) {
 	require.Empty(t, r.GetErrors())
 	require.Equal(t, "pprof:"+o.PprofURL, r.GetSource())
 	require.Equal(t, map[string][]string{"grpc-port": {"18912"}, "etcd-password": {Redacted}}, params(r.GetStartupParams()))
+
+	// Credentials in the pprof URL never leave the node, not even in the
+	// report's source.
+	o.PprofURL = strings.Replace(srv.URL, "http://", "http://admin:urlpw@", 1) + "/debug/pprof/cmdline"
+	r = Collect(t.Context(), o)
+	require.NotContains(t, r.GetSource(), "urlpw")
+	require.Contains(t, r.GetSource(), "pprof:")
 	require.Equal(t, []string{"liaison"}, r.GetArgs())
 	// /proc still supplies the environment and the runtime facts.
 	require.Equal(t, "17912", r.GetEnvironment()["BYDB_GRPC_PORT"])
