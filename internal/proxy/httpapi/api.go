@@ -81,6 +81,7 @@ type API struct {
 	metrics *metrics                              // the API's own series
 	answers *flight.Group[string, *metricsAnswer] // shares identical /metrics answers
 	gates   map[string]gate                       // admission slots by class; read-only
+	sizes   answerSizes                           // last /metrics answer size per query
 }
 
 // New returns an API whose own metrics go to reg.

@@ -700,3 +700,14 @@ func TestPprofIsOptionalAndForOperators(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, get("grafana"))
 	require.Equal(t, http.StatusOK, get("alice"))
 }
+
+func TestAnswerSizesGuessFromTheLastAnswer(t *testing.T) {
+	var s answerSizes
+	require.Equal(t, 64<<10, s.guess("text?a"), "a small default first")
+	s.note("text?a", 8000)
+	require.Equal(t, 9000, s.guess("text?a"), "the last size and an eighth")
+	for i := range maxSizedQueries {
+		s.note(fmt.Sprintf("q%d", i), 1)
+	}
+	require.LessOrEqual(t, len(s.sizes), maxSizedQueries, "bounded")
+}

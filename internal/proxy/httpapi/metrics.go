@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/fodc-go/fodc/internal/proxy/registry"
@@ -48,13 +49,14 @@ func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	// goes away does not cut it short for the others.
 	ctx, cancel := context.WithTimeout(r.Context(), b+a.opts.WriteTimeout)
 	defer cancel()
-	ans, err := a.answers.Do(ctx, format+"?"+q.Encode(), func(context.Context) (*metricsAnswer, error) {
+	key := format + "?" + q.Encode()
+	ans, err := a.answers.Do(ctx, key, func(context.Context) (*metricsAnswer, error) {
 		release, ok := a.admit(classMetrics)
 		if !ok {
 			return nil, errBusy
 		}
 		defer release()
-		return a.renderMetrics(f, b, format), nil
+		return a.renderMetrics(f, b, format, key), nil
 	})
 	if errors.Is(err, errBusy) {
 		refuseBusy(w)
@@ -91,7 +93,7 @@ func contentTypeOf(format string) string {
 // renderMetrics collects the latest values within budget b and renders
 // them with the per-agent status series and, when unfiltered, the proxy's
 // own series.
-func (a *API) renderMetrics(f registry.Filter, b time.Duration, format string) *metricsAnswer {
+func (a *API) renderMetrics(f registry.Filter, b time.Duration, format string, key string) *metricsAnswer {
 	ctx, cancel := context.WithTimeout(context.Background(), b)
 	defer cancel()
 	results := a.opts.Scraper.Scrape(ctx, f, series.Window{})
@@ -116,7 +118,12 @@ func (a *API) renderMetrics(f registry.Filter, b time.Duration, format string) *
 		}
 		batches = append(batches, gatheredBatch(mfs))
 	}
+	// The answer is written once into a buffer sized after the previous
+	// answer of the same query (plus a margin), instead of growing and
+	// zeroing it from empty on every scrape.
 	var buf bytes.Buffer
+	buf.Grow(a.sizes.guess(key))
+	defer func() { a.sizes.note(key, buf.Len()) }()
 	write := render.WriteText
 	if format == formatOpenMetrics {
 		write = render.WriteOpenMetrics
@@ -163,4 +170,34 @@ func (a *API) metricsWindows(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		a.logger.Debug("Writing /metrics-windows answer", "err", err)
 	}
+}
+
+// answerSizes remembers the size of the last answer per query, to size the
+// next one's buffer. It holds at most maxSizedQueries queries; beyond that
+// it starts over (a scraper asks the same few queries again and again).
+type answerSizes struct {
+	mu    sync.Mutex
+	sizes map[string]int
+}
+
+const maxSizedQueries = 256
+
+// guess returns the size to allocate for key's next answer: the last one
+// plus an eighth, or a small default for a query not seen yet.
+func (s *answerSizes) guess(key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n, ok := s.sizes[key]; ok {
+		return n + n/8
+	}
+	return 64 << 10
+}
+
+func (s *answerSizes) note(key string, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.sizes == nil || len(s.sizes) >= maxSizedQueries {
+		s.sizes = make(map[string]int)
+	}
+	s.sizes[key] = n
 }
