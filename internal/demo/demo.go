@@ -310,16 +310,20 @@ each scraping a synthetic BanyanDB endpoint every %s.
                 curl -s %s/cluster/lifecycle
                 curl -s %s/diagnostics
                 curl -s %s/pressure-profiles
+                curl -s -X POST '%s/profiling?type=cpu&seconds=5&pod_name=demo-data-hot-0'
+                curl -s %s/profiling
 
 %s runs with a different --%s than the other hot data node;
 the consistency report names it. %s writes a crash artifact %s after the
 start; %s's memory crosses its threshold %s after the start, and its agent
 captures a pressure profile (heap and goroutine profiles of this process).
+The nodes' pprof listeners serve this process's profiles, so on-demand
+profiles work too; download one with curl -sOJ %s/profiling/<profile_id>.
 
 Press Ctrl-C to stop.
 `, len(agents), interval, p.GRPCAddr(), base, base, base, started.Format(time.RFC3339), base, base, base, base,
-		base, base, base,
-		MisconfiguredPod, MisconfiguredFlag, CrashPod, crashAfter, PressurePod, pressureAfter)
+		base, base, base, base, base,
+		MisconfiguredPod, MisconfiguredFlag, CrashPod, crashAfter, PressurePod, pressureAfter, base)
 	if opts.Ready != nil {
 		opts.Ready(p.HTTPAddr())
 	}

@@ -243,6 +243,41 @@ func TestDemoServesEveryEndpoint(t *testing.T) {
 		}
 	})
 
+	t.Run("on-demand profile", func(t *testing.T) {
+		require.Contains(t, out.String(), "curl -s -X POST '"+base+"/profiling?type=cpu&seconds=5&pod_name=demo-data-hot-0'")
+		resp, err := (&http.Client{Timeout: 20 * time.Second}).Post(base+"/profiling?type=cpu&seconds=1&pod_name=demo-data-warm-0", "", nil)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, string(body))
+		var started struct {
+			Results []struct {
+				ProfileID string `json:"profile_id"`
+			} `json:"results"`
+		}
+		require.NoError(t, json.Unmarshal(body, &started))
+		require.Len(t, started.Results, 1)
+		id := started.Results[0].ProfileID
+		require.Eventually(t, func() bool {
+			var list []struct {
+				ID     string `json:"profile_id"`
+				Status string `json:"status"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(get(t, base+"/profiling")), &list))
+			for _, e := range list {
+				if e.ID == id {
+					require.NotEqual(t, "failed", e.Status)
+					return e.Status == "done"
+				}
+			}
+			return false
+		}, 30*time.Second, 50*time.Millisecond)
+		prof, err := profile.Parse(strings.NewReader(get(t, base+"/profiling/"+id)))
+		require.NoError(t, err)
+		require.Equal(t, "cpu", prof.PeriodType.Type)
+	})
+
 	cancel()
 	require.NoError(t, <-done)
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/fodc-go/fodc/internal/agent/ondemand"
 	"github.com/fodc-go/fodc/internal/proxy/profiling"
 )
 
@@ -52,7 +53,7 @@ func (a *API) profilingStart(w http.ResponseWriter, r *http.Request) {
 		respondErr(w, err)
 		return
 	}
-	var seconds uint64
+	seconds := uint64(ondemand.DefaultSeconds)
 	if secs != "" {
 		if seconds, err = strconv.ParseUint(secs, 10, 32); err != nil {
 			respondErr(w, badParam("seconds", "%q: not a whole number", secs))

@@ -225,7 +225,7 @@ func TestOnDemandProfiles(t *testing.T) {
 	require.NotEmpty(t, prof.Sample)
 
 	// The node is free again: a heap profile starts.
-	code, a, raw := post(t, base+"/profiling?type=heap&pod_name=data-0")
+	code, a, raw := post(t, base+"/profiling?type=heap&seconds=3&pod_name=data-0")
 	require.Equal(t, http.StatusAccepted, code, raw)
 	heap := waitDone(t, base, a.Results[0].ProfileID)
 	require.Equal(t, profiling.StatusDone, heap.Status, heap.Error)
