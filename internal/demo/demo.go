@@ -54,6 +54,10 @@ type Options struct {
 	// PressureAfter is when PressurePod's resident memory crosses its
 	// agent's threshold (default 8s).
 	PressureAfter time.Duration
+
+	// tempDir, when set, is told the temporary root (tests check that it
+	// is removed on exit).
+	tempDir func(root string)
 }
 
 // CrashPod writes a crash artifact CrashAfter the start; PressurePod's
@@ -164,6 +168,9 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer os.RemoveAll(root)
+	if opts.tempDir != nil {
+		opts.tempDir(root)
+	}
 
 	cfg := proxy.DefaultConfig()
 	cfg.GRPCListenAddr = opts.GRPCListenAddr

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +35,7 @@ func get(t *testing.T, u string) string {
 // cancelling stops everything cleanly.
 func TestDemoServesEveryEndpoint(t *testing.T) {
 	ready := make(chan string, 1)
+	var tempRoot string // written before Ready
 	var out bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -40,7 +43,8 @@ func TestDemoServesEveryEndpoint(t *testing.T) {
 		done <- Run(ctx, Options{
 			GRPCListenAddr: "127.0.0.1:0", HTTPListenAddr: "127.0.0.1:0", ScrapeInterval: 200 * time.Millisecond,
 			CrashAfter: 300 * time.Millisecond, PressureAfter: 300 * time.Millisecond,
-			Out: &out, Ready: func(addr string) { ready <- addr },
+			tempDir: func(root string) { tempRoot = root },
+			Out:     &out, Ready: func(addr string) { ready <- addr },
 		})
 	}()
 	var base string
@@ -280,4 +284,7 @@ func TestDemoServesEveryEndpoint(t *testing.T) {
 
 	cancel()
 	require.NoError(t, <-done)
+	require.NotEmpty(t, tempRoot)
+	_, err = os.Stat(tempRoot)
+	require.ErrorIs(t, err, fs.ErrNotExist, "the demo's temporary files are removed on exit")
 }
