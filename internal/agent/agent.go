@@ -28,6 +28,7 @@ import (
 
 	"github.com/fodc-go/fodc/internal/agent/configsource"
 	"github.com/fodc-go/fodc/internal/agent/discovery"
+	"github.com/fodc-go/fodc/internal/agent/ondemand"
 	"github.com/fodc-go/fodc/internal/agent/recorder"
 	"github.com/fodc-go/fodc/internal/agent/scrape"
 	"github.com/fodc-go/fodc/internal/agent/uplink"
@@ -165,6 +166,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		Identity:             a.ids.Get,
 		Source:               rec,
 		NodeConfig:           a.nodeCfg.Get,
+		Profiles:             (&ondemand.Profiler{Addr: cfg.NodePprofAddr}).Answer,
 		HeartbeatInterval:    cfg.HeartbeatInterval,
 		ReconnectInterval:    cfg.ReconnectInterval,
 		ReconnectMaxInterval: cfg.ReconnectMaxInterval,

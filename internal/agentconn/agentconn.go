@@ -118,6 +118,11 @@ func NodeConfig(h Handler[fodcv1.ExtNodeConfigResponse, fodcv1.ExtNodeConfigRequ
 	return newStream(protocol.KindNodeConfig, fodcv1.FODCServiceClient.ExtStreamNodeConfig, h)
 }
 
+// Profiles is the ExtStreamProfiles extension stream of this project.
+func Profiles(h Handler[fodcv1.ExtProfileCommand, fodcv1.ExtProfileRequest]) Stream {
+	return newStream(protocol.KindProfiles, fodcv1.FODCServiceClient.ExtStreamProfiles, h)
+}
+
 // Config describes one session. Addr, Register and HeartbeatInterval are
 // required. The hooks are optional; they are called from the session's
 // goroutines and must return promptly.

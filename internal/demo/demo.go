@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -47,7 +48,29 @@ type Options struct {
 	// Ready, if set, is called with the proxy's HTTP address once every
 	// agent has scraped once and the proxy holds its metrics stream.
 	Ready func(httpAddr string)
+	// CrashAfter is when CrashPod writes its crash artifact, counted from
+	// the start (default 5s).
+	CrashAfter time.Duration
+	// PressureAfter is when PressurePod's resident memory crosses its
+	// agent's threshold (default 8s).
+	PressureAfter time.Duration
+
+	// tempDir, when set, is told the temporary root (tests check that it
+	// is removed on exit).
+	tempDir func(root string)
 }
+
+// CrashPod writes a crash artifact CrashAfter the start; PressurePod's
+// memory crosses its threshold PressureAfter the start and its agent
+// captures a pressure profile of the demo process.
+const (
+	CrashPod    = "demo-data-warm-0"
+	PressurePod = "demo-data-hot-0"
+	// memoryLimit is every synthetic node's container memory limit: the
+	// nodes use about 45% of it, PressurePod 85% under pressure, above the
+	// agents' default trigger of 75%.
+	memoryLimit = 2 << 30
+)
 
 // member is one node of the demo cluster.
 type member struct {
@@ -130,6 +153,24 @@ func Run(ctx context.Context, opts Options) error {
 	if interval <= 0 {
 		interval = 2 * time.Second
 	}
+	crashAfter, pressureAfter := opts.CrashAfter, opts.PressureAfter
+	if crashAfter <= 0 {
+		crashAfter = 5 * time.Second
+	}
+	if pressureAfter <= 0 {
+		pressureAfter = 8 * time.Second
+	}
+	// The nodes' lifecycle reports, crash artifacts and the agents'
+	// pressure captures live under one temporary root, removed on exit
+	// (after every agent has stopped: g.Run has returned by then).
+	root, err := os.MkdirTemp("", "fodc-demo-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(root)
+	if opts.tempDir != nil {
+		opts.tempDir(root)
+	}
 
 	cfg := proxy.DefaultConfig()
 	cfg.GRPCListenAddr = opts.GRPCListenAddr
@@ -148,15 +189,32 @@ func Run(ctx context.Context, opts Options) error {
 	p.AddActors(&proxyActors)
 
 	// Every node has its own synthetic endpoint, like a pod: its metrics
-	// and its pprof command line.
+	// and its pprof listener (the command line, and the demo process's
+	// own profiles). The liaison also answers InspectAll on its internal
+	// port.
 	var lis []net.Listener
 	closeAll := func() {
 		for _, l := range lis {
 			_ = l.Close()
 		}
 	}
+	lifecycleLis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return errors.Join(fmt.Errorf("listen for the liaison's internal port: %w", err), runNow(&proxyActors))
+	}
+	lis = append(lis, lifecycleLis)
+	lifecyclePort := lifecycleLis.Addr().(*net.TCPAddr).Port
 	nodes := make([]synth.Node, len(members))
+	dirs := make([]nodeDirs, len(members))
+	nodeLis := make([]net.Listener, len(members))
 	for i, m := range members {
+		if dirs[i], err = makeNodeDirs(root, m.pod); err == nil {
+			err = writeLifecycleReports(dirs[i].lifecycle, m.pod, time.Now())
+		}
+		if err != nil {
+			closeAll()
+			return errors.Join(errPrefix(m.pod, "lifecycle reports", err), runNow(&proxyActors))
+		}
 		role, err := roles.Parse(m.role)
 		if err != nil {
 			closeAll()
@@ -168,7 +226,11 @@ func Run(ctx context.Context, opts Options) error {
 			return errors.Join(fmt.Errorf("listen for the synthetic endpoint of %s: %w", m.pod, err), runNow(&proxyActors))
 		}
 		lis = append(lis, l)
-		nodes[i] = synth.Node{Pod: m.pod, Role: role, Seed: uint64(i + 1)}
+		nodeLis[i] = l
+		nodes[i] = synth.Node{Pod: m.pod, Role: role, Seed: uint64(i + 1), Pprof: true, MemoryLimit: memoryLimit}
+		if m.pod == PressurePod {
+			nodes[i].PressureAfter = pressureAfter
+		}
 		nodes[i].Args = synth.BanyandArgs(nodes[i], synth.ArgsOptions{
 			Host:      podHost(m.pod),
 			GRPCPort:  m.port,
@@ -179,7 +241,11 @@ func Run(ctx context.Context, opts Options) error {
 	wireQueues(nodes)
 	agents := make([]*agent.Agent, 0, len(members))
 	for i, m := range members {
-		a, err := agent.New(agentConfig(m, p.GRPCAddr(), lis[i].Addr().String(), interval),
+		lport := 0
+		if nodes[i].Role.Kind == roles.KindLiaison {
+			lport = lifecyclePort
+		}
+		a, err := agent.New(agentConfig(m, p.GRPCAddr(), nodeLis[i].Addr().String(), interval, dirs[i], lport),
 			logger.With("pod_name", m.pod), prometheus.NewRegistry(), nil)
 		if err != nil {
 			for _, prev := range agents {
@@ -191,7 +257,7 @@ func Run(ctx context.Context, opts Options) error {
 		a.AddActors(&g)
 		agents = append(agents, a)
 	}
-	for i, l := range lis {
+	for i, l := range nodeLis {
 		srv := &http.Server{Handler: synth.NodeHandler(nodes[i], nil), ReadHeaderTimeout: 5 * time.Second}
 		g.Add(func() error {
 			if err := srv.Serve(l); !errors.Is(err, http.ErrServerClosed) {
@@ -200,6 +266,29 @@ func Run(ctx context.Context, opts Options) error {
 			return nil
 		}, func(error) { _ = srv.Close() })
 	}
+	lifecycleSrv := newLifecycleGRPC()
+	g.Add(func() error { return lifecycleSrv.Serve(lifecycleLis) }, func(error) { lifecycleSrv.Stop() })
+	crashDir := ""
+	for i, m := range members {
+		if m.pod == CrashPod {
+			crashDir = dirs[i].crash
+		}
+	}
+	crashStop := make(chan struct{})
+	g.Add(func() error {
+		t := time.NewTimer(crashAfter)
+		defer t.Stop()
+		select {
+		case <-crashStop:
+			return nil
+		case at := <-t.C:
+			if err := writeCrashArtifact(crashDir, CrashPod, at); err != nil {
+				logger.Warn("Demo crash artifact not written", "err", errPrefix(CrashPod, "crash artifact", err))
+			}
+		}
+		<-crashStop
+		return nil
+	}, func(error) { close(crashStop) })
 	p.AddActors(&g)
 	started := time.Now().UTC().Truncate(time.Second)
 
@@ -225,13 +314,23 @@ each scraping a synthetic BanyanDB endpoint every %s.
                 curl -s %s/health
                 curl -s %s/cluster/config
                 curl -s %s/cluster/config/consistency
+                curl -s %s/cluster/lifecycle
+                curl -s %s/diagnostics
+                curl -s %s/pressure-profiles
+                curl -s -X POST '%s/profiling?type=cpu&seconds=5&pod_name=demo-data-hot-0'
+                curl -s %s/profiling
 
 %s runs with a different --%s than the other hot data node;
-the consistency report names it.
+the consistency report names it. %s writes a crash artifact %s after the
+start; %s's memory crosses its threshold %s after the start, and its agent
+captures a pressure profile (heap and goroutine profiles of this process).
+The nodes' pprof listeners serve this process's profiles, so on-demand
+profiles work too; download one with curl -sOJ %s/profiling/<profile_id>.
 
 Press Ctrl-C to stop.
 `, len(agents), interval, p.GRPCAddr(), base, base, base, started.Format(time.RFC3339), base, base, base, base,
-		MisconfiguredPod, MisconfiguredFlag)
+		base, base, base, base, base,
+		MisconfiguredPod, MisconfiguredFlag, CrashPod, crashAfter, PressurePod, pressureAfter, base)
 	if opts.Ready != nil {
 		opts.Ready(p.HTTPAddr())
 	}
@@ -250,7 +349,9 @@ func podHost(pod string) string {
 
 // agentConfig configures the agent of m, whose synthetic node serves at
 // nodeAddr.
-func agentConfig(m member, proxyAddr, nodeAddr string, interval time.Duration) agent.Config {
+// dirs are its node's directories and lifecyclePort, when not 0, the port
+// answering InspectAll.
+func agentConfig(m member, proxyAddr, nodeAddr string, interval time.Duration, dirs nodeDirs, lifecyclePort int) agent.Config {
 	c := agent.DefaultConfig()
 	c.ProxyAddr = proxyAddr
 	c.NodeRole = m.role
@@ -265,11 +366,19 @@ func agentConfig(m member, proxyAddr, nodeAddr string, interval time.Duration) a
 	c.ReconnectMaxInterval = 5 * time.Second
 	c.RecorderMemoryBytes = 16 << 20
 	c.HTTPListenAddr = ""
-	// The synthetic nodes have no registry, pprof captures or crash
-	// artifacts yet; lifecycle answers with the (absent) report files.
+	// The synthetic nodes have no schema registry. Lifecycle answers
+	// with the report files (and the liaison with InspectAll), crashes
+	// are picked up from the node's artifact root, and pressure profiles
+	// are captured from its pprof listener.
 	c.Parity.SchemaRegistryPort = 0
-	c.Parity.PressureEnabled = false
-	c.Parity.LifecycleReportDir = ""
+	c.Parity.LifecycleReportDir = dirs.lifecycle
+	c.Parity.LifecyclePort = lifecyclePort
+	c.Parity.CrashSourceDir = dirs.crash
+	c.Parity.PressureEnabled = true
+	c.Parity.PressureDir = dirs.pressure
+	if _, port, err := net.SplitHostPort(nodeAddr); err == nil {
+		c.Parity.PressurePprofPort, _ = strconv.Atoi(port)
+	}
 	c.NodeIP = "127.0.0.1"
 	c.NodePort = m.port
 	c.SecondaryAddresses = []string{

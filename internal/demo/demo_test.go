@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/pprof/profile"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -32,13 +35,16 @@ func get(t *testing.T, u string) string {
 // cancelling stops everything cleanly.
 func TestDemoServesEveryEndpoint(t *testing.T) {
 	ready := make(chan string, 1)
+	var tempRoot string // written before Ready
 	var out bytes.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{
 			GRPCListenAddr: "127.0.0.1:0", HTTPListenAddr: "127.0.0.1:0", ScrapeInterval: 200 * time.Millisecond,
-			Out: &out, Ready: func(addr string) { ready <- addr },
+			CrashAfter: 300 * time.Millisecond, PressureAfter: 300 * time.Millisecond,
+			tempDir: func(root string) { tempRoot = root },
+			Out:     &out, Ready: func(addr string) { ready <- addr },
 		})
 	}()
 	var base string
@@ -162,6 +168,123 @@ func TestDemoServesEveryEndpoint(t *testing.T) {
 		}
 	})
 
+	t.Run("lifecycle", func(t *testing.T) {
+		require.Contains(t, out.String(), "curl -s "+base+"/cluster/lifecycle\n")
+		var lc struct {
+			Groups []struct {
+				Name    string `json:"name"`
+				Catalog string `json:"catalog"`
+			} `json:"groups"`
+			Statuses []struct {
+				PodName string `json:"pod_name"`
+				Reports []struct {
+					Filename   string `json:"filename"`
+					ReportJSON string `json:"report_json"`
+				} `json:"reports"`
+			} `json:"lifecycle_statuses"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(get(t, base+"/cluster/lifecycle")), &lc))
+		var names []string
+		for _, g := range lc.Groups {
+			names = append(names, g.Name)
+		}
+		require.Equal(t, []string{"sw_metric", "sw_record", "sw_trace"}, names)
+		require.Len(t, lc.Statuses, 4)
+		for _, st := range lc.Statuses {
+			require.Len(t, st.Reports, 2, st.PodName)
+			require.True(t, json.Valid([]byte(st.Reports[0].ReportJSON)), st.PodName)
+		}
+	})
+
+	t.Run("diagnostics", func(t *testing.T) {
+		type record struct {
+			PodName     string `json:"pod_name"`
+			ArtifactDir string `json:"artifact_dir"`
+			PanicRecord struct {
+				Component string `json:"component"`
+				Recovered bool   `json:"recovered"`
+			} `json:"panic_record"`
+		}
+		// The artifact is written 300ms after the start and picked up
+		// from a filesystem event; each /diagnostics call waits for the
+		// agents' records, so this asks again until the record is there.
+		var recs []record
+		require.Eventually(t, func() bool {
+			recs = nil
+			return json.Unmarshal([]byte(get(t, base+"/diagnostics")), &recs) == nil && len(recs) > 0
+		}, 30*time.Second, 50*time.Millisecond)
+		require.Len(t, recs, 1)
+		require.Equal(t, CrashPod, recs[0].PodName)
+		require.Equal(t, "measure/flush", recs[0].PanicRecord.Component)
+		require.True(t, recs[0].PanicRecord.Recovered)
+	})
+
+	t.Run("pressure profiles", func(t *testing.T) {
+		type entry struct {
+			PodName   string `json:"pod_name"`
+			ProfileID string `json:"profile_id"`
+			Profiles  []struct {
+				Type string `json:"type"`
+			} `json:"profiles"`
+		}
+		var entries []entry
+		require.Eventually(t, func() bool {
+			entries = nil
+			return json.Unmarshal([]byte(get(t, base+"/pressure-profiles")), &entries) == nil && len(entries) > 0
+		}, 30*time.Second, 50*time.Millisecond)
+		require.Len(t, entries, 1)
+		e := entries[0]
+		require.Equal(t, PressurePod, e.PodName)
+		require.Len(t, e.Profiles, 2)
+		for _, typ := range []string{"heap", "goroutine"} {
+			body := get(t, base+"/pressure-profiles/"+e.PodName+"/"+e.ProfileID+"/"+typ)
+			prof, err := profile.Parse(strings.NewReader(body))
+			require.NoError(t, err, typ)
+			require.NotEmpty(t, prof.SampleType, typ)
+			if typ == "goroutine" {
+				require.NotEmpty(t, prof.Sample, typ)
+			}
+		}
+	})
+
+	t.Run("on-demand profile", func(t *testing.T) {
+		require.Contains(t, out.String(), "curl -s -X POST '"+base+"/profiling?type=cpu&seconds=5&pod_name=demo-data-hot-0'")
+		resp, err := (&http.Client{Timeout: 20 * time.Second}).Post(base+"/profiling?type=cpu&seconds=1&pod_name=demo-data-warm-0", "", nil)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, http.StatusAccepted, resp.StatusCode, string(body))
+		var started struct {
+			Results []struct {
+				ProfileID string `json:"profile_id"`
+			} `json:"results"`
+		}
+		require.NoError(t, json.Unmarshal(body, &started))
+		require.Len(t, started.Results, 1)
+		id := started.Results[0].ProfileID
+		require.Eventually(t, func() bool {
+			var list []struct {
+				ID     string `json:"profile_id"`
+				Status string `json:"status"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(get(t, base+"/profiling")), &list))
+			for _, e := range list {
+				if e.ID == id {
+					require.NotEqual(t, "failed", e.Status)
+					return e.Status == "done"
+				}
+			}
+			return false
+		}, 30*time.Second, 50*time.Millisecond)
+		prof, err := profile.Parse(strings.NewReader(get(t, base+"/profiling/"+id)))
+		require.NoError(t, err)
+		require.Equal(t, "cpu", prof.PeriodType.Type)
+	})
+
 	cancel()
 	require.NoError(t, <-done)
+	require.NotEmpty(t, tempRoot)
+	_, err = os.Stat(tempRoot)
+	require.ErrorIs(t, err, fs.ErrNotExist, "the demo's temporary files are removed on exit")
 }

@@ -25,6 +25,8 @@ const (
 	KindCrash          Kind = "crash"
 	KindPressure       Kind = "pressure"
 	KindNodeConfig     Kind = "node_config"
+	// KindProfiles is the ExtStreamProfiles extension (on-demand profiles).
+	KindProfiles Kind = "profiles"
 )
 
 // String returns the kind's name.

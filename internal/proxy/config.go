@@ -50,6 +50,9 @@ type Config struct {
 	MaxCrashBytes          int
 	MaxProfileRecordBytes  int
 	MaxProfileBytes        int
+	// OnDemandProfileBytes bounds the on-demand profiles kept (POST
+	// /profiling) in all, and so each one.
+	OnDemandProfileBytes int
 	// Admission control: concurrent requests per endpoint class.
 	MaxInflightMetrics   int
 	MaxInflightCluster   int
@@ -110,6 +113,7 @@ func DefaultConfig() Config {
 		MaxCrashBytes:          64 << 20,
 		MaxProfileRecordBytes:  64 << 10,
 		MaxProfileBytes:        16 << 20,
+		OnDemandProfileBytes:   64 << 20,
 		MaxInflightMetrics:     16,
 		MaxInflightCluster:     8,
 		MaxInflightDownloads:   4,
@@ -154,6 +158,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxCrashRecordBytes, "max-crash-record-bytes", c.MaxCrashRecordBytes, "Largest crash record kept, in bytes; a larger one is dropped and counted.")
 	fs.IntVar(&c.MaxCrashBytes, "max-crash-bytes", c.MaxCrashBytes, "Bytes of crash records kept in all; the records of the oldest crashes are evicted first.")
 	fs.IntVar(&c.MaxProfileRecordBytes, "max-profile-record-bytes", c.MaxProfileRecordBytes, "Largest pressure-profile record kept, in bytes; a larger one is dropped and counted.")
+	fs.IntVar(&c.OnDemandProfileBytes, "on-demand-profile-bytes", c.OnDemandProfileBytes, "Bytes of on-demand profiles (POST /profiling) kept in all, and so the largest one; the oldest finished ones are evicted first.")
 	fs.IntVar(&c.MaxProfileBytes, "max-profile-bytes", c.MaxProfileBytes, "Bytes of pressure-profile records kept in all; the oldest captures are evicted first.")
 	fs.IntVar(&c.MaxInflightMetrics, "max-inflight-metrics", c.MaxInflightMetrics, "Distinct /metrics and /metrics-windows collections run at once; more get 503 with Retry-After.")
 	fs.IntVar(&c.MaxInflightCluster, "max-inflight-cluster", c.MaxInflightCluster, "Cluster-view, diagnostics and profile-list requests served at once; more get 503 with Retry-After.")
@@ -228,6 +233,7 @@ func (c *Config) Validate() error {
 		{"--max-crash-bytes", c.MaxCrashBytes},
 		{"--max-profile-record-bytes", c.MaxProfileRecordBytes},
 		{"--max-profile-bytes", c.MaxProfileBytes},
+		{"--on-demand-profile-bytes", c.OnDemandProfileBytes},
 		{"--max-inflight-metrics", c.MaxInflightMetrics},
 		{"--max-inflight-cluster", c.MaxInflightCluster},
 		{"--max-inflight-downloads", c.MaxInflightDownloads},

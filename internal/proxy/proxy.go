@@ -25,6 +25,7 @@ import (
 	"github.com/fodc-go/fodc/internal/proxy/diagnostics"
 	"github.com/fodc-go/fodc/internal/proxy/httpapi"
 	"github.com/fodc-go/fodc/internal/proxy/pressure"
+	"github.com/fodc-go/fodc/internal/proxy/profiling"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/proxy/scrape"
 	"github.com/fodc-go/fodc/internal/proxy/streams"
@@ -79,6 +80,8 @@ type Proxy struct {
 	Streams  *streams.Table
 	Service  *agentsvc.Service
 	Views    *cluster.Views
+	// Profiling runs on-demand profiles (POST /profiling).
+	Profiling *profiling.Manager
 
 	grpcLis net.Listener
 	httpLis net.Listener
@@ -189,6 +192,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 	if err != nil {
 		return nil, err
 	}
+	ondemand := profiling.New(profiling.Options{Registry: agents, Streams: table, MaxBytes: cfg.OnDemandProfileBytes}, logger.With("component", "profiling"))
 	api, err := httpapi.New(httpapi.Options{
 		Registry: agents,
 		Scraper:  scraper,
@@ -200,6 +204,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		Cluster:        views,
 		Diagnostics:    crashes,
 		Pressure:       profiles,
+		Profiling:      ondemand,
 		Gatherer:       gatherer,
 		CollectTimeout: cfg.CollectTimeout,
 		WriteTimeout:   cfg.HTTPWriteTimeout,
@@ -269,6 +274,13 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		}
 		insecureLis = newCapListener(raw, cfg.GRPCMaxConnections, connsOpen, connsRejected)
 	}
+	if sec.roles != nil {
+		// On-demand profile downloads hand out profiles like pressure
+		// downloads, and a configuration refresh makes every node work:
+		// both are operator routes (POST /profiling is a default rule).
+		sec.roles.AddRule(httpapi.Rule{Method: http.MethodGet, Prefix: "/profiling/", Role: httpapi.RoleOperator})
+		sec.roles.AddRule(httpapi.Rule{Method: http.MethodPost, Prefix: "/cluster/config/refresh", Role: httpapi.RoleOperator})
+	}
 	httpSrv := &http.Server{
 		Handler:           http.MaxBytesHandler(sec.roles.Guard(api.Handler()), maxRequestBodyBytes),
 		ReadHeaderTimeout: cfg.HTTPReadTimeout,
@@ -279,16 +291,17 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		ErrorLog:     slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	return &Proxy{
-		cfg:      cfg,
-		logger:   logger,
-		Registry: agents,
-		Streams:  table,
-		Service:  svc,
-		Views:    views,
-		grpcLis:  grpcLis,
-		httpLis:  httpLis,
-		grpcSrv:  grpcSrv,
-		httpSrv:  httpSrv,
+		cfg:       cfg,
+		logger:    logger,
+		Registry:  agents,
+		Streams:   table,
+		Service:   svc,
+		Views:     views,
+		Profiling: ondemand,
+		grpcLis:   grpcLis,
+		httpLis:   httpLis,
+		grpcSrv:   grpcSrv,
+		httpSrv:   httpSrv,
 
 		insecureLis: insecureLis,
 		insecureSrv: insecureSrv,
@@ -316,6 +329,10 @@ func (p *Proxy) AddActors(g *run.Group) {
 	{ // Registry health sweep.
 		ctx, cancel := context.WithCancel(context.Background())
 		g.Add(func() error { return p.Registry.Run(ctx) }, func(error) { cancel() })
+	}
+	{ // On-demand profiles: the running ones stop with the proxy.
+		ctx, cancel := context.WithCancel(context.Background())
+		g.Add(func() error { <-ctx.Done(); p.Profiling.Close(); return nil }, func(error) { cancel() })
 	}
 	{ // Topology refresh, for nodes without an agent.
 		ctx, cancel := context.WithCancel(context.Background())

@@ -47,6 +47,9 @@ func (c *Client) runSession(ctx context.Context) (healthy bool, err error) {
 	if c.opts.NodeConfig != nil {
 		streams = append(streams, agentconn.NodeConfig(reply(c, protocol.KindNodeConfig, c.answerNodeConfig)))
 	}
+	if c.opts.Profiles != nil {
+		streams = append(streams, agentconn.Profiles(multi(c, protocol.KindProfiles, c.opts.Profiles)))
+	}
 	streams = append(streams, c.upstreamStreams()...)
 	var (
 		agentID      string

@@ -84,6 +84,11 @@ type Options struct {
 	// delays the next one. A nil report is sent as an empty one, so that
 	// every command still gets exactly one reply.
 	NodeConfig func(ctx context.Context) *fodcv1.ExtNodeConfigRequest
+	// Profiles, when set, answers on-demand profile commands on the
+	// ExtStreamProfiles extension stream: it sends an acceptance or a
+	// refusal, then the profile's chunks. nil leaves that stream
+	// unopened. It runs on the stream's sender, one command at a time.
+	Profiles func(ctx context.Context, cmd *fodcv1.ExtProfileCommand, send func(*fodcv1.ExtProfileRequest) error)
 	// Lifecycle, SchemaRegistry, Crash and Pressure, when set, answer the
 	// upstream streams of the same names (see streams.go); nil leaves a
 	// stream unopened.

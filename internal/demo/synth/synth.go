@@ -20,6 +20,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 	"time"
 
@@ -46,7 +47,26 @@ type Node struct {
 	// banyandb_queue_pub_* series; Subscribes the nodes it receives from,
 	// as banyandb_queue_sub_* series.
 	Publishes, Subscribes []Peer
+	// Pprof, when set, serves the serving process's own net/http/pprof
+	// handlers under /debug/pprof/ (heap, goroutine, profile, trace, ...):
+	// real profiles of that process, as a BanyanDB pprof listener serves
+	// its own. CmdlinePath keeps serving Args.
+	Pprof bool
+	// MemoryLimit, when above zero, is exposed as the cgroup memory limit
+	// gauge (MemoryLimitMetric) the agent's pressure trigger reads.
+	MemoryLimit float64
+	// PressureAfter, when above zero, is when the node's resident memory
+	// (process_resident_memory_bytes) jumps to PressureShare of
+	// MemoryLimit, counted from the handler's start: a node crossing its
+	// memory threshold.
+	PressureAfter time.Duration
 }
+
+// MemoryLimitMetric is the gauge of a node's container memory limit.
+const MemoryLimitMetric = "banyandb_memory_protector_cgroup_limit_bytes"
+
+// PressureShare is the share of MemoryLimit a node under pressure uses.
+const PressureShare = 0.85
 
 // Peer is the other end of a node's queue traffic.
 type Peer struct {
@@ -95,6 +115,12 @@ func NodeHandler(n Node, now func() time.Time) http.Handler {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(Path(n.Pod), metricsHandler(n, now(), now))
+	if n.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	if n.Args != nil {
 		body := []byte(strings.Join(append([]string{Program}, n.Args...), "\x00"))
 		mux.HandleFunc(CmdlinePath, func(w http.ResponseWriter, _ *http.Request) {
@@ -125,6 +151,7 @@ type collector struct {
 	offset float64
 
 	cpuNum, memory, disk, goroutines, rss, upTime *prometheus.Desc
+	memLimit                                      *prometheus.Desc
 	gcDuration                                    *prometheus.Desc
 	grpcStarted, grpcLatency                      *prometheus.Desc
 	measureWritten, streamWritten                 *prometheus.Desc
@@ -156,6 +183,7 @@ func newCollector(n Node, start time.Time, now func() time.Time) *collector {
 		disk:       desc("banyandb_system_disk", "Disk use of the data directory in bytes by kind.", "path", "kind"),
 		goroutines: desc("go_goroutines", "Number of goroutines that currently exist."),
 		rss:        desc("process_resident_memory_bytes", "Resident memory size in bytes."),
+		memLimit:   desc(MemoryLimitMetric, "Memory limit of the node's container in bytes."),
 		upTime:     desc("banyandb_system_up_time", "Seconds since the node started."),
 		gcDuration: desc("go_gc_duration_seconds", "A summary of the wall-time pause (stop-the-world) duration in garbage collection cycles."),
 
@@ -202,7 +230,14 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.memory, 16*gib, "total")
 	gauge(c.memory, math.Round(6*gib+wave(120, 1*gib)), "used")
 	gauge(c.goroutines, math.Round(150+wave(60, 40)))
-	gauge(c.rss, math.Round(900e6+wave(90, 150e6)))
+	rss := math.Round(900e6 + wave(90, 150e6))
+	if c.node.MemoryLimit > 0 {
+		gauge(c.memLimit, c.node.MemoryLimit)
+		if c.node.PressureAfter > 0 && t >= c.node.PressureAfter.Seconds() {
+			rss = math.Round(c.node.MemoryLimit * PressureShare)
+		}
+	}
+	gauge(c.rss, rss)
 	gauge(c.upTime, math.Floor(3600+t))
 	c.summary(ch, t)
 

@@ -141,3 +141,32 @@ func TestBanyandArgsByRole(t *testing.T) {
 		}
 	}
 }
+
+// A node with a memory limit exposes it, and its resident memory jumps
+// above PressureShare of it once PressureAfter has passed.
+func TestPressureAfterCrossesTheLimitShare(t *testing.T) {
+	c := &clock{t: time.Unix(1_700_000_000, 0)}
+	n := Node{Pod: "warm-0", Role: roles.Role{Kind: roles.KindData, Tier: "warm"}, Seed: 3, MemoryLimit: 2 << 30, PressureAfter: 5 * time.Second}
+	h := NodeHandler(n, c.now)
+	v, _ := values(t, h, n.Pod)
+	require.Equal(t, float64(2<<30), v[MemoryLimitMetric])
+	require.Less(t, v["process_resident_memory_bytes"], 0.75*float64(2<<30))
+	c.add(5 * time.Second)
+	v, _ = values(t, h, n.Pod)
+	require.InDelta(t, PressureShare*float64(2<<30), v["process_resident_memory_bytes"], 1)
+}
+
+// Pprof serves the process's own profiles beside the synthetic command line.
+func TestNodeHandlerServesPprof(t *testing.T) {
+	n := Node{Pod: "hot-0", Role: roles.Role{Kind: roles.KindData, Tier: "hot"}, Args: []string{"data"}, Pprof: true}
+	h := NodeHandler(n, nil)
+	for _, path := range []string{"/debug/pprof/heap", "/debug/pprof/goroutine?debug=0"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+		require.Equal(t, http.StatusOK, rec.Code, path)
+		require.NotEmpty(t, rec.Body.Bytes(), path)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, CmdlinePath, nil))
+	require.Equal(t, Program+"\x00data", rec.Body.String())
+}

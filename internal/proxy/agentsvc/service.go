@@ -430,6 +430,12 @@ func (s *Service) ExtStreamNodeConfig(stream fodcv1.FODCService_ExtStreamNodeCon
 	return serve(s, protocol.KindNodeConfig, stream, s.opts.Streams.OpenNodeConfig, (*streams.NodeConfig).Deliver)
 }
 
+// ExtStreamProfiles carries on-demand profile requests, an extension of
+// this project: only our agents open it (see streams.Profiles).
+func (s *Service) ExtStreamProfiles(stream fodcv1.FODCService_ExtStreamProfilesServer) error {
+	return serve(s, protocol.KindProfiles, stream, s.opts.Streams.OpenProfiles, (*streams.Profiles).Receive)
+}
+
 // StreamLifecycle carries lifecycle commands. An agent answers a command
 // once or, when its local collection fails, never; replies therefore go to
 // whoever waits when they arrive (see streams.Lifecycle).

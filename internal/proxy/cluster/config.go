@@ -24,6 +24,10 @@ func (c *Views) Config(ctx context.Context) (ConfigSnapshot, error) {
 	return c.config.Do(ctx, struct{}{}, func(context.Context) (ConfigSnapshot, error) { return c.collectConfig(), nil })
 }
 
+// ForgetConfig drops the kept configuration collection, so that the next
+// Config collects anew (a collection already running is still joined).
+func (c *Views) ForgetConfig() { c.config.Forget(struct{}{}) }
+
 // stillCurrent reports whether a snapshot covers exactly the registered
 // agents that are not offline and no agent it lists as unsupported has opened the stream since
 // (an agent that just reconnected may not have opened it yet).

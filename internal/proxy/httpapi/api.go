@@ -28,6 +28,7 @@ import (
 	"github.com/fodc-go/fodc/internal/proxy/diagnostics"
 	"github.com/fodc-go/fodc/internal/proxy/flight"
 	"github.com/fodc-go/fodc/internal/proxy/pressure"
+	"github.com/fodc-go/fodc/internal/proxy/profiling"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
 	"github.com/fodc-go/fodc/internal/proxy/render"
 	"github.com/fodc-go/fodc/internal/proxy/scrape"
@@ -49,6 +50,9 @@ type Options struct {
 	// Optional: without them those endpoints answer 503.
 	Diagnostics *diagnostics.Cache
 	Pressure    *pressure.Cache
+	// Profiling runs on-demand profiles. Optional: without it /profiling
+	// answers 503.
+	Profiling *profiling.Manager
 	// Gatherer yields the proxy's own metrics, appended to unfiltered
 	// /metrics answers. Optional.
 	Gatherer prometheus.Gatherer
@@ -161,6 +165,12 @@ func (a *API) Handler() http.Handler {
 	download := promhttp.InstrumentHandlerCounter(a.metrics.requests.MustCurryWith(prometheus.Labels{"handler": "/pressure-profiles/{pod}/{profile_id}/{type}"}),
 		getOnly(a.admitted(classDownloads, a.pressureDownload), false))
 	mux.Handle("/pressure-profiles/{pod}/{profile_id}/{type}", download)
+	mux.Handle("/profiling", promhttp.InstrumentHandlerCounter(a.metrics.requests.MustCurryWith(prometheus.Labels{"handler": "/profiling"}),
+		http.HandlerFunc(a.profilingRoot)))
+	mux.Handle("/profiling/{id}", promhttp.InstrumentHandlerCounter(a.metrics.requests.MustCurryWith(prometheus.Labels{"handler": "/profiling/{id}"}),
+		getOnly(a.admitted(classDownloads, a.profilingDownload), false)))
+	mux.Handle("/cluster/config/refresh", promhttp.InstrumentHandlerCounter(a.metrics.requests.MustCurryWith(prometheus.Labels{"handler": "/cluster/config/refresh"}),
+		exact("/cluster/config/refresh", a.admitted(classCluster, a.configRefresh))))
 	routeHead("/-/healthy", a.ok)
 	routeHead("/-/ready", a.ok)
 	if a.opts.EnablePprof {

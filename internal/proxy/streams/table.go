@@ -53,6 +53,7 @@ type agentStreams struct {
 	crash          *Crash
 	pressure       *Pressure
 	nodeConfig     *NodeConfig
+	profiles       *Profiles
 }
 
 func (a *agentStreams) empty() bool { return *a == agentStreams{} }
@@ -121,6 +122,16 @@ func schemaRegistrySlot(a *agentStreams) **SchemaRegistry { return &a.schemaRegi
 func crashSlot(a *agentStreams) **Crash                   { return &a.crash }
 func pressureSlot(a *agentStreams) **Pressure             { return &a.pressure }
 func nodeConfigSlot(a *agentStreams) **NodeConfig         { return &a.nodeConfig }
+func profilesSlot(a *agentStreams) **Profiles             { return &a.profiles }
+
+// OpenProfiles publishes a new on-demand profiling stream of the agent.
+func (t *Table) OpenProfiles(agentID string) (*Profiles, error) {
+	return open(t, agentID, protocol.KindProfiles, profilesSlot, newProfiles)
+}
+
+// Profiles returns the agent's live profiling stream; agents without the
+// extension have none.
+func (t *Table) Profiles(agentID string) (*Profiles, bool) { return lookup(t, agentID, profilesSlot) }
 
 // OpenMetrics publishes a new metrics stream of the agent.
 func (t *Table) OpenMetrics(agentID string) (*Metrics, error) {
@@ -218,6 +229,8 @@ func (t *Table) Has(agentID string, kind protocol.Kind) bool {
 		return as.pressure != nil
 	case protocol.KindNodeConfig:
 		return as.nodeConfig != nil
+	case protocol.KindProfiles:
+		return as.profiles != nil
 	}
 	return false
 }

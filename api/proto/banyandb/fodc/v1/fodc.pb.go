@@ -2778,6 +2778,156 @@ func (x *ExtNodeConfigResponse) GetRequestConfig() bool {
 	return false
 }
 
+// ExtProfileCommand asks the agent for one profile of its node.
+type ExtProfileCommand struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// cpu, heap, allocs, goroutine, mutex, block or trace.
+	Type string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	// Duration of a cpu or trace profile.
+	Seconds       uint32 `protobuf:"varint,3,opt,name=seconds,proto3" json:"seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtProfileCommand) Reset() {
+	*x = ExtProfileCommand{}
+	mi := &file_banyandb_fodc_v1_fodc_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtProfileCommand) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtProfileCommand) ProtoMessage() {}
+
+func (x *ExtProfileCommand) ProtoReflect() protoreflect.Message {
+	mi := &file_banyandb_fodc_v1_fodc_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtProfileCommand.ProtoReflect.Descriptor instead.
+func (*ExtProfileCommand) Descriptor() ([]byte, []int) {
+	return file_banyandb_fodc_v1_fodc_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *ExtProfileCommand) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ExtProfileCommand) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ExtProfileCommand) GetSeconds() uint32 {
+	if x != nil {
+		return x.Seconds
+	}
+	return 0
+}
+
+// ExtProfileRequest is one message of an agent's answer to an
+// ExtProfileCommand.
+type ExtProfileRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Accepted  bool                   `protobuf:"varint,2,opt,name=accepted,proto3" json:"accepted,omitempty"`
+	Data      []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Last      bool                   `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`
+	Error     string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// Where the profile came from, e.g. http://127.0.0.1:6060/debug/pprof/profile?seconds=5.
+	Source        string `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExtProfileRequest) Reset() {
+	*x = ExtProfileRequest{}
+	mi := &file_banyandb_fodc_v1_fodc_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExtProfileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExtProfileRequest) ProtoMessage() {}
+
+func (x *ExtProfileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_banyandb_fodc_v1_fodc_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExtProfileRequest.ProtoReflect.Descriptor instead.
+func (*ExtProfileRequest) Descriptor() ([]byte, []int) {
+	return file_banyandb_fodc_v1_fodc_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *ExtProfileRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ExtProfileRequest) GetAccepted() bool {
+	if x != nil {
+		return x.Accepted
+	}
+	return false
+}
+
+func (x *ExtProfileRequest) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *ExtProfileRequest) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+func (x *ExtProfileRequest) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *ExtProfileRequest) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
 var File_banyandb_fodc_v1_fodc_proto protoreflect.FileDescriptor
 
 const file_banyandb_fodc_v1_fodc_proto_rawDesc = "" +
@@ -2990,7 +3140,20 @@ const file_banyandb_fodc_v1_fodc_proto_rawDesc = "" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
 	"\x15ExtNodeConfigResponse\x12%\n" +
-	"\x0erequest_config\x18\x01 \x01(\bR\rrequestConfig*\xa6\x01\n" +
+	"\x0erequest_config\x18\x01 \x01(\bR\rrequestConfig\"`\n" +
+	"\x11ExtProfileCommand\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x18\n" +
+	"\aseconds\x18\x03 \x01(\rR\aseconds\"\xa4\x01\n" +
+	"\x11ExtProfileRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1a\n" +
+	"\baccepted\x18\x02 \x01(\bR\baccepted\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x12\n" +
+	"\x04last\x18\x04 \x01(\bR\x04last\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\tR\x06source*\xa6\x01\n" +
 	"\n" +
 	"MetricType\x12\x1b\n" +
 	"\x17METRIC_TYPE_UNSPECIFIED\x10\x00\x12\x15\n" +
@@ -3009,7 +3172,7 @@ const file_banyandb_fodc_v1_fodc_proto_rawDesc = "" +
 	"\"SCHEMA_ISSUE_TYPE_MISSING_IN_CACHE\x10\x01\x12\x1c\n" +
 	"\x18SCHEMA_ISSUE_TYPE_ORPHAN\x10\x02\x12!\n" +
 	"\x1dSCHEMA_ISSUE_TYPE_CACHE_STALE\x10\x03\x12)\n" +
-	"%SCHEMA_ISSUE_TYPE_RUNTIME_NOT_APPLIED\x10\x042\xac\a\n" +
+	"%SCHEMA_ISSUE_TYPE_RUNTIME_NOT_APPLIED\x10\x042\x8f\b\n" +
 	"\vFODCService\x12d\n" +
 	"\rRegisterAgent\x12&.banyandb.fodc.v1.RegisterAgentRequest\x1a'.banyandb.fodc.v1.RegisterAgentResponse(\x010\x01\x12d\n" +
 	"\rStreamMetrics\x12&.banyandb.fodc.v1.StreamMetricsRequest\x1a'.banyandb.fodc.v1.StreamMetricsResponse(\x010\x01\x12|\n" +
@@ -3018,7 +3181,8 @@ const file_banyandb_fodc_v1_fodc_proto_rawDesc = "" +
 	"\x16StreamCrashDiagnostics\x12/.banyandb.fodc.v1.StreamCrashDiagnosticsRequest\x1a0.banyandb.fodc.v1.StreamCrashDiagnosticsResponse(\x010\x01\x12\x7f\n" +
 	"\x16StreamPressureProfiles\x12/.banyandb.fodc.v1.StreamPressureProfilesRequest\x1a0.banyandb.fodc.v1.StreamPressureProfilesResponse(\x010\x01\x12y\n" +
 	"\x14StreamSchemaRegistry\x12-.banyandb.fodc.v1.StreamSchemaRegistryRequest\x1a..banyandb.fodc.v1.StreamSchemaRegistryResponse(\x010\x01\x12j\n" +
-	"\x13ExtStreamNodeConfig\x12&.banyandb.fodc.v1.ExtNodeConfigRequest\x1a'.banyandb.fodc.v1.ExtNodeConfigResponse(\x010\x012p\n" +
+	"\x13ExtStreamNodeConfig\x12&.banyandb.fodc.v1.ExtNodeConfigRequest\x1a'.banyandb.fodc.v1.ExtNodeConfigResponse(\x010\x01\x12a\n" +
+	"\x11ExtStreamProfiles\x12#.banyandb.fodc.v1.ExtProfileRequest\x1a#.banyandb.fodc.v1.ExtProfileCommand(\x010\x012p\n" +
 	"\x15GroupLifecycleService\x12W\n" +
 	"\n" +
 	"InspectAll\x12#.banyandb.fodc.v1.InspectAllRequest\x1a$.banyandb.fodc.v1.InspectAllResponseB;Z9github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1;fodcv1b\x06proto3"
@@ -3036,7 +3200,7 @@ func file_banyandb_fodc_v1_fodc_proto_rawDescGZIP() []byte {
 }
 
 var file_banyandb_fodc_v1_fodc_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_banyandb_fodc_v1_fodc_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_banyandb_fodc_v1_fodc_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_banyandb_fodc_v1_fodc_proto_goTypes = []any{
 	(MetricType)(0),                        // 0: banyandb.fodc.v1.MetricType
 	(ConsistencyStatus)(0),                 // 1: banyandb.fodc.v1.ConsistencyStatus
@@ -3081,41 +3245,43 @@ var file_banyandb_fodc_v1_fodc_proto_goTypes = []any{
 	(*ExtParamValues)(nil),                 // 40: banyandb.fodc.v1.ExtParamValues
 	(*ExtNodeConfigRequest)(nil),           // 41: banyandb.fodc.v1.ExtNodeConfigRequest
 	(*ExtNodeConfigResponse)(nil),          // 42: banyandb.fodc.v1.ExtNodeConfigResponse
-	nil,                                    // 43: banyandb.fodc.v1.RegisterAgentRequest.LabelsEntry
-	nil,                                    // 44: banyandb.fodc.v1.RegisterAgentRequest.SecondaryAddressesEntry
-	nil,                                    // 45: banyandb.fodc.v1.Metric.LabelsEntry
-	nil,                                    // 46: banyandb.fodc.v1.CrashPanicRecord.ProcessMetadataEntry
-	nil,                                    // 47: banyandb.fodc.v1.CrashBreadcrumb.FieldsEntry
-	nil,                                    // 48: banyandb.fodc.v1.ExtNodeConfigRequest.StartupParamsEntry
-	nil,                                    // 49: banyandb.fodc.v1.ExtNodeConfigRequest.RuntimeConfigEntry
-	nil,                                    // 50: banyandb.fodc.v1.ExtNodeConfigRequest.AgentParamsEntry
-	nil,                                    // 51: banyandb.fodc.v1.ExtNodeConfigRequest.EnvironmentEntry
-	(*timestamppb.Timestamp)(nil),          // 52: google.protobuf.Timestamp
-	(*v1.Node)(nil),                        // 53: banyandb.database.v1.Node
-	(*v11.ResourceOpts)(nil),               // 54: banyandb.common.v1.ResourceOpts
-	(*v1.DataInfo)(nil),                    // 55: banyandb.database.v1.DataInfo
+	(*ExtProfileCommand)(nil),              // 43: banyandb.fodc.v1.ExtProfileCommand
+	(*ExtProfileRequest)(nil),              // 44: banyandb.fodc.v1.ExtProfileRequest
+	nil,                                    // 45: banyandb.fodc.v1.RegisterAgentRequest.LabelsEntry
+	nil,                                    // 46: banyandb.fodc.v1.RegisterAgentRequest.SecondaryAddressesEntry
+	nil,                                    // 47: banyandb.fodc.v1.Metric.LabelsEntry
+	nil,                                    // 48: banyandb.fodc.v1.CrashPanicRecord.ProcessMetadataEntry
+	nil,                                    // 49: banyandb.fodc.v1.CrashBreadcrumb.FieldsEntry
+	nil,                                    // 50: banyandb.fodc.v1.ExtNodeConfigRequest.StartupParamsEntry
+	nil,                                    // 51: banyandb.fodc.v1.ExtNodeConfigRequest.RuntimeConfigEntry
+	nil,                                    // 52: banyandb.fodc.v1.ExtNodeConfigRequest.AgentParamsEntry
+	nil,                                    // 53: banyandb.fodc.v1.ExtNodeConfigRequest.EnvironmentEntry
+	(*timestamppb.Timestamp)(nil),          // 54: google.protobuf.Timestamp
+	(*v1.Node)(nil),                        // 55: banyandb.database.v1.Node
+	(*v11.ResourceOpts)(nil),               // 56: banyandb.common.v1.ResourceOpts
+	(*v1.DataInfo)(nil),                    // 57: banyandb.database.v1.DataInfo
 }
 var file_banyandb_fodc_v1_fodc_proto_depIdxs = []int32{
-	43, // 0: banyandb.fodc.v1.RegisterAgentRequest.labels:type_name -> banyandb.fodc.v1.RegisterAgentRequest.LabelsEntry
+	45, // 0: banyandb.fodc.v1.RegisterAgentRequest.labels:type_name -> banyandb.fodc.v1.RegisterAgentRequest.LabelsEntry
 	3,  // 1: banyandb.fodc.v1.RegisterAgentRequest.primary_address:type_name -> banyandb.fodc.v1.Address
-	44, // 2: banyandb.fodc.v1.RegisterAgentRequest.secondary_addresses:type_name -> banyandb.fodc.v1.RegisterAgentRequest.SecondaryAddressesEntry
-	45, // 3: banyandb.fodc.v1.Metric.labels:type_name -> banyandb.fodc.v1.Metric.LabelsEntry
-	52, // 4: banyandb.fodc.v1.Metric.timestamp:type_name -> google.protobuf.Timestamp
+	46, // 2: banyandb.fodc.v1.RegisterAgentRequest.secondary_addresses:type_name -> banyandb.fodc.v1.RegisterAgentRequest.SecondaryAddressesEntry
+	47, // 3: banyandb.fodc.v1.Metric.labels:type_name -> banyandb.fodc.v1.Metric.LabelsEntry
+	54, // 4: banyandb.fodc.v1.Metric.timestamp:type_name -> google.protobuf.Timestamp
 	0,  // 5: banyandb.fodc.v1.Metric.type:type_name -> banyandb.fodc.v1.MetricType
 	6,  // 6: banyandb.fodc.v1.StreamMetricsRequest.metrics:type_name -> banyandb.fodc.v1.Metric
-	52, // 7: banyandb.fodc.v1.StreamMetricsRequest.timestamp:type_name -> google.protobuf.Timestamp
-	52, // 8: banyandb.fodc.v1.StreamMetricsResponse.start_time:type_name -> google.protobuf.Timestamp
-	52, // 9: banyandb.fodc.v1.StreamMetricsResponse.end_time:type_name -> google.protobuf.Timestamp
-	53, // 10: banyandb.fodc.v1.Topology.nodes:type_name -> banyandb.database.v1.Node
+	54, // 7: banyandb.fodc.v1.StreamMetricsRequest.timestamp:type_name -> google.protobuf.Timestamp
+	54, // 8: banyandb.fodc.v1.StreamMetricsResponse.start_time:type_name -> google.protobuf.Timestamp
+	54, // 9: banyandb.fodc.v1.StreamMetricsResponse.end_time:type_name -> google.protobuf.Timestamp
+	55, // 10: banyandb.fodc.v1.Topology.nodes:type_name -> banyandb.database.v1.Node
 	9,  // 11: banyandb.fodc.v1.Topology.calls:type_name -> banyandb.fodc.v1.Call
-	52, // 12: banyandb.fodc.v1.StreamClusterTopologyRequest.timestamp:type_name -> google.protobuf.Timestamp
+	54, // 12: banyandb.fodc.v1.StreamClusterTopologyRequest.timestamp:type_name -> google.protobuf.Timestamp
 	10, // 13: banyandb.fodc.v1.StreamClusterTopologyRequest.topology:type_name -> banyandb.fodc.v1.Topology
-	52, // 14: banyandb.fodc.v1.StreamLifecycleRequest.timestamp:type_name -> google.protobuf.Timestamp
+	54, // 14: banyandb.fodc.v1.StreamLifecycleRequest.timestamp:type_name -> google.protobuf.Timestamp
 	15, // 15: banyandb.fodc.v1.StreamLifecycleRequest.lifecycle_data:type_name -> banyandb.fodc.v1.LifecycleData
 	16, // 16: banyandb.fodc.v1.LifecycleData.reports:type_name -> banyandb.fodc.v1.LifecycleReport
 	17, // 17: banyandb.fodc.v1.LifecycleData.groups:type_name -> banyandb.fodc.v1.GroupLifecycleInfo
-	54, // 18: banyandb.fodc.v1.GroupLifecycleInfo.resource_opts:type_name -> banyandb.common.v1.ResourceOpts
-	55, // 19: banyandb.fodc.v1.GroupLifecycleInfo.data_info:type_name -> banyandb.database.v1.DataInfo
+	56, // 18: banyandb.fodc.v1.GroupLifecycleInfo.resource_opts:type_name -> banyandb.common.v1.ResourceOpts
+	57, // 19: banyandb.fodc.v1.GroupLifecycleInfo.data_info:type_name -> banyandb.database.v1.DataInfo
 	20, // 20: banyandb.fodc.v1.GroupLifecycleInfo.schema_consistency:type_name -> banyandb.fodc.v1.SchemaConsistency
 	17, // 21: banyandb.fodc.v1.InspectAllResponse.groups:type_name -> banyandb.fodc.v1.GroupLifecycleInfo
 	1,  // 22: banyandb.fodc.v1.SchemaConsistency.status:type_name -> banyandb.fodc.v1.ConsistencyStatus
@@ -3125,25 +3291,25 @@ var file_banyandb_fodc_v1_fodc_proto_depIdxs = []int32{
 	2,  // 26: banyandb.fodc.v1.SchemaIssue.type:type_name -> banyandb.fodc.v1.SchemaIssueType
 	26, // 27: banyandb.fodc.v1.StreamSchemaRegistryRequest.group:type_name -> banyandb.fodc.v1.SchemaRegistryGroup
 	27, // 28: banyandb.fodc.v1.SchemaRegistryGroup.objects:type_name -> banyandb.fodc.v1.SchemaObjectFingerprint
-	52, // 29: banyandb.fodc.v1.StreamCrashDiagnosticsRequest.fetched_at:type_name -> google.protobuf.Timestamp
+	54, // 29: banyandb.fodc.v1.StreamCrashDiagnosticsRequest.fetched_at:type_name -> google.protobuf.Timestamp
 	30, // 30: banyandb.fodc.v1.StreamCrashDiagnosticsRequest.panic_record:type_name -> banyandb.fodc.v1.CrashPanicRecord
-	52, // 31: banyandb.fodc.v1.CrashPanicRecord.occurred_at:type_name -> google.protobuf.Timestamp
+	54, // 31: banyandb.fodc.v1.CrashPanicRecord.occurred_at:type_name -> google.protobuf.Timestamp
 	31, // 32: banyandb.fodc.v1.CrashPanicRecord.breadcrumbs:type_name -> banyandb.fodc.v1.CrashBreadcrumb
-	46, // 33: banyandb.fodc.v1.CrashPanicRecord.process_metadata:type_name -> banyandb.fodc.v1.CrashPanicRecord.ProcessMetadataEntry
-	52, // 34: banyandb.fodc.v1.CrashBreadcrumb.time:type_name -> google.protobuf.Timestamp
-	47, // 35: banyandb.fodc.v1.CrashBreadcrumb.fields:type_name -> banyandb.fodc.v1.CrashBreadcrumb.FieldsEntry
+	48, // 33: banyandb.fodc.v1.CrashPanicRecord.process_metadata:type_name -> banyandb.fodc.v1.CrashPanicRecord.ProcessMetadataEntry
+	54, // 34: banyandb.fodc.v1.CrashBreadcrumb.time:type_name -> google.protobuf.Timestamp
+	49, // 35: banyandb.fodc.v1.CrashBreadcrumb.fields:type_name -> banyandb.fodc.v1.CrashBreadcrumb.FieldsEntry
 	37, // 36: banyandb.fodc.v1.StreamPressureProfilesRequest.record:type_name -> banyandb.fodc.v1.PressureProfileRecord
 	35, // 37: banyandb.fodc.v1.StreamPressureProfilesRequest.list_complete:type_name -> banyandb.fodc.v1.ListComplete
 	39, // 38: banyandb.fodc.v1.StreamPressureProfilesRequest.chunk:type_name -> banyandb.fodc.v1.PressureProfileChunk
 	34, // 39: banyandb.fodc.v1.StreamPressureProfilesResponse.list_profiles:type_name -> banyandb.fodc.v1.ListProfiles
 	36, // 40: banyandb.fodc.v1.StreamPressureProfilesResponse.fetch_profile:type_name -> banyandb.fodc.v1.FetchPressureProfile
-	52, // 41: banyandb.fodc.v1.PressureProfileRecord.captured_at:type_name -> google.protobuf.Timestamp
+	54, // 41: banyandb.fodc.v1.PressureProfileRecord.captured_at:type_name -> google.protobuf.Timestamp
 	38, // 42: banyandb.fodc.v1.PressureProfileRecord.profiles:type_name -> banyandb.fodc.v1.PressureProfileInfo
-	52, // 43: banyandb.fodc.v1.ExtNodeConfigRequest.collected_at:type_name -> google.protobuf.Timestamp
-	48, // 44: banyandb.fodc.v1.ExtNodeConfigRequest.startup_params:type_name -> banyandb.fodc.v1.ExtNodeConfigRequest.StartupParamsEntry
-	49, // 45: banyandb.fodc.v1.ExtNodeConfigRequest.runtime_config:type_name -> banyandb.fodc.v1.ExtNodeConfigRequest.RuntimeConfigEntry
-	50, // 46: banyandb.fodc.v1.ExtNodeConfigRequest.agent_params:type_name -> banyandb.fodc.v1.ExtNodeConfigRequest.AgentParamsEntry
-	51, // 47: banyandb.fodc.v1.ExtNodeConfigRequest.environment:type_name -> banyandb.fodc.v1.ExtNodeConfigRequest.EnvironmentEntry
+	54, // 43: banyandb.fodc.v1.ExtNodeConfigRequest.collected_at:type_name -> google.protobuf.Timestamp
+	50, // 44: banyandb.fodc.v1.ExtNodeConfigRequest.startup_params:type_name -> banyandb.fodc.v1.ExtNodeConfigRequest.StartupParamsEntry
+	51, // 45: banyandb.fodc.v1.ExtNodeConfigRequest.runtime_config:type_name -> banyandb.fodc.v1.ExtNodeConfigRequest.RuntimeConfigEntry
+	52, // 46: banyandb.fodc.v1.ExtNodeConfigRequest.agent_params:type_name -> banyandb.fodc.v1.ExtNodeConfigRequest.AgentParamsEntry
+	53, // 47: banyandb.fodc.v1.ExtNodeConfigRequest.environment:type_name -> banyandb.fodc.v1.ExtNodeConfigRequest.EnvironmentEntry
 	3,  // 48: banyandb.fodc.v1.RegisterAgentRequest.SecondaryAddressesEntry.value:type_name -> banyandb.fodc.v1.Address
 	40, // 49: banyandb.fodc.v1.ExtNodeConfigRequest.StartupParamsEntry.value:type_name -> banyandb.fodc.v1.ExtParamValues
 	40, // 50: banyandb.fodc.v1.ExtNodeConfigRequest.AgentParamsEntry.value:type_name -> banyandb.fodc.v1.ExtParamValues
@@ -3155,18 +3321,20 @@ var file_banyandb_fodc_v1_fodc_proto_depIdxs = []int32{
 	32, // 56: banyandb.fodc.v1.FODCService.StreamPressureProfiles:input_type -> banyandb.fodc.v1.StreamPressureProfilesRequest
 	24, // 57: banyandb.fodc.v1.FODCService.StreamSchemaRegistry:input_type -> banyandb.fodc.v1.StreamSchemaRegistryRequest
 	41, // 58: banyandb.fodc.v1.FODCService.ExtStreamNodeConfig:input_type -> banyandb.fodc.v1.ExtNodeConfigRequest
-	18, // 59: banyandb.fodc.v1.GroupLifecycleService.InspectAll:input_type -> banyandb.fodc.v1.InspectAllRequest
-	5,  // 60: banyandb.fodc.v1.FODCService.RegisterAgent:output_type -> banyandb.fodc.v1.RegisterAgentResponse
-	8,  // 61: banyandb.fodc.v1.FODCService.StreamMetrics:output_type -> banyandb.fodc.v1.StreamMetricsResponse
-	12, // 62: banyandb.fodc.v1.FODCService.StreamClusterTopology:output_type -> banyandb.fodc.v1.StreamClusterTopologyResponse
-	14, // 63: banyandb.fodc.v1.FODCService.StreamLifecycle:output_type -> banyandb.fodc.v1.StreamLifecycleResponse
-	29, // 64: banyandb.fodc.v1.FODCService.StreamCrashDiagnostics:output_type -> banyandb.fodc.v1.StreamCrashDiagnosticsResponse
-	33, // 65: banyandb.fodc.v1.FODCService.StreamPressureProfiles:output_type -> banyandb.fodc.v1.StreamPressureProfilesResponse
-	25, // 66: banyandb.fodc.v1.FODCService.StreamSchemaRegistry:output_type -> banyandb.fodc.v1.StreamSchemaRegistryResponse
-	42, // 67: banyandb.fodc.v1.FODCService.ExtStreamNodeConfig:output_type -> banyandb.fodc.v1.ExtNodeConfigResponse
-	19, // 68: banyandb.fodc.v1.GroupLifecycleService.InspectAll:output_type -> banyandb.fodc.v1.InspectAllResponse
-	60, // [60:69] is the sub-list for method output_type
-	51, // [51:60] is the sub-list for method input_type
+	44, // 59: banyandb.fodc.v1.FODCService.ExtStreamProfiles:input_type -> banyandb.fodc.v1.ExtProfileRequest
+	18, // 60: banyandb.fodc.v1.GroupLifecycleService.InspectAll:input_type -> banyandb.fodc.v1.InspectAllRequest
+	5,  // 61: banyandb.fodc.v1.FODCService.RegisterAgent:output_type -> banyandb.fodc.v1.RegisterAgentResponse
+	8,  // 62: banyandb.fodc.v1.FODCService.StreamMetrics:output_type -> banyandb.fodc.v1.StreamMetricsResponse
+	12, // 63: banyandb.fodc.v1.FODCService.StreamClusterTopology:output_type -> banyandb.fodc.v1.StreamClusterTopologyResponse
+	14, // 64: banyandb.fodc.v1.FODCService.StreamLifecycle:output_type -> banyandb.fodc.v1.StreamLifecycleResponse
+	29, // 65: banyandb.fodc.v1.FODCService.StreamCrashDiagnostics:output_type -> banyandb.fodc.v1.StreamCrashDiagnosticsResponse
+	33, // 66: banyandb.fodc.v1.FODCService.StreamPressureProfiles:output_type -> banyandb.fodc.v1.StreamPressureProfilesResponse
+	25, // 67: banyandb.fodc.v1.FODCService.StreamSchemaRegistry:output_type -> banyandb.fodc.v1.StreamSchemaRegistryResponse
+	42, // 68: banyandb.fodc.v1.FODCService.ExtStreamNodeConfig:output_type -> banyandb.fodc.v1.ExtNodeConfigResponse
+	43, // 69: banyandb.fodc.v1.FODCService.ExtStreamProfiles:output_type -> banyandb.fodc.v1.ExtProfileCommand
+	19, // 70: banyandb.fodc.v1.GroupLifecycleService.InspectAll:output_type -> banyandb.fodc.v1.InspectAllResponse
+	61, // [61:71] is the sub-list for method output_type
+	51, // [51:61] is the sub-list for method input_type
 	51, // [51:51] is the sub-list for extension type_name
 	51, // [51:51] is the sub-list for extension extendee
 	0,  // [0:51] is the sub-list for field type_name
@@ -3192,7 +3360,7 @@ func file_banyandb_fodc_v1_fodc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_banyandb_fodc_v1_fodc_proto_rawDesc), len(file_banyandb_fodc_v1_fodc_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   49,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -39,6 +39,7 @@ const (
 	FODCService_StreamPressureProfiles_FullMethodName = "/banyandb.fodc.v1.FODCService/StreamPressureProfiles"
 	FODCService_StreamSchemaRegistry_FullMethodName   = "/banyandb.fodc.v1.FODCService/StreamSchemaRegistry"
 	FODCService_ExtStreamNodeConfig_FullMethodName    = "/banyandb.fodc.v1.FODCService/ExtStreamNodeConfig"
+	FODCService_ExtStreamProfiles_FullMethodName      = "/banyandb.fodc.v1.FODCService/ExtStreamProfiles"
 )
 
 // FODCServiceClient is the client API for FODCService service.
@@ -56,6 +57,8 @@ type FODCServiceClient interface {
 	StreamSchemaRegistry(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamSchemaRegistryRequest, StreamSchemaRegistryResponse], error)
 	// Extension of this project (see ExtNodeConfigRequest).
 	ExtStreamNodeConfig(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExtNodeConfigRequest, ExtNodeConfigResponse], error)
+	// Extension of this project (see ExtProfileCommand).
+	ExtStreamProfiles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExtProfileRequest, ExtProfileCommand], error)
 }
 
 type fODCServiceClient struct {
@@ -170,6 +173,19 @@ func (c *fODCServiceClient) ExtStreamNodeConfig(ctx context.Context, opts ...grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type FODCService_ExtStreamNodeConfigClient = grpc.BidiStreamingClient[ExtNodeConfigRequest, ExtNodeConfigResponse]
 
+func (c *fODCServiceClient) ExtStreamProfiles(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[ExtProfileRequest, ExtProfileCommand], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FODCService_ServiceDesc.Streams[8], FODCService_ExtStreamProfiles_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExtProfileRequest, ExtProfileCommand]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FODCService_ExtStreamProfilesClient = grpc.BidiStreamingClient[ExtProfileRequest, ExtProfileCommand]
+
 // FODCServiceServer is the server API for FODCService service.
 // All implementations must embed UnimplementedFODCServiceServer
 // for forward compatibility.
@@ -185,6 +201,8 @@ type FODCServiceServer interface {
 	StreamSchemaRegistry(grpc.BidiStreamingServer[StreamSchemaRegistryRequest, StreamSchemaRegistryResponse]) error
 	// Extension of this project (see ExtNodeConfigRequest).
 	ExtStreamNodeConfig(grpc.BidiStreamingServer[ExtNodeConfigRequest, ExtNodeConfigResponse]) error
+	// Extension of this project (see ExtProfileCommand).
+	ExtStreamProfiles(grpc.BidiStreamingServer[ExtProfileRequest, ExtProfileCommand]) error
 	mustEmbedUnimplementedFODCServiceServer()
 }
 
@@ -218,6 +236,9 @@ func (UnimplementedFODCServiceServer) StreamSchemaRegistry(grpc.BidiStreamingSer
 }
 func (UnimplementedFODCServiceServer) ExtStreamNodeConfig(grpc.BidiStreamingServer[ExtNodeConfigRequest, ExtNodeConfigResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method ExtStreamNodeConfig not implemented")
+}
+func (UnimplementedFODCServiceServer) ExtStreamProfiles(grpc.BidiStreamingServer[ExtProfileRequest, ExtProfileCommand]) error {
+	return status.Errorf(codes.Unimplemented, "method ExtStreamProfiles not implemented")
 }
 func (UnimplementedFODCServiceServer) mustEmbedUnimplementedFODCServiceServer() {}
 func (UnimplementedFODCServiceServer) testEmbeddedByValue()                     {}
@@ -296,6 +317,13 @@ func _FODCService_ExtStreamNodeConfig_Handler(srv interface{}, stream grpc.Serve
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type FODCService_ExtStreamNodeConfigServer = grpc.BidiStreamingServer[ExtNodeConfigRequest, ExtNodeConfigResponse]
 
+func _FODCService_ExtStreamProfiles_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FODCServiceServer).ExtStreamProfiles(&grpc.GenericServerStream[ExtProfileRequest, ExtProfileCommand]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FODCService_ExtStreamProfilesServer = grpc.BidiStreamingServer[ExtProfileRequest, ExtProfileCommand]
+
 // FODCService_ServiceDesc is the grpc.ServiceDesc for FODCService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -349,6 +377,12 @@ var FODCService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "ExtStreamNodeConfig",
 			Handler:       _FODCService_ExtStreamNodeConfig_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "ExtStreamProfiles",
+			Handler:       _FODCService_ExtStreamProfiles_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},
