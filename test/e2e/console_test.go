@@ -49,7 +49,8 @@ func TestConsoleInABrowser(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- demo.Run(ctx, demo.Options{GRPCListenAddr: "127.0.0.1:0", HTTPListenAddr: "127.0.0.1:0",
-			ScrapeInterval: 500 * time.Millisecond, Ready: func(addr string) { ready <- addr }})
+			ScrapeInterval: 500 * time.Millisecond, CrashAfter: 300 * time.Millisecond, PressureAfter: 300 * time.Millisecond,
+			Ready: func(addr string) { ready <- addr }})
 	}()
 	t.Cleanup(func() { cancel(); require.NoError(t, <-done) })
 	var base string
@@ -114,6 +115,11 @@ func TestConsoleInABrowser(t *testing.T) {
 	eval(fmt.Sprintf(`fodc.cy.edges('[layer = "pipeline"][target = "%s"]').map(e => e.data('colour')).join(',')`, demo.FailingPod), &failingColour)
 	poll(`document.querySelector('#drift-table tbody').textContent.includes('` + demo.MisconfiguredPod + `')`)
 	eval(`document.querySelector('#drift-table tbody').textContent`, &driftText)
+	// Lifecycle groups, the crash record and a pressure profile with its
+	// download links show up as the demo produces them.
+	poll(`document.querySelector('#lifecycle-body').textContent.includes('sw_metric')`)
+	poll(`document.querySelector('#crash-table tbody').textContent.includes('` + demo.CrashPod + `')`)
+	poll(`[...document.querySelectorAll('#profile-table tbody a')].some(a => a.href.includes('/pressure-profiles/` + demo.PressurePod + `/'))`)
 	// The metric explorer charts a family's recent window.
 	var clicked bool
 	eval(`document.getElementById('explorer-family').value = 'banyandb_system_memory_state';

@@ -165,7 +165,7 @@ func (a *API) openStreams(agentID string) []string {
 		return out
 	}
 	for _, k := range []protocol.Kind{protocol.KindRegister, protocol.KindMetrics, protocol.KindTopology, protocol.KindLifecycle,
-		protocol.KindSchemaRegistry, protocol.KindCrash, protocol.KindPressure, protocol.KindNodeConfig} {
+		protocol.KindSchemaRegistry, protocol.KindCrash, protocol.KindPressure, protocol.KindNodeConfig, protocol.KindProfiles} {
 		if k == protocol.KindRegister || a.opts.Streams.Has(agentID, k) {
 			out = append(out, k.String())
 		}

@@ -45,11 +45,14 @@ function fill(tbody, rows) {
 
 // ---- fleet ----
 // streamsSummary names the agent release the open streams suggest.
+const UPSTREAM_KINDS = ['register', 'metrics', 'topology', 'lifecycle', 'schema_registry', 'crash', 'pressure'];
 function streamsSummary(streams) {
   if (!streams.length) return '';
-  const upstream = streams.filter((s) => s !== 'node_config').length;
-  const release = upstream >= 7 ? 'HEAD' : upstream >= 4 ? 'v0.10.1–3' : upstream === 3 ? 'v0.10.0' : '';
-  return upstream + (release ? ' (' + release + ')' : '') + (streams.includes('node_config') ? ' + config ext' : '');
+  const upstream = streams.filter((s) => UPSTREAM_KINDS.includes(s)).length;
+  const ext = streams.filter((s) => !UPSTREAM_KINDS.includes(s));
+  // Only our agent opens the extensions; an upstream agent's streams say its release.
+  const who = ext.length ? 'this project' : upstream >= 7 ? 'HEAD' : upstream >= 4 ? 'v0.10.1–3' : upstream === 3 ? 'v0.10.0' : '?';
+  return `${upstream} of 7 (${who})` + (ext.length ? ' + ' + ext.join(', ') : '');
 }
 
 function renderFleet() {
@@ -183,11 +186,12 @@ async function loadLifecycle() {
   try {
     const lc = await getJSON('/cluster/lifecycle');
     const parts = [];
-    const s = lc.summary || {};
+    const s = lc.agent_summary || {};
     parts.push(el('p', { text: `${s.responded ?? 0} of ${s.requested ?? 0} agents reported` + (lc.error ? ' — ' + lc.error : '') }));
     const groups = lc.groups || [];
     if (groups.length) {
-      const rows = groups.map((g) => el('tr', {}, el('td', { text: g.name || '' }), el('td', { text: g.catalog || '' }), el('td', { text: (g.consistency && g.consistency.status) || g.consistency_status || '' })));
+      const rows = groups.map((g) => el('tr', {}, el('td', { text: g.name || '' }), el('td', { text: (g.catalog || '').replace('CATALOG_', '').toLowerCase() }),
+        el('td', { text: ((g.schema_consistency && g.schema_consistency.status) || 'not judged').replace('CONSISTENCY_STATUS_', '').toLowerCase() })));
       parts.push(el('table', {}, el('thead', {}, el('tr', {}, el('th', { text: 'Group' }), el('th', { text: 'Catalog' }), el('th', { text: 'Schema consistency' }))), el('tbody', {}, ...rows)));
     }
     body.replaceChildren(...parts);
@@ -199,7 +203,7 @@ async function loadLifecycle() {
 // ---- crashes and profiles ----
 async function loadCrashes() {
   const d = await getJSON('/diagnostics');
-  const recs = d.records || d.diagnostics || [];
+  const recs = Array.isArray(d) ? d : d.records || [];
   const rows = recs.map((r) => {
     const p = r.panic_record || r.panic || {};
     return el('tr', {}, el('td', { text: r.pod_name || '' }), el('td', { text: p.occurred_at || r.fetched_at || '' }), el('td', { text: p.component || '' }), el('td', { text: p.panic_value || p.value || '' }), el('td', { text: r.artifact_dir || '' }));
@@ -210,10 +214,10 @@ async function loadCrashes() {
 
 async function loadProfiles() {
   const d = await getJSON('/pressure-profiles');
-  const profs = d.profiles || d.records || [];
+  const profs = Array.isArray(d) ? d : d.profiles || [];
   const rows = profs.map((p) => {
-    const links = (p.types || p.files || ['heap', 'goroutine']).map((t) => {
-      const typ = typeof t === 'string' ? t : t.type;
+    const links = (p.profiles || []).map((t) => {
+      const typ = t.type;
       const a = el('a', { href: `/pressure-profiles/${encodeURIComponent(p.pod_name)}/${encodeURIComponent(p.profile_id)}/${encodeURIComponent(typ)}`, text: typ });
       return a;
     });
