@@ -12,6 +12,7 @@ import (
 
 	"github.com/fodc-go/fodc/internal/agent/crashwatch"
 	"github.com/fodc-go/fodc/internal/agent/lifecycle"
+	"github.com/fodc-go/fodc/internal/agent/nodeconfig"
 	"github.com/fodc-go/fodc/internal/agent/pressure"
 	"github.com/fodc-go/fodc/internal/agent/schemaregistry"
 	"github.com/fodc-go/fodc/internal/agent/scrape"
@@ -126,7 +127,13 @@ func (a *Agent) wireParity(o *options) error {
 			Dir: c.PressureDir, PprofBase: "http://" + net.JoinHostPort("localhost", strconv.Itoa(c.PressurePprofPort)),
 			TriggerPercent: c.PressurePercent, ThresholdBytes: c.PressureThreshold, Cooldown: c.PressureCooldown,
 			MaxArtifacts: c.PressureMaxArtifact, MaxDiskBytes: c.PressureMaxDisk, PodName: a.cfg.PodName,
-			Role:   func() string { id := a.ids.Get(); return id.Role.WireName() },
+			Role: func() string { id := a.ids.Get(); return id.Role.WireName() },
+			// A node whose gauges carry no limit: its cgroup's, when the
+			// node's process is visible (--node-pid).
+			Limit: func() uint64 {
+				v, _ := nodeconfig.MemoryLimit(nodeconfig.Options{PID: a.cfg.NodePID, CgroupRoot: a.cfg.NodeCgroupRoot})
+				return v
+			},
 			Logger: a.logger.With("component", "pressure"),
 		})
 		if err := a.par.pressure.SelfCheck(); err != nil {

@@ -505,3 +505,27 @@ func toProto(params map[string][]string) map[string]*fodcv1.ExtParamValues {
 	}
 	return out
 }
+
+// MemoryLimit reads the memory limit of the cgroup of the process o.PID
+// (cgroup v2 memory.max under o.CgroupRoot, the process found under
+// o.ProcRoot). It reports false when the process or its cgroup is not
+// visible, or the cgroup has no limit.
+func MemoryLimit(o Options) (uint64, bool) {
+	if o.PID <= 0 {
+		return 0, false
+	}
+	if o.ProcRoot == "" {
+		o.ProcRoot = DefaultProcRoot
+	}
+	if o.CgroupRoot == "" {
+		o.CgroupRoot = DefaultCgroupRoot
+	}
+	c := &collector{o: o, runtime: map[string]string{}}
+	c.cgroupLimits()
+	v, ok := c.runtime[KeyMemoryLimit]
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	return n, err == nil && n > 0
+}

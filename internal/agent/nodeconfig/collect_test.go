@@ -427,3 +427,20 @@ func TestCollectHonoursContext(t *testing.T) {
 	require.Len(t, r.GetErrors(), 1)
 	require.Contains(t, r.GetErrors()[0], "context canceled")
 }
+
+// MemoryLimit reads the node's cgroup memory.max: the pressure trigger's
+// limit for a node whose gauges carry none.
+func TestMemoryLimit(t *testing.T) {
+	fs := newFakeFS(t)
+	o := fs.options()
+	v, ok := MemoryLimit(o)
+	require.True(t, ok)
+	require.Equal(t, uint64(4294967296), v)
+
+	fs.write(t, filepath.Join(fs.cgroup, "kubepods", "pod-uid", "node", "memory.max"), "max\n")
+	_, ok = MemoryLimit(o)
+	require.False(t, ok, "no limit")
+	o.PID = 0
+	_, ok = MemoryLimit(o)
+	require.False(t, ok, "no process")
+}
