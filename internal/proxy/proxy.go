@@ -61,6 +61,11 @@ const (
 	// maxProfilesPerPod the records kept for one pod.
 	pressureListTimeout = 10 * time.Second
 	maxProfilesPerPod   = 1000
+	// maxOnDemandProfiles bounds the on-demand profiles listed (their
+	// bytes are bounded by --on-demand-profile-bytes); profileAcceptTimeout
+	// bounds the wait for an agent to accept a profile request.
+	maxOnDemandProfiles  = 1000
+	profileAcceptTimeout = 10 * time.Second
 	// maxRequestBodyBytes bounds an HTTP request body (the API takes none
 	// larger than a query string).
 	maxRequestBodyBytes = 1 << 20
@@ -192,7 +197,13 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 	if err != nil {
 		return nil, err
 	}
-	ondemand := profiling.New(profiling.Options{Registry: agents, Streams: table, MaxBytes: cfg.OnDemandProfileBytes}, logger.With("component", "profiling"))
+	ondemand, err := profiling.New(profiling.Options{
+		Registry: agents, Streams: table, MaxBytes: cfg.OnDemandProfileBytes,
+		MaxEntries: maxOnDemandProfiles, AcceptTimeout: profileAcceptTimeout,
+	}, logger.With("component", "profiling"), reg)
+	if err != nil {
+		return nil, err
+	}
 	api, err := httpapi.New(httpapi.Options{
 		Registry: agents,
 		Scraper:  scraper,

@@ -2,18 +2,28 @@ package profiling
 
 import (
 	"errors"
+	"log/slog"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/streams"
 )
 
 // Finished profiles are kept within MaxBytes: the oldest finished ones go
 // first, a running one and the one just finished stay; a failed one keeps
 // its error and no bytes.
 func TestBudgetEvictsOldestFinished(t *testing.T) {
-	m := New(Options{MaxBytes: 10}, nil)
+	reg, err := registry.New(registry.Options{HeartbeatTimeout: time.Minute, CleanupTimeout: time.Hour, MaxAgents: 10},
+		slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err)
+	m, err := New(Options{Registry: reg, Streams: streams.NewTable(streams.Limits{}), MaxBytes: 10, MaxEntries: 100, AcceptTimeout: time.Second},
+		slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	require.NoError(t, err)
 	defer m.Close()
 	add := func(id, status string) *entry {
 		e := &entry{Entry: Entry{ID: id, PodName: "p", Status: status}}
@@ -36,6 +46,9 @@ func TestBudgetEvictsOldestFinished(t *testing.T) {
 	e, data, ok := m.Get("run")
 	require.True(t, ok)
 	require.Equal(t, StatusFailed, e.Status)
+	require.Equal(t, 1.0, testutil.ToFloat64(m.evicted), "a was evicted")
+	require.Equal(t, 2.0, testutil.ToFloat64(m.results.WithLabelValues(StatusDone)))
+	require.Equal(t, 1.0, testutil.ToFloat64(m.results.WithLabelValues(StatusFailed)))
 	require.Equal(t, "node went away", e.Error)
 	require.Nil(t, data)
 	_, data, ok = m.Get("b")

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/fodc-go/fodc/internal/agent/ondemand"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
@@ -46,23 +47,21 @@ const (
 	StatusFailed  = "failed"
 )
 
-// Defaults.
-const (
-	DefaultMaxBytes      = 64 << 20
-	DefaultAcceptTimeout = 10 * time.Second
-	// readSlack is added to a profile's duration to wait for its chunks.
-	readSlack = 45 * time.Second
-)
+// readSlack is added to a profile's duration to wait for its chunks.
+const readSlack = 45 * time.Second
 
-// Options configures a Manager.
+// Options configures a Manager. Every field is required; the defaults
+// live in the proxy's configuration.
 type Options struct {
 	Registry *registry.Registry
 	Streams  *streams.Table
-	// MaxBytes bounds the profiles kept in all, and so each one
-	// (default DefaultMaxBytes); the oldest finished ones go first.
+	// MaxBytes bounds the profiles kept in all, and so each one; the
+	// oldest finished ones go first.
 	MaxBytes int
-	// AcceptTimeout bounds the wait for an agent's acceptance (default
-	// DefaultAcceptTimeout).
+	// MaxEntries bounds the profiles listed, finished or failed; the
+	// oldest finished ones go first.
+	MaxEntries int
+	// AcceptTimeout bounds the wait for an agent's acceptance.
 	AcceptTimeout time.Duration
 }
 
@@ -99,11 +98,13 @@ type entry struct {
 // Manager starts profiles and keeps their results. It is safe for
 // concurrent use; Close stops the running ones.
 type Manager struct {
-	opts   Options
-	logger *slog.Logger
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	opts    Options
+	logger  *slog.Logger
+	results *prometheus.CounterVec // requests and profiles, by result
+	evicted prometheus.Counter
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 
 	mu      sync.Mutex // guards the fields below
 	busy    map[string]bool
@@ -111,19 +112,39 @@ type Manager struct {
 	total   int
 }
 
-// New returns a Manager.
-func New(opts Options, logger *slog.Logger) *Manager {
-	if opts.MaxBytes <= 0 {
-		opts.MaxBytes = DefaultMaxBytes
+// New returns a Manager whose metrics go to reg.
+func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Manager, error) {
+	var errs []error
+	if opts.Registry == nil || opts.Streams == nil {
+		errs = append(errs, errors.New("profiling: registry and stream table are required"))
 	}
-	if opts.AcceptTimeout <= 0 {
-		opts.AcceptTimeout = DefaultAcceptTimeout
+	if opts.MaxBytes <= 0 || opts.MaxEntries <= 0 || opts.AcceptTimeout <= 0 {
+		errs = append(errs, errors.New("profiling: byte and entry limits and the accept timeout must be positive"))
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+	if logger == nil || reg == nil {
+		errs = append(errs, errors.New("profiling: logger and registerer are required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	results := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "fodc_proxy_profiles_total",
+		Help: "On-demand profile requests by result: started, busy, unsupported or refused at request time; done or failed once over.",
+	}, []string{"result"})
+	evicted := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "fodc_proxy_profiles_evicted_total",
+		Help: "Finished on-demand profiles dropped to stay within --on-demand-profile-bytes and the entry limit.",
+	})
+	for _, c := range []prometheus.Collector{results, evicted} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range []string{CodeStarted, CodeBusy, CodeUnsupported, CodeRefused, StatusDone, StatusFailed} {
+		results.WithLabelValues(r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Manager{opts: opts, logger: logger, ctx: ctx, cancel: cancel, busy: make(map[string]bool)}
+	return &Manager{opts: opts, logger: logger, results: results, evicted: evicted, ctx: ctx, cancel: cancel, busy: make(map[string]bool)}, nil
 }
 
 // Close stops the running profiles and waits for them.
@@ -166,6 +187,9 @@ func (m *Manager) Start(ctx context.Context, f registry.Filter, typ string, seco
 		wg.Go(func() { out[i] = m.startOne(ctx, a, typ, seconds) })
 	}
 	wg.Wait()
+	for _, r := range out {
+		m.results.WithLabelValues(r.Code).Inc()
+	}
 	return out, nil
 }
 
@@ -225,11 +249,12 @@ func (m *Manager) finish(e *entry, data []byte, err error) {
 	if err != nil {
 		e.Status, e.Error = StatusFailed, err.Error()
 		m.logger.Info("On-demand profile failed", "pod_name", e.PodName, "type", e.Type, "err", err)
-		return
+	} else {
+		e.Status, e.data, e.SizeBytes = StatusDone, data, len(data)
+		m.total += len(data)
 	}
-	e.Status, e.data, e.SizeBytes = StatusDone, data, len(data)
-	m.total += len(data)
-	for i := 0; m.total > m.opts.MaxBytes && i < len(m.entries); {
+	m.results.WithLabelValues(e.Status).Inc()
+	for i := 0; (m.total > m.opts.MaxBytes || len(m.entries) > m.opts.MaxEntries) && i < len(m.entries); {
 		old := m.entries[i]
 		if old == e || old.Status == StatusRunning {
 			i++
@@ -237,6 +262,7 @@ func (m *Manager) finish(e *entry, data []byte, err error) {
 		}
 		m.total -= len(old.data)
 		m.entries = append(m.entries[:i], m.entries[i+1:]...)
+		m.evicted.Inc()
 	}
 }
 
