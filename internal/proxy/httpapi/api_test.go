@@ -711,3 +711,54 @@ func TestAnswerSizesGuessFromTheLastAnswer(t *testing.T) {
 	}
 	require.LessOrEqual(t, len(s.sizes), maxSizedQueries, "bounded")
 }
+
+// /cluster/graph: nodes from the registry, pipeline edges from one window
+// of the agents' queue series (two samples ten seconds apart), and a
+// window parameter that is checked.
+func TestClusterGraphPipelineFromWindow(t *testing.T) {
+	e := newEnv(t)
+	t0 := time.Now().Add(-20 * time.Second) // sample times are held to the real clock
+	sample := func(name string, v float64, at time.Time, extra map[string]string) *fodcv1.Metric {
+		ls := map[string]string{"operation": "write", "group": "g", "remote_node": "data-0"}
+		for k, v := range extra {
+			ls[k] = v
+		}
+		return &fodcv1.Metric{Name: name, Value: v, Labels: ls, Timestamp: timestamppb.New(at)}
+	}
+	e.addAgent(t, registry.Identity{RoleName: "ROLE_LIAISON", PodName: "liaison-0"}, &fakeAgent{reply: func(w series.Window) *fodcv1.StreamMetricsRequest {
+		require.False(t, w.IsLatest(), "rates come from a window")
+		return &fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{
+			sample("banyandb_queue_pub_total_started", 100, t0, nil),
+			sample("banyandb_queue_pub_total_started", 300, t0.Add(10*time.Second), nil),
+			sample("banyandb_queue_pub_total_err", 0, t0, nil),
+			sample("banyandb_queue_pub_total_err", 20, t0.Add(10*time.Second), nil),
+		}}
+	}})
+	e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0"}, &fakeAgent{reply: func(series.Window) *fodcv1.StreamMetricsRequest {
+		return &fodcv1.StreamMetricsRequest{}
+	}})
+	code, _, body := e.get(t, "/cluster/graph")
+	require.Equal(t, http.StatusOK, code, body)
+	var g struct {
+		Nodes []struct {
+			ID string `json:"id"`
+		} `json:"nodes"`
+		Edges []struct {
+			Layer, Source, Target, Operation string
+			Rate                             float64 `json:"rate"`
+			ErrorRatio                       float64 `json:"error_ratio"`
+		} `json:"edges"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(body), &g))
+	require.Len(t, g.Nodes, 2)
+	require.Len(t, g.Edges, 1)
+	edge := g.Edges[0]
+	require.Equal(t, "pipeline", edge.Layer)
+	require.Equal(t, "liaison-0", edge.Source)
+	require.Equal(t, "data-0", edge.Target)
+	require.InDelta(t, 20.0, edge.Rate, 1e-9, "200 messages in 10 s")
+	require.InDelta(t, 0.1, edge.ErrorRatio, 1e-9)
+
+	code, _, _ = e.get(t, "/cluster/graph?window=1s")
+	require.Equal(t, http.StatusBadRequest, code)
+}

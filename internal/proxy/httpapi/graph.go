@@ -115,7 +115,7 @@ func (a *API) clusterGraph(w http.ResponseWriter, r *http.Request) {
 		out.Nodes = append(out.Nodes, graphNodeJSON{ID: id, nodeJSON: n, ConfigDrift: drift[n.PodName], Crashes: crashes[strings.ToLower(n.PodName)],
 			Streams: a.openStreams(n.AgentID)})
 	}
-	name := nodeNamer(topo, known)
+	name := a.nodeNamer(topo, known)
 	for _, e := range graph.Pipeline(batches, name) {
 		ge := graphEdgeJSON{Layer: "pipeline", Source: e.Source, Target: e.Target, Operation: e.Operation, Group: e.Group,
 			RecordedBy: e.RecordedBy, P99Seconds: e.P99Seconds, BytesPerSecond: e.BytesPerSecond}
@@ -130,28 +130,24 @@ func (a *API) clusterGraph(w http.ResponseWriter, r *http.Request) {
 }
 
 // nodeNamer maps what metrics and topology calls name a node by (a pod
-// name, a topology node name, an address) to the graph's node ids.
-func nodeNamer(topo topology.Merged, known map[string]bool) func(string) string {
+// name, a topology node name, an address) to the graph's node ids. A pod's
+// topology node is found the way /cluster finds it (nodeOf): by its
+// pod_name label, else the node its upstream agent runs on.
+func (a *API) nodeNamer(topo topology.Merged, known map[string]bool) func(string) string {
 	alias := map[string]string{}
-	for _, n := range topo.Nodes {
-		pod := n.GetMetadata().GetName()
-		if p := n.GetLabels()["pod_name"]; p != "" {
-			pod = p
-		}
-		if !known[pod] {
+	for pod := range known {
+		n, ok := a.nodeOf(topo, pod)
+		if !ok {
 			continue
 		}
-		for _, a := range []string{n.GetMetadata().GetName(), n.GetGrpcAddress(), n.GetHttpAddress()} {
-			if a != "" && !known[a] {
-				alias[a] = pod
+		for _, name := range []string{n.GetMetadata().GetName(), n.GetGrpcAddress(), n.GetHttpAddress()} {
+			if name != "" && !known[name] {
+				alias[name] = pod
 			}
 		}
 	}
 	return func(s string) string {
-		if known[s] {
-			return s
-		}
-		if p, ok := alias[s]; ok {
+		if p, ok := alias[s]; ok && !known[s] {
 			return p
 		}
 		return s
