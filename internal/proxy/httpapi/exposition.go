@@ -142,50 +142,37 @@ func formatFloat(f float64) string {
 
 func strconvFloat(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }
 
-// consistencyBatch is the schema consistency verdict per group as a gauge,
-// under upstream's metric name so that existing dashboards keep working.
-func consistencyBatch(statuses map[string]fodcv1.ConsistencyStatus) series.Batch {
-	out := make([]series.Series, 0, len(statuses))
-	for group, st := range statuses {
+// gaugeBatch is one gauge family with a series per key of values, the key
+// as the label called label.
+func gaugeBatch[V ~int | ~int32](name, help, label string, values map[string]V) series.Batch {
+	out := make([]series.Series, 0, len(values))
+	for k, v := range values {
 		out = append(out, series.Series{
-			Name:   "banyandb_fodc_schema_consistency_status",
-			Help:   "Schema consistency verdict per group (1=CONSISTENT, 2=INCONSISTENT, 3=UNKNOWN).",
-			Type:   fodcv1.MetricType_METRIC_TYPE_GAUGE,
-			Labels: series.Labels{{Name: "group", Value: group}},
-			Points: []series.Point{{Value: float64(st)}},
+			Name: name, Help: help, Type: fodcv1.MetricType_METRIC_TYPE_GAUGE,
+			Labels: series.Labels{{Name: label, Value: k}},
+			Points: []series.Point{{Value: float64(v)}},
 		})
 	}
 	return series.Batch{Series: out}
+}
+
+// consistencyBatch is the schema consistency verdict per group as a gauge,
+// under upstream's metric name so that existing dashboards keep working.
+func consistencyBatch(statuses map[string]fodcv1.ConsistencyStatus) series.Batch {
+	return gaugeBatch("banyandb_fodc_schema_consistency_status",
+		"Schema consistency verdict per group (1=CONSISTENT, 2=INCONSISTENT, 3=UNKNOWN).", "group", statuses)
 }
 
 // configDifferencesBatch is, per role group, how many configuration
 // parameters differ between its nodes (last collection).
 func configDifferencesBatch(diffs map[string]int) series.Batch {
-	out := make([]series.Series, 0, len(diffs))
-	for role, n := range diffs {
-		out = append(out, series.Series{
-			Name:   "fodc_proxy_config_differing_params",
-			Help:   "Configuration parameters whose values differ between nodes of the same role and tier, as of the last /cluster/config collection.",
-			Type:   fodcv1.MetricType_METRIC_TYPE_GAUGE,
-			Labels: series.Labels{{Name: "role", Value: role}},
-			Points: []series.Point{{Value: float64(n)}},
-		})
-	}
-	return series.Batch{Series: out}
+	return gaugeBatch("fodc_proxy_config_differing_params",
+		"Configuration parameters whose values differ between nodes of the same role and tier, as of the last /cluster/config collection.", "role", diffs)
 }
 
 // nodesWithoutAgentBatch is, per role, how many nodes of the last topology
 // collection have no registered agent in any status.
 func nodesWithoutAgentBatch(counts map[string]int) series.Batch {
-	out := make([]series.Series, 0, len(counts))
-	for role, n := range counts {
-		out = append(out, series.Series{
-			Name:   "fodc_proxy_nodes_without_agent",
-			Help:   "Nodes named by the agents' topology reports (as of the last collection) that have no registered agent, by role.",
-			Type:   fodcv1.MetricType_METRIC_TYPE_GAUGE,
-			Labels: series.Labels{{Name: "role", Value: role}},
-			Points: []series.Point{{Value: float64(n)}},
-		})
-	}
-	return series.Batch{Series: out}
+	return gaugeBatch("fodc_proxy_nodes_without_agent",
+		"Nodes named by the agents' topology reports (as of the last collection) that have no registered agent, by role.", "role", counts)
 }
