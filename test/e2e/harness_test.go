@@ -22,6 +22,7 @@ import (
 	"github.com/fodc-go/fodc/internal/agentsim"
 	"github.com/fodc-go/fodc/internal/proxy"
 	"github.com/fodc-go/fodc/internal/testutil/binaries"
+	"github.com/fodc-go/fodc/internal/testutil/proxytest"
 	"github.com/fodc-go/fodc/internal/testutil/testproxy"
 )
 
@@ -63,21 +64,10 @@ func connect(t testing.TB, p *proxy.Proxy, cfg agentsim.Config) *agentsim.Agent 
 // for its first registration.
 func startAgent(t testing.TB, cfg agentsim.Config) *agentsim.Agent {
 	t.Helper()
-	if cfg.ReconnectInterval == 0 {
-		cfg.ReconnectInterval = 200 * time.Millisecond
-	}
-	a, err := agentsim.New(cfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
+	a, _ := proxytest.RunAgent(t, cfg)
 	wctx, wcancel := context.WithTimeout(context.Background(), wait)
 	defer wcancel()
-	_, err = a.WaitRegistered(wctx, 1)
+	_, err := a.WaitRegistered(wctx, 1)
 	require.NoError(t, err)
 	return a
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/fodc-go/fodc/internal/demo/synth"
 	"github.com/fodc-go/fodc/internal/proxy"
 	"github.com/fodc-go/fodc/internal/roles"
+	"github.com/fodc-go/fodc/internal/testutil/proxytest"
 )
 
 // clusterNode is a /cluster node as these tests read it.
@@ -153,27 +154,10 @@ func TestKilledAgentProcessGoesOfflineAndComesBack(t *testing.T) {
 }
 
 // runAgent runs a simulated agent until the returned stop is called (or
-// the test ends) and waits for its first registration.
+// the test ends), without waiting for it.
 func runAgent(t *testing.T, cfg agentsim.Config) (*agentsim.Agent, func()) {
 	t.Helper()
-	if cfg.ReconnectInterval == 0 {
-		cfg.ReconnectInterval = 200 * time.Millisecond
-	}
-	a, err := agentsim.New(cfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			require.NoError(t, <-done)
-		}
-	}
-	t.Cleanup(stop)
-	return a, stop
+	return proxytest.RunAgent(t, cfg)
 }
 
 // --max-agents makes room by evicting the offline entry silent longest,
@@ -312,46 +296,61 @@ func TestRealPrometheusAlertsOnKilledAgent(t *testing.T) {
 	require.Equal(t, "1", span[0].Value[1])
 }
 
-// startPrometheus runs Prometheus scraping target every second until the
-// test ends and returns its base URL once it answers queries.
-func startPrometheus(t *testing.T, bin, target string) string {
+// promProcess is a real Prometheus running until the test ends.
+type promProcess struct {
+	base   string        // its HTTP API
+	exited chan struct{} // closed if it ends early
+	out    *syncBuffer   // its log
+}
+
+// runPrometheus starts Prometheus with scrapeConfigs (the YAML list items
+// under scrape_configs) and a 1 s scrape interval until the test ends.
+func runPrometheus(t *testing.T, bin, scrapeConfigs string) promProcess {
 	t.Helper()
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "prometheus.yml")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: fodc
-    static_configs:
-      - targets: ['%s']
-`, target)), 0o600))
+	require.NoError(t, os.WriteFile(cfgPath, []byte("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"+scrapeConfigs), 0o600))
 	web := freePort(t)
 	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		"--web.listen-address="+web, "--log.level=warn")
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
+	pp := promProcess{base: "http://" + web, exited: make(chan struct{}), out: &syncBuffer{}}
+	cmd.Stdout, cmd.Stderr = pp.out, pp.out
 	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	go func() { _ = cmd.Wait(); close(pp.exited) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-exited
+		<-pp.exited
 	})
-	base := "http://" + web
+	return pp
+}
+
+// waitFor polls cond until it holds, failing the test if Prometheus exits
+// or the generous bound passes.
+func (pp promProcess) waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
 	require.Eventually(t, func() bool {
 		select {
-		case <-exited:
+		case <-pp.exited:
 			return true
 		default:
 		}
-		res := promQuery(base, `up{job="fodc"}`)
-		return len(res) == 1 && res[0].Value[1] == "1"
-	}, 2*wait, 200*time.Millisecond, "prometheus never scraped the proxy successfully:\n%s", out.String())
+		return cond()
+	}, 2*wait, 200*time.Millisecond, "%s:\n%s", what, pp.out.String())
 	select {
-	case <-exited:
-		t.Fatalf("prometheus exited:\n%s", out.String())
+	case <-pp.exited:
+		t.Fatalf("prometheus exited:\n%s", pp.out.String())
 	default:
 	}
-	return base
+}
+
+// startPrometheus runs Prometheus scraping target every second until the
+// test ends and returns its base URL once it has scraped target.
+func startPrometheus(t *testing.T, bin, target string) string {
+	t.Helper()
+	pp := runPrometheus(t, bin, fmt.Sprintf("  - job_name: fodc\n    static_configs:\n      - targets: ['%s']\n", target))
+	pp.waitFor(t, func() bool {
+		res := promQuery(pp.base, `up{job="fodc"}`)
+		return len(res) == 1 && res[0].Value[1] == "1"
+	}, "prometheus never scraped the proxy successfully")
+	return pp.base
 }

@@ -11,9 +11,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -74,8 +71,6 @@ func TestRealPrometheusScrapesOverHTTPSWithBasicAuth(t *testing.T) {
 	p, _ := startProxy(t, func(c *proxy.Config) { c.Security.WebConfigFile = webCfg })
 	connect(t, p, agentsim.Config{Register: dataNode("tls-data-0", "hot")})
 
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "prometheus.yml")
 	job := func(name, scheme, password string) string {
 		return fmt.Sprintf(`  - job_name: %s
     scheme: %s
@@ -85,21 +80,8 @@ func TestRealPrometheusScrapesOverHTTPSWithBasicAuth(t *testing.T) {
       - targets: ['%s']
 `, name, scheme, password, f.caFile, p.HTTPAddr())
 	}
-	require.NoError(t, os.WriteFile(cfgPath, []byte("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n"+
-		job("fodc", "https", "scrape-pass")+job("fodc-wrong-password", "https", "not-the-pass")+job("fodc-plain", "http", "scrape-pass")), 0o600))
-	web := freePort(t)
-	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+web, "--log.level=warn")
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	require.NoError(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	base := "http://" + web
+	pp := runPrometheus(t, bin, job("fodc", "https", "scrape-pass")+job("fodc-wrong-password", "https", "not-the-pass")+job("fodc-plain", "http", "scrape-pass"))
+	base := pp.base
 
 	upOf := func(job string) string {
 		res := promQuery(base, `up{job="`+job+`"}`)
@@ -109,19 +91,9 @@ func TestRealPrometheusScrapesOverHTTPSWithBasicAuth(t *testing.T) {
 		v, _ := res[0].Value[1].(string)
 		return v
 	}
-	require.Eventually(t, func() bool {
-		select {
-		case <-exited:
-			return true
-		default:
-		}
+	pp.waitFor(t, func() bool {
 		return upOf("fodc") == "1" && upOf("fodc-wrong-password") != "" && upOf("fodc-plain") != ""
-	}, 2*wait, 200*time.Millisecond, "prometheus never scraped every job:\n%s", out.String())
-	select {
-	case <-exited:
-		t.Fatalf("prometheus exited:\n%s", out.String())
-	default:
-	}
+	}, "prometheus never scraped every job")
 	require.Equal(t, "0", upOf("fodc-wrong-password"))
 	require.Equal(t, "0", upOf("fodc-plain"))
 

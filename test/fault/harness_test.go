@@ -34,6 +34,7 @@ import (
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/agentsim"
 	"github.com/fodc-go/fodc/internal/testutil/binaries"
+	"github.com/fodc-go/fodc/internal/testutil/proxytest"
 )
 
 // wait bounds every event-based wait.
@@ -447,27 +448,7 @@ type sim struct {
 // startSim starts a simulated agent without waiting for it.
 func startSim(t *testing.T, cfg agentsim.Config) sim {
 	t.Helper()
-	if cfg.ReconnectInterval == 0 {
-		cfg.ReconnectInterval = 200 * time.Millisecond
-	}
-	a, err := agentsim.New(cfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				require.NoError(t, err)
-			case <-time.After(wait):
-				t.Errorf("agent %s did not stop", cfg.Register.GetPodName())
-			}
-		})
-	}
-	t.Cleanup(stop)
+	a, stop := proxytest.RunAgent(t, cfg)
 	return sim{a, stop}
 }
 

@@ -75,20 +75,43 @@ type Agent struct {
 	Stop func()
 }
 
+// RunAgent runs a simulated agent until stop is called or the test ends,
+// reconnecting every 200 ms unless cfg sets an interval. It does not wait
+// for anything. stop is idempotent; it fails the test if the agent ends
+// with an error or does not stop within Wait.
+func RunAgent(t testing.TB, cfg agentsim.Config) (a *agentsim.Agent, stop func()) {
+	t.Helper()
+	if cfg.ReconnectInterval == 0 {
+		cfg.ReconnectInterval = 200 * time.Millisecond
+	}
+	a, err := agentsim.New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(t, err)
+			case <-time.After(Wait):
+				t.Errorf("agent %s did not stop", cfg.Register.GetPodName())
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return a, stop
+}
+
 // StartAgent runs a simulated agent until the test ends (or Stop) and
 // waits until its stream of the given kind is attached. It returns the
 // agent and its id.
 func (e *Env) StartAgent(t *testing.T, cfg agentsim.Config, kind protocol.Kind) (*Agent, string) {
 	t.Helper()
 	cfg.ProxyAddr = e.Addr
-	a, err := agentsim.New(cfg)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = a.Run(ctx) }()
-	var once sync.Once
-	stop := func() { once.Do(func() { cancel(); <-done }) }
-	t.Cleanup(stop)
+	a, stop := RunAgent(t, cfg)
 	id := e.WaitAttached(t, a, 1, kind)
 	return &Agent{Agent: a, Stop: stop}, id
 }
