@@ -52,13 +52,6 @@ func sendUntilDone[Req, Resp any](st serverStream[Req, Resp], h handle[Resp],
 		case <-h.Done():
 			return h.Err()
 		case <-removed:
-			// A drain also removes the agent (its registration stream
-			// ends): the drain is the cause the agent must see.
-			select {
-			case <-draining:
-				return errDraining
-			default:
-			}
 			return removedStatus()
 		case <-draining:
 			return errDraining
