@@ -64,7 +64,8 @@ const (
 type LimitError struct {
 	// Reason is one of the Reason* constants.
 	Reason string
-	// Got and Limit are the offending size and the limit.
+	// Got and Limit are the offending size and the limit (for
+	// labels_per_series, Got is the count at which decoding stopped).
 	Got, Limit int
 }
 
@@ -406,6 +407,9 @@ func (d *decoder) metric(b []byte) error {
 				var l series.Label
 				l, err = mapEntry(v)
 				d.buf = append(d.buf, l)
+				if err == nil {
+					err = d.checkLabel(l, len(d.buf)-start)
+				}
 			}
 		case num == metricValue && typ == protowire.Fixed64Type:
 			var v uint64
@@ -434,8 +438,8 @@ func (d *decoder) metric(b []byte) error {
 		}
 		b = b[n:]
 	}
-	if err := d.checkLimits(k.name, d.buf[start:]); err != nil {
-		return err
+	if over(d.lim.MaxNameLen, len(k.name)) {
+		return &LimitError{Reason: ReasonMetricNameLength, Got: len(k.name), Limit: d.lim.MaxNameLen}
 	}
 	d.seen++
 	k.ms = d.defaultMs
@@ -465,25 +469,19 @@ func (d *decoder) metric(b []byte) error {
 	return nil
 }
 
-// checkLimits holds one metric, as the agent sent it, to the limits.
-func (d *decoder) checkLimits(name string, labels series.Labels) error {
+// checkLabel holds the n-th label of a metric, as the agent sent it, to
+// the limits while the labels are decoded, so that a metric over a limit
+// costs no more than the labels read up to it.
+func (d *decoder) checkLabel(lb series.Label, n int) error {
 	l := d.lim
-	if over(l.MaxNameLen, len(name)) {
-		return &LimitError{Reason: ReasonMetricNameLength, Got: len(name), Limit: l.MaxNameLen}
+	if over(l.MaxLabels, n) {
+		return &LimitError{Reason: ReasonLabelsPerSeries, Got: n, Limit: l.MaxLabels}
 	}
-	if over(l.MaxLabels, len(labels)) {
-		return &LimitError{Reason: ReasonLabelsPerSeries, Got: len(labels), Limit: l.MaxLabels}
+	if over(l.MaxLabelNameLen, len(lb.Name)) {
+		return &LimitError{Reason: ReasonLabelNameLength, Got: len(lb.Name), Limit: l.MaxLabelNameLen}
 	}
-	if l.MaxLabelNameLen <= 0 && l.MaxLabelValueLen <= 0 {
-		return nil
-	}
-	for _, lb := range labels {
-		if over(l.MaxLabelNameLen, len(lb.Name)) {
-			return &LimitError{Reason: ReasonLabelNameLength, Got: len(lb.Name), Limit: l.MaxLabelNameLen}
-		}
-		if over(l.MaxLabelValueLen, len(lb.Value)) {
-			return &LimitError{Reason: ReasonLabelValueLength, Got: len(lb.Value), Limit: l.MaxLabelValueLen}
-		}
+	if over(l.MaxLabelValueLen, len(lb.Value)) {
+		return &LimitError{Reason: ReasonLabelValueLength, Got: len(lb.Value), Limit: l.MaxLabelValueLen}
 	}
 	return nil
 }
