@@ -348,32 +348,8 @@ func TestClientCARotation(t *testing.T) {
 // HTTPS and basic auth from a web configuration file; roles from the roles
 // file: a viewer reads, but not operator endpoints.
 func TestWebConfigAndRoles(t *testing.T) {
-	p := newPKI(t)
-	hash := func(pw string) string {
-		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
-		require.NoError(t, err)
-		return string(h)
-	}
-	webCfg := certs.Write(t, p.dir, "web.yml", []byte("tls_server_config:\n  cert_file: "+p.certFile+"\n  key_file: "+p.keyFile+
-		"\nbasic_auth_users:\n  grafana: "+hash("view")+"\n  alice: "+hash("op")+"\n"))
-	roles := certs.Write(t, p.dir, "roles.yml", []byte("users:\n  grafana: viewer\n  alice: operator\n"))
-	px, _ := testproxy.Start(t, func(c *proxy.Config) {
-		c.Security.WebConfigFile, c.Security.WebRolesFile = webCfg, roles
-	})
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.ca.Pool(), MinVersion: tls.VersionTLS12}}}
-	t.Cleanup(client.CloseIdleConnections)
-	do := func(user, pw, path string) (int, string) {
-		req, err := http.NewRequest(http.MethodGet, "https://localhost:"+strings.Split(px.HTTPAddr(), ":")[1]+path, nil)
-		require.NoError(t, err)
-		if user != "" {
-			req.SetBasicAuth(user, pw)
-		}
-		resp, err := client.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	px, send := rolesProxy(t)
+	do := func(user, pw, path string) (int, string) { return send(user, pw, http.MethodGet, path) }
 	code, _ := do("", "", "/health")
 	require.Equal(t, http.StatusUnauthorized, code)
 	code, _ = do("grafana", "wrong", "/health")
@@ -392,6 +368,40 @@ func TestWebConfigAndRoles(t *testing.T) {
 	if err == nil {
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode) // Go's answer to HTTP on a TLS port
 		require.NoError(t, resp.Body.Close())
+	}
+}
+
+// rolesProxy starts a proxy serving HTTPS with basic auth for two users,
+// grafana/view as viewer and alice/op as operator, and returns it with a
+// function that sends one request (no credentials when user is empty) and
+// answers the status code and the body.
+func rolesProxy(t *testing.T) (*proxy.Proxy, func(user, pw, method, path string) (int, string)) {
+	p := newPKI(t)
+	hash := func(pw string) string {
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		require.NoError(t, err)
+		return string(h)
+	}
+	webCfg := certs.Write(t, p.dir, "web.yml", []byte("tls_server_config:\n  cert_file: "+p.certFile+"\n  key_file: "+p.keyFile+
+		"\nbasic_auth_users:\n  grafana: "+hash("view")+"\n  alice: "+hash("op")+"\n"))
+	roles := certs.Write(t, p.dir, "roles.yml", []byte("users:\n  grafana: viewer\n  alice: operator\n"))
+	px, _ := testproxy.Start(t, func(c *proxy.Config) {
+		c.Security.WebConfigFile, c.Security.WebRolesFile = webCfg, roles
+	})
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.ca.Pool(), MinVersion: tls.VersionTLS12}}}
+	t.Cleanup(client.CloseIdleConnections)
+	base := "https://localhost:" + strings.Split(px.HTTPAddr(), ":")[1]
+	return px, func(user, pw, method, path string) (int, string) {
+		req, err := http.NewRequest(method, base+path, nil)
+		require.NoError(t, err)
+		if user != "" {
+			req.SetBasicAuth(user, pw)
+		}
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
 	}
 }
 
