@@ -85,42 +85,56 @@ func TestNodeConfigNilLeavesStreamUnopened(t *testing.T) {
 	require.False(t, ok)
 }
 
-// Against an upstream proxy, which answers the extension with
-// Unimplemented, the configuration stream is switched off for the
-// connection while registration, heartbeats and metrics stay up: no
-// reconnect, no second registration, and no collection is ever made.
-func TestNodeConfigUnimplementedKeepsOtherStreams(t *testing.T) {
-	up := &upstreamProxy{}
-	addr := serveFake(t, up)
-	var calls atomic.Int64
-	nodeConfig := func(context.Context) *fodcv1.ExtNodeConfigRequest {
-		calls.Add(1)
-		return &fodcv1.ExtNodeConfigRequest{}
-	}
-	id := Identity{Role: roles.Role{Kind: roles.KindData, Tier: "hot"}, PodName: "data-hot-1"}
-	src := fixedSource{{Name: "banyandb_system_cpu_num", Value: 8}}
-	c, err := New(Options{ProxyAddr: addr, Identity: func() Identity { return id }, Source: src, NodeConfig: nodeConfig, HeartbeatInterval: time.Hour})
-	require.NoError(t, err)
-	startClient(t, c)
+// Against an upstream proxy, which answers an extension stream with
+// Unimplemented, our agent switches that stream off for the connection
+// while registration, heartbeats and metrics stay up: no reconnect, no
+// second registration, and the extension's callback is never made.
+func TestExtensionUnimplementedKeepsOtherStreams(t *testing.T) {
+	for _, tc := range []struct {
+		kind protocol.Kind
+		with func(*Options, *atomic.Int64)
+	}{
+		{protocol.KindNodeConfig, func(o *Options, calls *atomic.Int64) {
+			o.NodeConfig = func(context.Context) *fodcv1.ExtNodeConfigRequest {
+				calls.Add(1)
+				return &fodcv1.ExtNodeConfigRequest{}
+			}
+		}},
+		{protocol.KindProfiles, func(o *Options, calls *atomic.Int64) {
+			o.Profiles = func(context.Context, *fodcv1.ExtProfileCommand, func(*fodcv1.ExtProfileRequest) error) { calls.Add(1) }
+		}},
+	} {
+		t.Run(tc.kind.String(), func(t *testing.T) {
+			up := &upstreamProxy{}
+			addr := serveFake(t, up)
+			var calls atomic.Int64
+			id := Identity{Role: roles.Role{Kind: roles.KindData, Tier: "hot"}, PodName: "data-hot-1"}
+			opts := Options{ProxyAddr: addr, Identity: func() Identity { return id }, Source: fixedSource{{Name: "banyandb_system_cpu_num", Value: 8}}, HeartbeatInterval: time.Hour}
+			tc.with(&opts, &calls)
+			c, err := New(opts)
+			require.NoError(t, err)
+			startClient(t, c)
 
-	waitStatus(t, c, func(st Status) bool { return len(st.Unimplemented) == 2 })
-	require.ElementsMatch(t, []string{protocol.KindTopology.String(), protocol.KindNodeConfig.String()}, c.Status().Unimplemented)
-	// A heartbeat that arrives after the switch-off proves the registration
-	// stream outlived it.
-	_, hbAtSwitchOff, _, _ := up.snapshot()
-	up.waitUntil(t, func() bool {
-		_, hb, replies, _ := up.snapshot()
-		return hb > hbAtSwitchOff && len(replies) >= 1
-	})
-	regs, _, replies, _ := up.snapshot()
-	require.Len(t, regs, 1, "no reconnect loop")
-	require.Len(t, replies[0].GetMetrics(), 1, "the metrics command was answered")
-	st := c.Status()
-	require.True(t, st.Connected)
-	require.Equal(t, 1, st.Registrations)
-	require.Equal(t, 1, st.Attempts)
-	require.Empty(t, st.LastError)
-	require.Zero(t, testutil.ToFloat64(c.m.reconnects))
-	require.Equal(t, 1.0, testutil.ToFloat64(c.m.streamsDisabled.WithLabelValues(protocol.KindNodeConfig.String())))
-	require.Zero(t, calls.Load())
+			waitStatus(t, c, func(st Status) bool { return len(st.Unimplemented) == 2 })
+			require.ElementsMatch(t, []string{protocol.KindTopology.String(), tc.kind.String()}, c.Status().Unimplemented)
+			// A heartbeat that arrives after the switch-off proves the
+			// registration stream outlived it.
+			_, hbAtSwitchOff, _, _ := up.snapshot()
+			up.waitUntil(t, func() bool {
+				_, hb, replies, _ := up.snapshot()
+				return hb > hbAtSwitchOff && len(replies) >= 1
+			})
+			regs, _, replies, _ := up.snapshot()
+			require.Len(t, regs, 1, "no reconnect loop")
+			require.Len(t, replies[0].GetMetrics(), 1, "the metrics command was answered")
+			st := c.Status()
+			require.True(t, st.Connected)
+			require.Equal(t, 1, st.Registrations)
+			require.Equal(t, 1, st.Attempts)
+			require.Empty(t, st.LastError)
+			require.Zero(t, testutil.ToFloat64(c.m.reconnects))
+			require.Equal(t, 1.0, testutil.ToFloat64(c.m.streamsDisabled.WithLabelValues(tc.kind.String())))
+			require.Zero(t, calls.Load())
+		})
+	}
 }
