@@ -5,6 +5,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/fodc-go/fodc/internal/timeutil"
+
 	"google.golang.org/grpc"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
@@ -105,16 +107,5 @@ func (a *Agent) delay(ctx context.Context, kind protocol.Kind) bool {
 	if a.cfg.ReplyDelay == nil {
 		return true
 	}
-	d := a.cfg.ReplyDelay(kind)
-	if d <= 0 {
-		return true
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
+	return timeutil.Sleep(ctx, a.cfg.ReplyDelay(kind))
 }

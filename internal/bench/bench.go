@@ -22,6 +22,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fodc-go/fodc/internal/timeutil"
+
 	"github.com/spf13/pflag"
 
 	"github.com/fodc-go/fodc/internal/protocol"
@@ -316,7 +318,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 			scrapeOnce(ctx, scfg, client, cfg.Endpoints[0])
 		}
 	}
-	if cfg.Settle > 0 && !sleepCtx(ctx, cfg.Settle) {
+	if cfg.Settle > 0 && !timeutil.Sleep(ctx, cfg.Settle) {
 		return nil, ctx.Err()
 	}
 
@@ -343,7 +345,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 	var results []scrapeResult
 	if cfg.Scrapers > 0 {
 		results = scrape(ctx, scfg, client)
-	} else if !sleepCtx(ctx, cfg.Duration) {
+	} else if !timeutil.Sleep(ctx, cfg.Duration) {
 		return nil, ctx.Err()
 	}
 	rep.MeasureSeconds = time.Since(t2).Seconds()
@@ -401,7 +403,7 @@ func waitComplete(ctx context.Context, cfg ScrapeConfig, client *http.Client, wa
 		if err != nil || answered < 0 || answered >= want {
 			return err
 		}
-		if !sleepCtx(ctx, 100*time.Millisecond) {
+		if !timeutil.Sleep(ctx, 100*time.Millisecond) {
 			return fmt.Errorf("%d of %d agents answer: %w", answered, want, ctx.Err())
 		}
 	}

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fodc-go/fodc/internal/timeutil"
 )
 
 // Endpoints the scrapers can drive.
@@ -87,7 +89,7 @@ func scrape(ctx context.Context, cfg ScrapeConfig, client *http.Client) []scrape
 			var tick *time.Ticker
 			if cfg.Interval > 0 {
 				if cfg.Stagger {
-					if !sleepCtx(ctx, time.Duration(w)*cfg.Interval/time.Duration(cfg.Concurrency)) {
+					if !timeutil.Sleep(ctx, time.Duration(w)*cfg.Interval/time.Duration(cfg.Concurrency)) {
 						return
 					}
 				}
@@ -122,17 +124,6 @@ func scrape(ctx context.Context, cfg ScrapeConfig, client *http.Client) []scrape
 	}
 	wg.Wait()
 	return results
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // requestURL builds the URL of one scrape of ep.

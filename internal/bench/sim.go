@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fodc-go/fodc/internal/timeutil"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -547,14 +549,8 @@ func (a *simAgent) serveMetrics(ctx context.Context, st grpc.BidiStreamingClient
 			a.sim.ignored.Add(1)
 			continue
 		}
-		if d := cfg.ReplyLatency + jitter(cfg.ReplyJitter); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
+		if !timeutil.Sleep(ctx, cfg.ReplyLatency+jitter(cfg.ReplyJitter)) {
+			return
 		}
 		msg, counter := a.latest, &a.sim.latest
 		if cmd.GetStartTime() != nil || cmd.GetEndTime() != nil {

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/fodc-go/fodc/internal/timeutil"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -162,7 +164,7 @@ func (d *Discoverer) Run(ctx context.Context) error {
 			d.Logger.Warn("Node discovery failed, registering with the flags' identity", "node_grpc_addr", d.Addr, "err", err)
 			break
 		}
-		if !sleep(ctx, wait) {
+		if !timeutil.Sleep(ctx, wait) {
 			return nil
 		}
 		wait = min(2*wait, maxWait)
@@ -195,16 +197,4 @@ func (d *Discoverer) once(ctx context.Context, client databasev1.NodeQueryServic
 	}
 	d.Source.update(resp.GetNode())
 	return nil
-}
-
-// sleep waits d; it returns false when ctx ends first.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
