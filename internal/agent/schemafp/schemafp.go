@@ -38,28 +38,22 @@ func Base(msg []byte) (uint64, error) {
 // Normalize returns msg with the identity fields of its metadata removed.
 func Normalize(msg []byte) ([]byte, error) {
 	out := make([]byte, 0, len(msg))
-	for len(msg) > 0 {
-		num, typ, n := protowire.ConsumeTag(msg)
-		if n < 0 {
-			return nil, protowire.ParseError(n)
-		}
-		m := protowire.ConsumeFieldValue(num, typ, msg[n:])
-		if m < 0 {
-			return nil, protowire.ParseError(m)
-		}
-		field := msg[:n+m]
-		msg = msg[n+m:]
+	err := eachField(msg, func(num protowire.Number, typ protowire.Type, field []byte, tagLen int) error {
 		if num != 1 || typ != protowire.BytesType {
 			out = append(out, field...)
-			continue
+			return nil
 		}
-		md, _ := protowire.ConsumeBytes(field[n:])
+		md, _ := protowire.ConsumeBytes(field[tagLen:])
 		stripped, err := dropFields(md, 3, 4, 5)
 		if err != nil {
-			return nil, fmt.Errorf("metadata: %w", err)
+			return fmt.Errorf("metadata: %w", err)
 		}
 		out = protowire.AppendTag(out, 1, protowire.BytesType)
 		out = protowire.AppendBytes(out, stripped)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -67,21 +61,37 @@ func Normalize(msg []byte) ([]byte, error) {
 // dropFields copies msg without the fields numbered drop.
 func dropFields(msg []byte, drop ...protowire.Number) ([]byte, error) {
 	out := make([]byte, 0, len(msg))
+	err := eachField(msg, func(num protowire.Number, _ protowire.Type, field []byte, _ int) error {
+		if !slices.Contains(drop, num) {
+			out = append(out, field...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// eachField calls fn with every top-level field of msg in order: its
+// number, wire type, encoded bytes (tag and value) and the tag's length.
+// It stops at the first malformed field or the first error fn returns.
+func eachField(msg []byte, fn func(num protowire.Number, typ protowire.Type, field []byte, tagLen int) error) error {
 	for len(msg) > 0 {
 		num, typ, n := protowire.ConsumeTag(msg)
 		if n < 0 {
-			return nil, protowire.ParseError(n)
+			return protowire.ParseError(n)
 		}
 		m := protowire.ConsumeFieldValue(num, typ, msg[n:])
 		if m < 0 {
-			return nil, protowire.ParseError(m)
+			return protowire.ParseError(m)
 		}
-		if !slices.Contains(drop, num) {
-			out = append(out, msg[:n+m]...)
+		if err := fn(num, typ, msg[:n+m], n); err != nil {
+			return err
 		}
 		msg = msg[n+m:]
 	}
-	return out, nil
+	return nil
 }
 
 // Fields returns the last value of each length-delimited field of msg
@@ -96,37 +106,19 @@ type Fields struct {
 // Parse reads the top-level fields of msg.
 func Parse(msg []byte) (Fields, error) {
 	f := Fields{Bytes: map[protowire.Number][]byte{}, Repeated: map[protowire.Number][][]byte{}, Varints: map[protowire.Number]uint64{}}
-	for len(msg) > 0 {
-		num, typ, n := protowire.ConsumeTag(msg)
-		if n < 0 {
-			return f, protowire.ParseError(n)
-		}
-		msg = msg[n:]
+	err := eachField(msg, func(num protowire.Number, typ protowire.Type, field []byte, tagLen int) error {
 		switch typ {
 		case protowire.BytesType:
-			v, m := protowire.ConsumeBytes(msg)
-			if m < 0 {
-				return f, protowire.ParseError(m)
-			}
+			v, _ := protowire.ConsumeBytes(field[tagLen:])
 			f.Bytes[num] = v
 			f.Repeated[num] = append(f.Repeated[num], v)
-			msg = msg[m:]
 		case protowire.VarintType:
-			v, m := protowire.ConsumeVarint(msg)
-			if m < 0 {
-				return f, protowire.ParseError(m)
-			}
+			v, _ := protowire.ConsumeVarint(field[tagLen:])
 			f.Varints[num] = v
-			msg = msg[m:]
-		default:
-			m := protowire.ConsumeFieldValue(num, typ, msg)
-			if m < 0 {
-				return f, protowire.ParseError(m)
-			}
-			msg = msg[m:]
 		}
-	}
-	return f, nil
+		return nil
+	})
+	return f, err
 }
 
 // MetadataOf reads metadata (field 1) of a schema message.

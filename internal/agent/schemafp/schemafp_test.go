@@ -46,4 +46,14 @@ func TestIdentityFieldsIgnored(t *testing.T) {
 	require.Equal(t, f1, f2)
 	_, err = Base([]byte{0xff})
 	require.Error(t, err)
+	// A metadata field whose own bytes are malformed is an error too.
+	bad := protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), []byte{0x1a, 0x05, 'x'})
+	_, err = Base(bad)
+	require.ErrorContains(t, err, "metadata:")
+	_, err = Parse(bad[:len(bad)-1])
+	require.Error(t, err, "a truncated field")
+	f, err := Parse(md(3, 4, "z"))
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), f.Varints[2])
+	require.Len(t, f.Repeated[1], 1)
 }
