@@ -101,8 +101,10 @@ var (
 // one Point. With window true Metrics with equal name and labels form one
 // Series whose points ascend in time; of several points with the same time
 // the last one in the reply is kept. A series' Help is the first non-empty
-// description and its Type the first specified type in reply order. The
-// result's Series are sorted by name, then label set.
+// description and its Type the first specified type in reply order. A
+// window batch's Series are sorted by name, then label set; a latest
+// batch's are in the text renderer's order inside each family (see
+// latest), so that rendering can merge agents' batches without sorting.
 // It fails where
 // proto.Unmarshal fails: truncated or malformed wire data, field numbers
 // out of range, unbalanced groups and string fields that are not valid

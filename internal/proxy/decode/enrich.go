@@ -54,27 +54,104 @@ type key struct {
 	typ    fodcv1.MetricType
 	value  float64
 	help   string // the description as sent, not yet repaired
+
+	// Where the text renderer puts the sample (placeInFamily).
+	family string
+	skip   int32   // index of le or quantile in labels, or -1
+	comp   uint8   // 0 bucket, quantile or plain sample, 1 _sum, 2 _count
+	bound  float64 // value of le or quantile
+}
+
+// placeInFamily sets k's family fields the way the renderer files a
+// typed sample. Only the order of a reply depends on them, so a value the
+// renderer reads otherwise costs time, never correctness.
+func (k *key) placeInFamily() {
+	k.family, k.skip, k.comp, k.bound = k.name, -1, 0, 0
+	var bound string
+	switch k.typ {
+	case fodcv1.MetricType_METRIC_TYPE_HISTOGRAM:
+		if base, ok := strings.CutSuffix(k.name, "_bucket"); ok {
+			k.family, bound = base, "le"
+			break
+		}
+		k.family, k.comp = cutSumCount(k.name)
+	case fodcv1.MetricType_METRIC_TYPE_SUMMARY:
+		if k.family, k.comp = cutSumCount(k.name); k.comp == 0 {
+			bound = "quantile"
+		}
+	}
+	if bound == "" {
+		return
+	}
+	for i, l := range k.labels {
+		if l.Name == bound {
+			if v, err := strconv.ParseFloat(l.Value, 64); err == nil {
+				k.skip, k.bound = int32(i), v
+			}
+			return
+		}
+	}
+}
+
+func cutSumCount(name string) (string, uint8) {
+	if base, ok := strings.CutSuffix(name, "_sum"); ok {
+		return base, 1
+	}
+	if base, ok := strings.CutSuffix(name, "_count"); ok {
+		return base, 2
+	}
+	return name, 0
+}
+
+// compareInFamily orders keys of one family by placeInFamily's fields,
+// then as compareKeys does.
+func compareInFamily(a, b *key) int {
+	if c := series.CompareSkip(a.labels, int(a.skip), b.labels, int(b.skip)); c != 0 {
+		return c
+	}
+	if a.comp != b.comp {
+		return cmp.Compare(a.comp, b.comp)
+	}
+	if a.bound != b.bound {
+		return cmp.Compare(a.bound, b.bound)
+	}
+	if c := series.CompareSkip(a.labels, -1, b.labels, -1); c != 0 {
+		return c
+	}
+	return compareTimes(a, b)
 }
 
 func compareKeys(a, b key) int {
 	if c := strings.Compare(a.name, b.name); c != 0 {
 		return c
 	}
-	if c := compareLabels(a.labels, b.labels); c != 0 {
+	if c := series.CompareSkip(a.labels, -1, b.labels, -1); c != 0 {
 		return c
 	}
+	return compareTimes(&a, &b)
+}
+
+// compareTimes orders by time, then position in the reply.
+func compareTimes(a, b *key) int {
 	if c := cmp.Compare(a.ms, b.ms); c != 0 {
 		return c
 	}
 	return cmp.Compare(a.idx, b.idx)
 }
 
-// latest builds one single-point series per metric.
+// latest builds one single-point series per metric, in the order the
+// text renderer writes a family: by family, then labels without a
+// histogram's le or a summary's quantile, then bucket or quantile, _sum,
+// _count, then le or quantile as a number (see placeInFamily). The
+// renderer merges the agents' replies instead of sorting them when each
+// is in that order already; for a reply it is not (untyped histograms,
+// labels the renderer drops) the output is the same, only slower.
 func latest(keys []key, sh *sharer) []series.Series {
-	slices.SortFunc(keys, compareKeys)
+	perm := familyOrder(keys)
 	out := make([]series.Series, len(keys))
 	points := make([]series.Point, len(keys))
-	for i, k := range keys {
+	for i, ki := range perm {
+		k := &keys[ki]
 		points[i] = series.Point{TimestampMs: k.ms, Value: k.value}
 		out[i] = series.Series{
 			Name:   sh.name(k.name),
@@ -85,6 +162,60 @@ func latest(keys []key, sh *sharer) []series.Series {
 		}
 	}
 	return out
+}
+
+// familyOrder returns the positions of keys in latest's order. Agents
+// send their metrics in map order, so a reply must be sorted, and one
+// sort of the whole reply spent most of its time comparing family names.
+// Instead each distinct family name is looked up once per sample in a map
+// of the reply's few hundred families, the names alone are sorted, the
+// keys are distributed to their families (a counting sort), and only each
+// family's keys are sorted among themselves.
+func familyOrder(keys []key) []int32 {
+	ids := make(map[string]int32, 256)
+	var names []string
+	fam := make([]int32, len(keys))
+	for i := range keys {
+		k := &keys[i]
+		k.placeInFamily()
+		id, ok := ids[k.family]
+		if !ok {
+			id = int32(len(names))
+			ids[k.family] = id
+			names = append(names, k.family)
+		}
+		fam[i] = id
+	}
+	byName := make([]int32, len(names))
+	for i := range byName {
+		byName[i] = int32(i)
+	}
+	slices.SortFunc(byName, func(a, b int32) int { return strings.Compare(names[a], names[b]) })
+	rank := make([]int32, len(names))
+	for r, id := range byName {
+		rank[id] = int32(r)
+	}
+	// start[r] is where family rank r begins in perm.
+	start := make([]int32, len(names)+1)
+	for _, id := range fam {
+		start[rank[id]+1]++
+	}
+	for r := 1; r < len(start); r++ {
+		start[r] += start[r-1]
+	}
+	next := slices.Clone(start[:len(names)])
+	perm := make([]int32, len(keys))
+	for i, id := range fam {
+		r := rank[id]
+		perm[next[r]] = int32(i)
+		next[r]++
+	}
+	for r := range names {
+		if seg := perm[start[r]:start[r+1]]; len(seg) > 1 {
+			slices.SortFunc(seg, func(a, b int32) int { return compareInFamily(&keys[a], &keys[b]) })
+		}
+	}
+	return perm
 }
 
 // sharer stores the strings of a batch compactly. A string equal to its
@@ -233,7 +364,7 @@ func group(keys []key, sh *sharer) []series.Series {
 }
 
 func sameSeries(a, b key) bool {
-	return a.name == b.name && compareLabels(a.labels, b.labels) == 0
+	return a.name == b.name && series.CompareSkip(a.labels, -1, b.labels, -1) == 0
 }
 
 // appendLabels appends the sorted label set of one sample to dst: its own
@@ -345,21 +476,6 @@ func lessLabel(a, b series.Label) bool {
 		return a.Name < b.Name
 	}
 	return a.Value < b.Value
-}
-
-// compareLabels orders label sets pair by pair (name, then value); a
-// proper prefix sorts first.
-func compareLabels(a, b series.Labels) int {
-	n := min(len(a), len(b))
-	for i := 0; i < n; i++ {
-		if c := strings.Compare(a[i].Name, b[i].Name); c != 0 {
-			return c
-		}
-		if c := strings.Compare(a[i].Value, b[i].Value); c != 0 {
-			return c
-		}
-	}
-	return cmp.Compare(len(a), len(b))
 }
 
 // NodeAddress is the value of the node_address label: "ip:port", just the

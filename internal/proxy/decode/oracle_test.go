@@ -30,7 +30,7 @@ import (
 // the last one in the reply is kept. A series' Help is the first non-empty
 // description and its Type the first specified type in reply order.
 //
-// The result's Series are sorted by name, then label set. fromMessage never
+// The result's Series are in the order build gives them. fromMessage never
 // modifies reply, and the result keeps none of its memory alive except
 // strings longer than 1 KiB: a reply can be released right away.
 //

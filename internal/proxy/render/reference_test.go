@@ -49,25 +49,7 @@ func referenceText(batches []series.Batch) string {
 	for bi := range batches {
 		for si := range batches[bi].Series {
 			s := &batches[bi].Series[si]
-			name, comp, bound := s.Name, 0, 0.0
-			var rest series.Labels
-			for _, l := range s.Labels {
-				if l.Name == "le" && s.Type == tH {
-					bound, _ = strconv.ParseFloat(l.Value, 64)
-					continue
-				}
-				rest = append(rest, l)
-			}
-			if s.Type == tH {
-				switch {
-				case strings.HasSuffix(name, "_bucket"):
-					name = strings.TrimSuffix(name, "_bucket")
-				case strings.HasSuffix(name, "_sum"):
-					name, comp = strings.TrimSuffix(name, "_sum"), 1
-				case strings.HasSuffix(name, "_count"):
-					name, comp = strings.TrimSuffix(name, "_count"), 2
-				}
-			}
+			name, rest, comp, bound := referenceKey(s)
 			f := fams[name]
 			if f == nil {
 				f = &fam{kind: kinds[s.Type]}
@@ -89,17 +71,6 @@ func referenceText(batches []series.Batch) string {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	lessLabels := func(a, b series.Labels) bool {
-		for i := 0; i < len(a) && i < len(b); i++ {
-			if a[i].Name != b[i].Name {
-				return a[i].Name < b[i].Name
-			}
-			if a[i].Value != b[i].Value {
-				return a[i].Value < b[i].Value
-			}
-		}
-		return len(a) < len(b)
-	}
 	esc := strings.NewReplacer(`\`, `\\`, "\n", `\n`)
 	escQ := strings.NewReplacer(`\`, `\\`, "\n", `\n`, `"`, `\"`)
 	var out strings.Builder
@@ -154,6 +125,62 @@ func referenceText(batches []series.Batch) string {
 		}
 	}
 	return out.String()
+}
+
+// referenceKey is where the reference puts a sample: its family, its
+// labels without le, its component (bucket, _sum, _count) and its bound.
+func referenceKey(s *series.Series) (name string, rest series.Labels, comp int, bound float64) {
+	name = s.Name
+	for _, l := range s.Labels {
+		if l.Name == "le" && s.Type == tH {
+			bound, _ = strconv.ParseFloat(l.Value, 64)
+			continue
+		}
+		rest = append(rest, l)
+	}
+	if s.Type == tH {
+		switch {
+		case strings.HasSuffix(name, "_bucket"):
+			name = strings.TrimSuffix(name, "_bucket")
+		case strings.HasSuffix(name, "_sum"):
+			name, comp = strings.TrimSuffix(name, "_sum"), 1
+		case strings.HasSuffix(name, "_count"):
+			name, comp = strings.TrimSuffix(name, "_count"), 2
+		}
+	}
+	return name, rest, comp, bound
+}
+
+func lessLabels(a, b series.Labels) bool {
+	for i := 0; i < len(a) && i < len(b); i++ {
+		if a[i].Name != b[i].Name {
+			return a[i].Name < b[i].Name
+		}
+		if a[i].Value != b[i].Value {
+			return a[i].Value < b[i].Value
+		}
+	}
+	return len(a) < len(b)
+}
+
+// sortLikeDecode puts each batch in output order, stably, as decoding
+// does for a reply: WriteText then merges runs instead of sorting.
+func sortLikeDecode(batches []series.Batch) {
+	for _, b := range batches {
+		sort.SliceStable(b.Series, func(i, j int) bool {
+			an, ar, ac, ab := referenceKey(&b.Series[i])
+			bn, br, bc, bb := referenceKey(&b.Series[j])
+			switch {
+			case an != bn:
+				return an < bn
+			case lessLabels(ar, br) || lessLabels(br, ar):
+				return lessLabels(ar, br)
+			case ac != bc:
+				return ac < bc
+			}
+			return ab < bb
+		})
+	}
 }
 
 // randomTypedBatches builds agents' batches of well-formed typed series
@@ -220,11 +247,15 @@ func TestWriteTextMatchesReference(t *testing.T) {
 	tests := []struct {
 		name            string
 		rounds          int
-		agents, perSize int // agents: at most (random), or exactly when negative
+		agents, perSize int  // agents: at most (random), or exactly when negative
+		sorted          bool // each batch in output order, as decoded
 	}{
-		{"small", 200, 3, 20},
-		{"medium", 10, 8, 300},
-		{"parallel sort", 1, -8, parallelSortMin/8 + 500},
+		{"small", 200, 3, 20, false},
+		{"medium", 10, 8, 300, false},
+		{"parallel sort", 1, -8, parallelSortMin/8 + 500, false},
+		{"small sorted", 200, 12, 20, true},
+		{"medium sorted", 10, 40, 300, true},
+		{"parallel merge", 1, -8, parallelSortMin/8 + 500, true},
 	}
 	rng := rand.New(rand.NewPCG(3, 5))
 	for _, tc := range tests {
@@ -235,6 +266,9 @@ func TestWriteTextMatchesReference(t *testing.T) {
 					agents = 1 + rng.IntN(tc.agents)
 				}
 				batches := randomTypedBatches(rng, agents, tc.perSize)
+				if tc.sorted {
+					sortLikeDecode(batches)
+				}
 				var buf bytes.Buffer
 				st, err := WriteText(&buf, batches)
 				require.NoError(t, err)

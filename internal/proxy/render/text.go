@@ -531,8 +531,8 @@ func (tw *textWriter) arrange() []*family {
 		}
 	}
 	slices.SortFunc(out, func(a, b *family) int { return strings.Compare(a.name, b.name) })
-	// Counting sort into family segments, then sort each segment on its
-	// own: fewer, cheaper comparisons than one global sort.
+	// Counting sort into family segments, in input order, then order
+	// each segment on its own (orderFamilies).
 	var off int32
 	for _, f := range out {
 		f.off = off
@@ -548,26 +548,27 @@ func (tw *textWriter) arrange() []*family {
 		sorted[f.off+fill[r.fam]] = r
 		fill[r.fam]++
 	}
-	sortFamilies(sorted, out)
+	orderFamilies(sorted, out)
 	tw.refs = sorted
 	return out
 }
 
-// parallelSortMin is the number of samples from which sortFamilies uses
+// parallelSortMin is the number of samples from which orderFamilies uses
 // more than one goroutine; below it the goroutines cost more than they
 // save.
 const parallelSortMin = 1 << 16
 
-// sortFamilies sorts each family's segment of refs. Segments are disjoint,
-// so large inputs are sorted by up to GOMAXPROCS goroutines, biggest
-// families first; they have all finished when it returns. A scrape's
-// collection is over by the time it renders, so the cores are otherwise
-// idle.
-func sortFamilies(refs []ref, fams []*family) {
+// orderFamilies puts each family's segment of refs in output order (see
+// merger). Segments are disjoint, so large inputs are ordered by up to
+// GOMAXPROCS goroutines, biggest families first; they have all finished
+// when it returns. A scrape's collection is over by the time it renders,
+// so the cores are otherwise idle.
+func orderFamilies(refs []ref, fams []*family) {
 	workers := min(runtime.GOMAXPROCS(0), len(fams))
 	if len(refs) < parallelSortMin || workers < 2 {
+		var m merger
 		for _, f := range fams {
-			slices.SortFunc(refs[f.off:f.off+f.n], compareRefs)
+			m.order(refs[f.off : f.off+f.n])
 		}
 		return
 	}
@@ -577,13 +578,14 @@ func sortFamilies(refs []ref, fams []*family) {
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
+			var m merger
 			for {
 				i := next.Add(1) - 1
 				if i >= int64(len(bySize)) {
 					return
 				}
 				f := bySize[i]
-				slices.SortFunc(refs[f.off:f.off+f.n], compareRefs)
+				m.order(refs[f.off : f.off+f.n])
 			}
 		})
 	}
@@ -591,7 +593,7 @@ func sortFamilies(refs []ref, fams []*family) {
 }
 
 func compareRefs(a, b ref) int {
-	if c := compareSkip(a.s.Labels, a.skip, b.s.Labels, b.skip); c != 0 {
+	if c := series.CompareSkip(a.s.Labels, int(a.skip), b.s.Labels, int(b.skip)); c != 0 {
 		return c
 	}
 	if a.comp != b.comp {
@@ -607,32 +609,7 @@ func compareRefs(a, b ref) int {
 // sorted order: equal labels, component and bound (le="1" and le="1.0" are
 // the same bucket).
 func sameSeries(a, b *ref) bool {
-	return a.comp == b.comp && a.bound == b.bound && compareSkip(a.s.Labels, a.skip, b.s.Labels, b.skip) == 0
-}
-
-// compareSkip compares two label sets pair by pair, ignoring the pair at
-// index askip of a and bskip of b (-1: none).
-func compareSkip(a series.Labels, askip int32, b series.Labels, bskip int32) int {
-	i, j := 0, 0
-	for {
-		if i == int(askip) {
-			i++
-		}
-		if j == int(bskip) {
-			j++
-		}
-		if i >= len(a) || j >= len(b) {
-			return cmp.Compare(len(a)-i, len(b)-j)
-		}
-		if c := strings.Compare(a[i].Name, b[j].Name); c != 0 {
-			return c
-		}
-		if c := strings.Compare(a[i].Value, b[j].Value); c != 0 {
-			return c
-		}
-		i++
-		j++
-	}
+	return a.comp == b.comp && a.bound == b.bound && series.CompareSkip(a.s.Labels, int(a.skip), b.s.Labels, int(b.skip)) == 0
 }
 
 // write emits the families in order.

@@ -54,7 +54,7 @@ func WriteWindows(w io.Writer, batches []series.Batch) (Stats, error) {
 		if c := strings.Compare(a.s.Name, b.s.Name); c != 0 {
 			return c
 		}
-		if c := compareSkip(a.s.Labels, -1, b.s.Labels, -1); c != 0 {
+		if c := series.CompareSkip(a.s.Labels, -1, b.s.Labels, -1); c != 0 {
 			return c
 		}
 		if c := strings.Compare(a.node.AgentID, b.node.AgentID); c != 0 {

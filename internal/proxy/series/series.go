@@ -6,6 +6,7 @@
 package series
 
 import (
+	"cmp"
 	"strings"
 	"time"
 
@@ -29,6 +30,32 @@ func (ls Labels) Get(name string) string {
 		}
 	}
 	return ""
+}
+
+// CompareSkip orders two label sets pair by pair (name, then value; a
+// proper prefix first), ignoring the pair at index askip of a and bskip of
+// b (-1: none). Strings shared by both sides compare by pointer.
+func CompareSkip(a Labels, askip int, b Labels, bskip int) int {
+	i, j := 0, 0
+	for {
+		if i == askip {
+			i++
+		}
+		if j == bskip {
+			j++
+		}
+		if i >= len(a) || j >= len(b) {
+			return cmp.Compare(len(a)-i, len(b)-j)
+		}
+		if c := strings.Compare(a[i].Name, b[j].Name); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a[i].Value, b[j].Value); c != 0 {
+			return c
+		}
+		i++
+		j++
+	}
 }
 
 // String renders the set as {a="1",b="2"} without escaping; for keys and
