@@ -275,7 +275,9 @@ func (l Limits) Decode(info NodeInfo, raw []byte, receivedAt time.Time, window b
 			upper += len(l.Name) + len(l.Value)
 		}
 	}
-	out.Series = build(d.keys, window, newSharer(upper, true))
+	sh := newSharer(upper, true)
+	out.Series = build(d.keys, window, sh)
+	out.CleanLabels = len(out.Series) > 0 && !sh.badName
 	st.Reserved, st.ForeignContainer = d.reserved, d.foreign
 	st.OutOfRange = d.seen - len(d.keys) - d.reserved - d.foreign
 	return out, st, nil

@@ -26,8 +26,9 @@ var decodeInfo = NodeInfo{
 
 // comparable is a Batch with values as bits, so that NaNs compare equal.
 type comparableBatch struct {
-	Node   series.Node
-	Series []comparableSeries
+	Node        series.Node
+	Series      []comparableSeries
+	CleanLabels bool
 }
 
 type comparableSeries struct {
@@ -38,7 +39,7 @@ type comparableSeries struct {
 }
 
 func toComparable(b series.Batch) comparableBatch {
-	out := comparableBatch{Node: b.Node}
+	out := comparableBatch{Node: b.Node, CleanLabels: b.CleanLabels}
 	for _, s := range b.Series {
 		cs := comparableSeries{Name: s.Name, Help: s.Help, Type: s.Type, Labels: s.Labels}
 		for _, p := range s.Points {

@@ -240,6 +240,9 @@ type sharer struct {
 	// the batch must not keep (DecodeBatch's strings alias the wire
 	// bytes).
 	clone bool
+	// badName is set when a label name is not a valid Prometheus label
+	// name. Each distinct run of names is checked once, when copied.
+	badName bool
 }
 
 // Strings are copied into blocks of blockSize bytes; longer ones keep
@@ -298,6 +301,7 @@ func (sh *sharer) labels(ls series.Labels) series.Labels {
 			l.Name = sh.prev[j].Name
 		} else {
 			l.Name = sh.copy(l.Name)
+			sh.badName = sh.badName || !series.ValidLabelName(l.Name)
 		}
 		if j < len(sh.prev) && l.Value == sh.prev[j].Value {
 			l.Value = sh.prev[j].Value

@@ -147,5 +147,14 @@ func fromMetrics(info NodeInfo, metrics []*fodcv1.Metric, times []int64, window 
 		upper += len(m.GetName()) + len(m.GetDescription())
 	}
 	out.Series = build(keys, window, newSharer(upper, false))
+	// Checked plainly, name by name: the promise the renderer relies on.
+	out.CleanLabels = len(out.Series) > 0
+	for _, s := range out.Series {
+		for _, l := range s.Labels {
+			if !series.ValidLabelName(l.Name) {
+				out.CleanLabels = false
+			}
+		}
+	}
 	return out
 }

@@ -3,18 +3,21 @@ package render
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
+	"unicode/utf8"
+	"unsafe"
 
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/klauspost/compress/zstd"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
@@ -61,14 +64,16 @@ func benchReply(tb testing.TB, sessionName string, reply, n, agent int) ([]byte,
 
 // BenchmarkPipeline is the /metrics hot path for one or more agents:
 // decode each reply from its wire bytes straight into enriched series
-// (enrich.DecodeBatch, as the collector does), render everything as text.
-// Compare with BenchmarkFloor.
+// (decode.Batch, as the scraper does), render everything as text. Compare
+// with BenchmarkFloor, which runs the same cases; ns/series is the cost of
+// one series.
 func BenchmarkPipeline(b *testing.B) {
 	for _, bc := range pipelineCases {
 		b.Run(bc.name, func(b *testing.B) {
-			raws, infos, size := agentReplies(b, bc.session, bc.agents)
+			raws, infos, size := agentReplies(b, bc.session, bc.agents, bc.series)
 			now := time.Now()
 			batches := make([]series.Batch, bc.agents)
+			var out bytes.Buffer
 			b.ReportAllocs()
 			b.SetBytes(size)
 			for b.Loop() {
@@ -78,21 +83,30 @@ func BenchmarkPipeline(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				if _, err := WriteText(io.Discard, batches); err != nil {
+				out.Reset()
+				if _, err := WriteText(&out, batches); err != nil {
 					b.Fatal(err)
 				}
 			}
+			reportPerSeries(b, bc.agents*bc.series, out.Len())
 		})
 	}
 }
 
-// agentReplies builds one 10k-series reply per agent.
-func agentReplies(b *testing.B, session string, agents int) ([][]byte, []decode.NodeInfo, int64) {
+// reportPerSeries adds the time per series and the answer's size to a
+// benchmark's results.
+func reportPerSeries(b *testing.B, n, answer int) {
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/series")
+	b.ReportMetric(float64(answer), "answer-bytes")
+}
+
+// agentReplies builds one reply of n series per agent.
+func agentReplies(b *testing.B, session string, agents, n int) ([][]byte, []decode.NodeInfo, int64) {
 	raws := make([][]byte, agents)
 	infos := make([]decode.NodeInfo, agents)
 	var size int64
 	for a := range agents {
-		raws[a], infos[a] = benchReply(b, session, 0, 10000, a)
+		raws[a], infos[a] = benchReply(b, session, 0, n, a)
 		size += int64(len(raws[a]))
 	}
 	return raws, infos, size
@@ -102,56 +116,138 @@ var pipelineCases = []struct {
 	name    string
 	session string
 	agents  int
+	series  int
 }{
-	{"typed/1x10k", "v0.10.3-agent-data-node", 1},
-	{"untyped/1x10k", "head-agent-data-node", 1},
-	{"typed/10x10k", "v0.10.3-agent-data-node", 10},
+	{"typed/1x10k", "v0.10.3-agent-data-node", 1, 10000},
+	{"untyped/1x10k", "head-agent-data-node", 1, 10000},
+	{"typed/10x10k", "v0.10.3-agent-data-node", 10, 10000},
+	{"typed/100x1k", "v0.10.3-agent-data-node", 100, 1000},
 }
 
-// BenchmarkFloor is the least a proxy must do with the same bytes:
-// proto-unmarshal each reply and text-encode its samples as they come with
-// expfmt (untyped families of consecutive equal names, no enrichment, no
-// sorting, no dedup; the output is not even valid when names repeat).
+// BenchmarkFloor is the least any proxy must do with the same bytes:
+// walk each reply's wire encoding once (protowire, checking that strings
+// are UTF-8 as proto3 requires) and append every metric as a text line,
+// name{labels} value, with its labels in wire order and values escaped,
+// into a reused buffer. No enrichment, no family grouping, no ordering, no
+// duplicate removal: its output is not even valid exposition, which is
+// what makes it a floor.
 func BenchmarkFloor(b *testing.B) {
-	untyped := dto.MetricType_UNTYPED
 	for _, bc := range pipelineCases {
 		b.Run(bc.name, func(b *testing.B) {
-			raws, _, size := agentReplies(b, bc.session, bc.agents)
+			raws, _, size := agentReplies(b, bc.session, bc.agents, bc.series)
+			var out bytes.Buffer
+			buf := make([]byte, 0, 64<<10)
 			b.ReportAllocs()
 			b.SetBytes(size)
 			for b.Loop() {
+				out.Reset()
 				for _, raw := range raws {
-					var req fodcv1.StreamMetricsRequest
-					if err := proto.Unmarshal(raw, &req); err != nil {
+					var err error
+					if buf, err = floorAppend(buf[:0], raw); err != nil {
 						b.Fatal(err)
 					}
-					var mf *dto.MetricFamily
-					flush := func() {
-						if mf != nil {
-							if _, err := expfmt.MetricFamilyToText(io.Discard, mf); err != nil {
-								b.Fatal(err)
-							}
-						}
-					}
-					for _, m := range req.Metrics {
-						if mf == nil || mf.GetName() != m.Name {
-							flush()
-							mf = &dto.MetricFamily{Name: proto.String(m.Name), Type: &untyped}
-							if m.Description != "" {
-								mf.Help = proto.String(m.Description)
-							}
-						}
-						dm := &dto.Metric{Untyped: &dto.Untyped{Value: proto.Float64(m.Value)}}
-						for k, v := range m.Labels {
-							dm.Label = append(dm.Label, &dto.LabelPair{Name: proto.String(k), Value: proto.String(v)})
-						}
-						mf.Metric = append(mf.Metric, dm)
-					}
-					flush()
+					out.Write(buf)
 				}
 			}
+			reportPerSeries(b, bc.agents*bc.series, out.Len())
 		})
 	}
+}
+
+var errFloor = errors.New("malformed reply")
+
+// floorAppend appends the text lines of one StreamMetricsRequest.
+func floorAppend(buf, raw []byte) ([]byte, error) {
+	str := func(b []byte) ([]byte, int) {
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 || !utf8.Valid(v) {
+			return nil, -1
+		}
+		return v, n
+	}
+	for len(raw) > 0 {
+		num, typ, n := protowire.ConsumeTag(raw)
+		if n < 0 {
+			return buf, errFloor
+		}
+		raw = raw[n:]
+		if num != 1 || typ != protowire.BytesType {
+			if n = protowire.ConsumeFieldValue(num, typ, raw); n < 0 {
+				return buf, errFloor
+			}
+			raw = raw[n:]
+			continue
+		}
+		m, n := protowire.ConsumeBytes(raw)
+		if n < 0 {
+			return buf, errFloor
+		}
+		raw = raw[n:]
+		var name []byte
+		var value float64
+		labels := len(buf) // labels are appended first, the name moved in front after
+		buf = append(buf, '{')
+		for len(m) > 0 {
+			num, typ, n := protowire.ConsumeTag(m)
+			if n < 0 {
+				return buf, errFloor
+			}
+			m = m[n:]
+			switch {
+			case num == 1 && typ == protowire.BytesType:
+				name, n = str(m)
+			case num == 2 && typ == protowire.BytesType:
+				var e []byte
+				if e, n = protowire.ConsumeBytes(m); n < 0 {
+					return buf, errFloor
+				}
+				var k, v []byte
+				for len(e) > 0 {
+					enum, etyp, en := protowire.ConsumeTag(e)
+					if en < 0 || etyp != protowire.BytesType {
+						return buf, errFloor
+					}
+					e = e[en:]
+					var s []byte
+					if s, en = str(e); en < 0 {
+						return buf, errFloor
+					}
+					if enum == 1 {
+						k = s
+					} else {
+						v = s
+					}
+					e = e[en:]
+				}
+				if len(buf) > labels+1 {
+					buf = append(buf, ',')
+				}
+				buf = append(buf, k...)
+				buf = append(buf, '=', '"')
+				buf = appendEscaped(buf, unsafe.String(unsafe.SliceData(v), len(v)), true)
+				buf = append(buf, '"')
+			case num == 3 && typ == protowire.Fixed64Type:
+				var v uint64
+				v, n = protowire.ConsumeFixed64(m)
+				value = math.Float64frombits(v)
+			default:
+				n = protowire.ConsumeFieldValue(num, typ, m)
+			}
+			if n < 0 {
+				return buf, errFloor
+			}
+			m = m[n:]
+		}
+		buf = append(buf, '}', ' ')
+		buf = appendTextFloat(buf, value)
+		buf = append(buf, '\n')
+		// Put the name in front of its labels: one move of a short line.
+		buf = append(buf, name...)
+		line := buf[labels : len(buf)-len(name)]
+		copy(buf[labels+len(name):], line)
+		copy(buf[labels:], name)
+	}
+	return buf, nil
 }
 
 func windowBatch(b *testing.B) series.Batch {
@@ -236,7 +332,7 @@ func BenchmarkWindowsElement(b *testing.B) {
 func BenchmarkWriteText(b *testing.B) {
 	for _, bc := range pipelineCases {
 		b.Run(bc.name, func(b *testing.B) {
-			raws, infos, _ := agentReplies(b, bc.session, bc.agents)
+			raws, infos, _ := agentReplies(b, bc.session, bc.agents, bc.series)
 			batches := make([]series.Batch, bc.agents)
 			for a := range batches {
 				var err error

@@ -219,18 +219,21 @@ func (tw *textWriter) collect(batches []series.Batch) {
 	)
 	for bi := range batches {
 		ss := batches[bi].Series
+		checked := batches[bi].CleanLabels
 		for si := range ss {
 			s := &ss[si]
 			seq++
-			if len(s.Points) == 0 || !validMetricName(s.Name) {
+			if len(s.Points) == 0 || !series.ValidMetricName(s.Name) {
 				tw.stats.Dropped++
 				continue
 			}
-			if clean, dropped, changed := cleanLabels(s.Labels); changed {
-				tw.stats.DroppedLabels += dropped
-				cp := *s
-				cp.Labels = clean
-				s = &cp
+			if !checked {
+				if clean, dropped, changed := cleanLabels(s.Labels); changed {
+					tw.stats.DroppedLabels += dropped
+					cp := *s
+					cp.Labels = clean
+					s = &cp
+				}
 			}
 			r := ref{s: s, seq: seq, fam: -1, skip: -1}
 			if k, typed := kindOf(s.Type); typed {
@@ -238,7 +241,7 @@ func (tw *textWriter) collect(batches []series.Batch) {
 				if s.Name != lastName || s.Type != lastType || lastFam < 0 {
 					lastName, lastType = s.Name, s.Type
 					lastFam = -1
-					if fn := familyName(s.Name, k); validMetricName(fn) {
+					if fn := familyName(s.Name, k); series.ValidMetricName(fn) {
 						lastFam = tw.declare(fn, k, true)
 					}
 				}
@@ -765,53 +768,6 @@ func parseBound(s string) (float64, bool) {
 	return v, true
 }
 
-// Character classes of metric and label names.
-const (
-	nameStart uint8 = 1 << iota // [a-zA-Z_]
-	nameDigit                   // [0-9]
-	nameColon                   // :
-)
-
-var nameChars = func() (t [256]uint8) {
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = nameStart
-		t[c-'a'+'A'] = nameStart
-	}
-	t['_'] = nameStart
-	for c := '0'; c <= '9'; c++ {
-		t[c] = nameDigit
-	}
-	t[':'] = nameColon
-	return t
-}()
-
-// validMetricName reports whether s matches [a-zA-Z_:][a-zA-Z0-9_:]*.
-func validMetricName(s string) bool {
-	if s == "" || nameChars[s[0]]&(nameStart|nameColon) == 0 {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		if nameChars[s[i]] == 0 {
-			return false
-		}
-	}
-	return true
-}
-
-// validLabelName reports whether s matches [a-zA-Z_][a-zA-Z0-9_]* and does
-// not start with the reserved "__".
-func validLabelName(s string) bool {
-	if s == "" || nameChars[s[0]]&nameStart == 0 || strings.HasPrefix(s, "__") {
-		return false
-	}
-	for i := 1; i < len(s); i++ {
-		if nameChars[s[i]]&(nameStart|nameDigit) == 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // cleanLabels returns ls without pairs that cannot be written: invalid or
 // reserved names, empty values, repeated names. Invalid UTF-8 in values
 // is repaired. It allocates only when something changes, and reports
@@ -819,7 +775,7 @@ func validLabelName(s string) bool {
 func cleanLabels(ls series.Labels) (series.Labels, int, bool) {
 	bad := -1
 	for i, l := range ls {
-		if !validLabelName(l.Name) || l.Value == "" || !utf8.ValidString(l.Value) || (i > 0 && ls[i-1].Name == l.Name) {
+		if !series.ValidLabelName(l.Name) || l.Value == "" || !utf8.ValidString(l.Value) || (i > 0 && ls[i-1].Name == l.Name) {
 			bad = i
 			break
 		}
@@ -831,7 +787,7 @@ func cleanLabels(ls series.Labels) (series.Labels, int, bool) {
 	copy(out, ls[:bad])
 	dropped := 0
 	for _, l := range ls[bad:] {
-		if !validLabelName(l.Name) || l.Value == "" || (len(out) > 0 && out[len(out)-1].Name == l.Name) {
+		if !series.ValidLabelName(l.Name) || l.Value == "" || (len(out) > 0 && out[len(out)-1].Name == l.Name) {
 			dropped++
 			continue
 		}

@@ -9,10 +9,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
+	"github.com/fodc-go/fodc/internal/proxy/decode"
 	"github.com/fodc-go/fodc/internal/proxy/series"
 )
 
@@ -519,4 +522,39 @@ temp{room="a"} 1.5
 	_, err = WriteOpenMetrics(&buf, []series.Batch{clash})
 	require.NoError(t, err)
 	require.Contains(t, buf.String(), "# TYPE jobs_total unknown\njobs_total 1\n")
+}
+
+// TestWriteTextDecodedLabels renders decoded replies: labels decoding
+// vouches for are written as they are, and a reply with a label name the
+// format cannot carry is checked like hand-built input, its bad label
+// dropped and counted.
+func TestWriteTextDecodedLabels(t *testing.T) {
+	reply := func(label string) []byte {
+		raw, err := proto.Marshal(&fodcv1.StreamMetricsRequest{Metrics: []*fodcv1.Metric{
+			{Name: "m", Type: tG, Value: 1, Labels: map[string]string{"a": "x", label: "v"}},
+			{Name: "m", Type: tG, Value: 2, Labels: map[string]string{"a": "y"}},
+		}})
+		require.NoError(t, err)
+		return raw
+	}
+	info := decode.NodeInfo{Node: series.Node{PodName: "p"}}
+	for _, tc := range []struct {
+		label   string
+		clean   bool
+		want    string
+		dropped int
+	}{
+		{"ok_name", true, "# TYPE m gauge\nm{a=\"x\",ok_name=\"v\",pod_name=\"p\"} 1\nm{a=\"y\",pod_name=\"p\"} 2\n", 0},
+		{"bad-name", false, "# TYPE m gauge\nm{a=\"x\",pod_name=\"p\"} 1\nm{a=\"y\",pod_name=\"p\"} 2\n", 1},
+		{"__reserved", false, "# TYPE m gauge\nm{a=\"x\",pod_name=\"p\"} 1\nm{a=\"y\",pod_name=\"p\"} 2\n", 1},
+	} {
+		b, err := decode.Batch(info, reply(tc.label), time.Now(), false)
+		require.NoError(t, err)
+		require.Equal(t, tc.clean, b.CleanLabels, tc.label)
+		var out bytes.Buffer
+		st, err := WriteText(&out, []series.Batch{b})
+		require.NoError(t, err)
+		require.Equal(t, tc.want, out.String(), tc.label)
+		require.Equal(t, tc.dropped, st.DroppedLabels, tc.label)
+	}
 }

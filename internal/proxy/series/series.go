@@ -107,6 +107,11 @@ type Node struct {
 type Batch struct {
 	Node   Node
 	Series []Series
+	// CleanLabels promises that every series' labels are sorted by name,
+	// with unique valid names (ValidLabelName) and non-empty, valid UTF-8
+	// values, as decoding makes them; the renderer then skips checking
+	// them. Leave it false when unsure.
+	CleanLabels bool
 }
 
 // Window bounds a metrics request. The zero value asks for the latest
