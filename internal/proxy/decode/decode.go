@@ -193,25 +193,73 @@ func Decode(info NodeInfo, raw []byte, receivedAt time.Time, window bool, validR
 // Decode is the package's Decode for a reply that must also stay within
 // l: a reply over a limit is refused whole with a *LimitError.
 func (l Limits) Decode(info NodeInfo, raw []byte, receivedAt time.Time, window bool, validRange TimeRange) (series.Batch, Stats, error) {
-	var st Stats
-	valid := validRange.millis()
-	out := series.Batch{Node: info.Node}
-	count, replyTs, err := scanReply(raw)
-	if err != nil {
+	d, st, err := l.gather(info, raw, receivedAt, validRange)
+	if err != nil || d == nil {
 		return series.Batch{Node: info.Node}, st, err
 	}
+	out := series.Batch{Node: info.Node}
+	d.starts = append(d.starts, int32(len(d.buf)))
+	buf := d.buf
+	// A latest batch keeps buf as its label storage: drop the slack
+	// that growing it left.
+	if !window && cap(buf)-len(buf) > len(buf)/8 {
+		buf = slices.Clone(buf)
+	}
+	upper := d.strBytes
+	for i := range d.keys {
+		lo, hi := d.starts[i], d.starts[i+1]
+		d.keys[i].labels = buf[lo:hi:hi]
+		for _, l := range d.keys[i].labels {
+			upper += len(l.Name) + len(l.Value)
+		}
+	}
+	sh := newSharer(upper, true)
+	out.Series = build(d.keys, window, sh)
+	out.CleanLabels = len(out.Series) > 0 && !sh.badName
+	return out, st, nil
+}
+
+// DecodeLatest is Decode of a latest reply (window false) into a
+// series.Packed, the form the /metrics hot path renders: the same series
+// in the same order, each with its one point, its label set cleaned as
+// series.Pack cleans it. The Packed keeps no memory of raw either.
+func (l Limits) DecodeLatest(info NodeInfo, raw []byte, receivedAt time.Time, validRange TimeRange) (*series.Packed, Stats, error) {
+	d, st, err := l.gather(info, raw, receivedAt, validRange)
+	if err != nil {
+		return nil, st, err
+	}
+	if d == nil {
+		return series.NewPacker(info.Node, 0, nil).Packed(), st, nil
+	}
+	d.starts = append(d.starts, int32(len(d.buf)))
+	for i := range d.keys {
+		lo, hi := d.starts[i], d.starts[i+1]
+		d.keys[i].labels = d.buf[lo:hi:hi]
+	}
+	return pack(info.Node, d.keys), st, nil
+}
+
+// gather decodes raw into keys whose labels are d.buf[d.starts[i]:], or
+// returns a nil decoder for a reply without metrics.
+func (l Limits) gather(info NodeInfo, raw []byte, receivedAt time.Time, validRange TimeRange) (*decoder, Stats, error) {
+	var st Stats
+	valid := validRange.millis()
+	count, replyTs, err := scanReply(raw)
+	if err != nil {
+		return nil, st, err
+	}
 	if count == 0 {
-		return out, st, nil
+		return nil, st, nil
 	}
 	if over(l.MaxSeries, count) {
-		return series.Batch{Node: info.Node}, st, &LimitError{Reason: ReasonSeriesPerReply, Got: count, Limit: l.MaxSeries}
+		return nil, st, &LimitError{Reason: ReasonSeriesPerReply, Got: count, Limit: l.MaxSeries}
 	}
 	extra := nodeLabels(info)
 	exported := make([]string, len(extra))
 	for i, e := range extra {
 		exported[i] = exportedName(e.Name)
 	}
-	d := decoder{
+	d := &decoder{
 		lim:        l,
 		extra:      extra,
 		exported:   exported,
@@ -234,16 +282,16 @@ func (l Limits) Decode(info NodeInfo, raw []byte, receivedAt time.Time, window b
 	for b := raw; len(b) > 0; {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
-			return series.Batch{Node: info.Node}, st, errMalformed
+			return nil, st, errMalformed
 		}
 		b = b[n:]
 		if num == replyMetrics && typ == protowire.BytesType {
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
-				return series.Batch{Node: info.Node}, st, errMalformed
+				return nil, st, errMalformed
 			}
 			if err := d.metric(v); err != nil {
-				return series.Batch{Node: info.Node}, st, fmt.Errorf("metric %d: %w", d.seen, err)
+				return nil, st, fmt.Errorf("metric %d: %w", d.seen, err)
 			}
 			if d.seen == 1 && len(d.keys) == 1 {
 				// Replies are uniform: size the label storage after the
@@ -256,31 +304,13 @@ func (l Limits) Decode(info NodeInfo, raw []byte, receivedAt time.Time, window b
 		}
 		n = protowire.ConsumeFieldValue(num, typ, b)
 		if n < 0 {
-			return series.Batch{Node: info.Node}, st, errMalformed
+			return nil, st, errMalformed
 		}
 		b = b[n:]
 	}
-	d.starts = append(d.starts, int32(len(d.buf)))
-	buf := d.buf
-	// A latest batch keeps buf as its label storage: drop the slack
-	// that growing it left.
-	if !window && cap(buf)-len(buf) > len(buf)/8 {
-		buf = slices.Clone(buf)
-	}
-	upper := d.strBytes
-	for i := range d.keys {
-		lo, hi := d.starts[i], d.starts[i+1]
-		d.keys[i].labels = buf[lo:hi:hi]
-		for _, l := range d.keys[i].labels {
-			upper += len(l.Name) + len(l.Value)
-		}
-	}
-	sh := newSharer(upper, true)
-	out.Series = build(d.keys, window, sh)
-	out.CleanLabels = len(out.Series) > 0 && !sh.badName
 	st.Reserved, st.ForeignContainer = d.reserved, d.foreign
 	st.OutOfRange = d.seen - len(d.keys) - d.reserved - d.foreign
-	return out, st, nil
+	return d, st, nil
 }
 
 // timestamp is a google.protobuf.Timestamp being decoded.

@@ -50,6 +50,25 @@ func toComparable(b series.Batch) comparableBatch {
 	return out
 }
 
+// requireSamePacked requires DecodeLatest to pack raw as series.Pack packs
+// the reference's batch: the same series, label sets cleaned alike, the
+// same pairs dropped, the same statistics.
+func requireSamePacked(t testing.TB, want *series.Packed, info NodeInfo, raw []byte, valid TimeRange, wantSt Stats) {
+	t.Helper()
+	got, st, err := Limits{}.DecodeLatest(info, raw, received, valid)
+	require.NoError(t, err)
+	require.Equal(t, wantSt, st)
+	require.Equal(t, toComparable(want.Batch()), toComparable(got.Batch()), "range %v", valid)
+	require.Equal(t, want.DroppedLabels, got.DroppedLabels)
+	require.Zero(t, got.Dropped)
+	// Every string once.
+	seen := map[string]bool{}
+	for _, s := range got.Strings {
+		require.False(t, seen[s], "%q twice", s)
+		seen[s] = true
+	}
+}
+
 // requireSameAsBatch decodes raw both ways and requires identical results
 // (or failure of both when the message does not unmarshal).
 func requireSameAsBatch(t testing.TB, info NodeInfo, raw []byte, window bool) (series.Batch, bool) {
@@ -70,12 +89,15 @@ func requireSameAsBatch(t testing.TB, info NodeInfo, raw []byte, window bool) (s
 	}
 	// Time ranges drop the same metrics: the one the scraper uses, and
 	// one that splits the small times random replies carry.
-	for _, valid := range []TimeRange{SaneRange(received), {Min: time.Unix(2, 0), Max: time.Unix(5e9, 0)}, {Max: time.Unix(3, 0)}} {
+	for _, valid := range []TimeRange{{}, SaneRange(received), {Min: time.Unix(2, 0), Max: time.Unix(5e9, 0)}, {Max: time.Unix(3, 0)}} {
 		gotIn, st, err := Decode(info, raw, received, window, valid)
 		require.NoError(t, err)
 		wantIn, dropped := fromMessageIn(info, &reply, received, window, valid)
 		require.Equal(t, toComparable(wantIn), toComparable(gotIn), "range %v", valid)
 		require.Equal(t, dropped, st.OutOfRange, "range %v", valid)
+		if !window {
+			requireSamePacked(t, series.Pack(wantIn), info, raw, valid, st)
+		}
 	}
 	return got, true
 }
@@ -379,9 +401,17 @@ func TestDecodeBatchKeepsNoWireMemory(t *testing.T) {
 		want := fromMessage(decodeInfo, reply, received, window)
 		b, err := Batch(decodeInfo, raw, received, window)
 		require.NoError(t, err)
+		var p *series.Packed
+		if !window {
+			p, _, err = Limits{}.DecodeLatest(decodeInfo, raw, received, TimeRange{})
+			require.NoError(t, err)
+		}
 		scratch := append([]byte(nil), raw...)
 		clear(raw)
 		require.Equal(t, toComparable(want), toComparable(b))
+		if p != nil {
+			require.Equal(t, toComparable(series.Pack(want).Batch()), toComparable(p.Batch()))
+		}
 		copy(raw, scratch)
 	}
 }
@@ -447,7 +477,7 @@ func randomReply(rng *rand.Rand) *fodcv1.StreamMetricsRequest {
 		if k := rng.IntN(5); k > 0 {
 			m.Labels = make(map[string]string)
 			for range k {
-				m.Labels[pick("x", "y", "", "pod_name", "node_role", "node_type", "le")] = pick("1", "2", "", "é")
+				m.Labels[pick("x", "y", "", "pod_name", "node_role", "node_type", "le", "bad-name", "__reserved")] = pick("1", "2", "", "é", "0.5")
 			}
 		}
 		reply.Metrics = append(reply.Metrics, m)

@@ -164,6 +164,59 @@ func latest(keys []key, sh *sharer) []series.Series {
 	return out
 }
 
+// pack builds the Packed of keys in latest's order. Each string enters
+// the Packed's table once, copied out of the reply; a string equal to its
+// counterpart in the previous sample (neighbours mostly share names and
+// many values) takes its id without a lookup. Label pairs whose name the
+// text format cannot carry are left out and counted, as series.Pack does.
+func pack(node series.Node, keys []key) *series.Packed {
+	perm := familyOrder(keys)
+	sh := newSharer(blockSize, true)
+	pk := series.NewPacker(node, len(keys), sh.copy)
+	var (
+		prev             series.Labels // the previous sample's kept labels
+		prevIDs, curIDs  []uint32
+		prevName, prevHi string
+		nameID, helpID   uint32
+		cur              = make(series.Labels, 0, 16)
+	)
+	for _, ki := range perm {
+		k := &keys[ki]
+		cur, curIDs = cur[:0], curIDs[:0]
+		for _, l := range k.labels {
+			j := len(cur)
+			var n, v uint32
+			switch {
+			case j < len(prev) && l.Name == prev[j].Name:
+				n = prevIDs[2*j]
+			case !series.ValidLabelName(l.Name):
+				pk.DroppedLabels(1)
+				continue
+			default:
+				n = pk.ID(l.Name)
+			}
+			if j < len(prev) && l.Value == prev[j].Value {
+				v = prevIDs[2*j+1]
+			} else {
+				v = pk.ID(l.Value)
+			}
+			cur = append(cur, l)
+			curIDs = append(curIDs, n, v)
+			pk.Label(n, v)
+		}
+		prev, cur = cur, prev
+		prevIDs, curIDs = curIDs, prevIDs
+		if k.name != prevName || nameID == 0 {
+			prevName, nameID = k.name, pk.ID(k.name)
+		}
+		if h := validUTF8(k.help); h != prevHi || (helpID == 0 && h != "") {
+			prevHi, helpID = h, pk.ID(h)
+		}
+		pk.Sample(series.Sample{Value: k.value, TimestampMs: k.ms, Name: nameID, Help: helpID, Type: k.typ})
+	}
+	return pk.Packed()
+}
+
 // familyOrder returns the positions of keys in latest's order. Agents
 // send their metrics in map order, so a reply must be sorted, and one
 // sort of the whole reply spent most of its time comparing family names.

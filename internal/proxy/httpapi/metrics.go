@@ -98,25 +98,26 @@ func (a *API) renderMetrics(f registry.Filter, b time.Duration, format string, k
 	defer cancel()
 	results := a.opts.Scraper.Scrape(ctx, f, series.Window{})
 	ans := &metricsAnswer{selected: len(results), contentType: contentTypeOf(format)}
-	batches := make([]series.Batch, 0, len(results)+4)
+	packs := make([]*series.Packed, 0, len(results)+5)
 	for i := range results {
 		if results[i].Up() {
 			ans.answered++
-			batches = append(batches, results[i].Batch)
+			packs = append(packs, results[i].Packed)
 		}
 	}
-	batches = append(batches, agentStatusBatch(results))
+	packs = append(packs, series.Pack(agentStatusBatch(results)))
 	if !isFiltered(f) && a.opts.Cluster != nil {
-		batches = append(batches, consistencyBatch(a.opts.Cluster.ConsistencyStatuses()))
-		batches = append(batches, configDifferencesBatch(a.opts.Cluster.ConfigDifferences()))
-		batches = append(batches, nodesWithoutAgentBatch(a.opts.Cluster.NodesWithoutAgentByRole()))
+		packs = append(packs,
+			series.Pack(consistencyBatch(a.opts.Cluster.ConsistencyStatuses())),
+			series.Pack(configDifferencesBatch(a.opts.Cluster.ConfigDifferences())),
+			series.Pack(nodesWithoutAgentBatch(a.opts.Cluster.NodesWithoutAgentByRole())))
 	}
 	if !isFiltered(f) && a.opts.Gatherer != nil {
 		mfs, err := a.opts.Gatherer.Gather()
 		if err != nil {
 			a.logger.Warn("Gathering own metrics", "err", err)
 		}
-		batches = append(batches, gatheredBatch(mfs))
+		packs = append(packs, series.Pack(gatheredBatch(mfs)))
 	}
 	// The answer is written once into a buffer sized after the previous
 	// answer of the same query (plus a margin), instead of growing and
@@ -124,11 +125,7 @@ func (a *API) renderMetrics(f registry.Filter, b time.Duration, format string, k
 	var buf bytes.Buffer
 	buf.Grow(a.sizes.guess(key))
 	defer func() { a.sizes.note(key, buf.Len()) }()
-	write := render.WriteText
-	if format == formatOpenMetrics {
-		write = render.WriteOpenMetrics
-	}
-	st, err := write(&buf, batches)
+	st, err := render.WritePackedText(&buf, packs, format == formatOpenMetrics)
 	a.countRemoved(st)
 	if err != nil { // a bytes.Buffer does not fail; keep what was written
 		a.logger.Warn("Rendering /metrics answer", "err", err)

@@ -62,29 +62,29 @@ func benchReply(tb testing.TB, sessionName string, reply, n, agent int) ([]byte,
 	return raw, s.info
 }
 
-// BenchmarkPipeline is the /metrics hot path for one or more agents:
-// decode each reply from its wire bytes straight into enriched series
-// (decode.Batch, as the scraper does), render everything as text. Compare
-// with BenchmarkFloor, which runs the same cases; ns/series is the cost of
-// one series.
+// BenchmarkPipeline is the /metrics hot path for one or more agents,
+// sequentially: decode each reply from its wire bytes straight into
+// enriched, packed series (decode.DecodeLatest, as the scraper does),
+// render everything as text. Compare with BenchmarkFloor, which runs the
+// same cases; ns/series is the cost of one series.
 func BenchmarkPipeline(b *testing.B) {
 	for _, bc := range pipelineCases {
 		b.Run(bc.name, func(b *testing.B) {
 			raws, infos, size := agentReplies(b, bc.session, bc.agents, bc.series)
 			now := time.Now()
-			batches := make([]series.Batch, bc.agents)
+			packs := make([]*series.Packed, bc.agents)
 			var out bytes.Buffer
 			b.ReportAllocs()
 			b.SetBytes(size)
 			for b.Loop() {
-				for a := range batches {
+				for a := range packs {
 					var err error
-					if batches[a], err = decode.Batch(infos[a], raws[a], now, false); err != nil {
+					if packs[a], _, err = (decode.Limits{}).DecodeLatest(infos[a], raws[a], now, decode.TimeRange{}); err != nil {
 						b.Fatal(err)
 					}
 				}
 				out.Reset()
-				if _, err := WriteText(&out, batches); err != nil {
+				if _, err := WritePackedText(&out, packs, false); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -130,23 +130,67 @@ func (k kind) reserves(suffix string) bool {
 	return false
 }
 
-// ref is the per-sample working record of WriteText (32 bytes).
+// ref is the per-sample working record of WriteText (40 bytes).
 type ref struct {
-	s     *series.Series
 	bound float64 // le or quantile value, when skip >= 0
-	seq   int32   // input order; earlier wins ties
-	fam   int32   // index into families, -1 unassigned or dropped
-	skip  int32   // index of the le/quantile label in s.Labels, or -1
+	pack  int32   // the sample is packs[pack].Samples[i]
+	i     int32
+	seq   int32 // input order; earlier wins ties
+	fam   int32 // index into families, -1 unassigned or dropped
+	skip  int32 // index of the le/quantile label pair, or -1
+	lab   int32 // the label set as ranks: ranks[lab:lab+2*nl]
+	nl    int32 // number of labels
 	comp  uint8
 }
 
+// labels returns r's label set as ranks.
+func (r *ref) labels(ranks []uint32) []uint32 { return ranks[r.lab : r.lab+2*r.nl] }
+
 // textWriter holds the state of one WriteText call.
 type textWriter struct {
+	packs []*series.Packed
+	bound []boundIDs // per pack
 	fams  []*family
 	byNam map[string]*family
 	refs  []ref
+	ranks []uint32 // every ref's labels, ranked (intern.go)
 	stats Stats
 	om    bool // write OpenMetrics 1.0 instead of text 0.0.4
+}
+
+// boundIDs are the ids of "le" and "quantile" in one pack's strings, or
+// noID.
+type boundIDs struct{ le, quantile uint32 }
+
+const noID = ^uint32(0)
+
+func (tw *textWriter) sample(r *ref) *series.Sample { return &tw.packs[r.pack].Samples[r.i] }
+
+func (tw *textWriter) name(r *ref) string {
+	p := tw.packs[r.pack]
+	return p.Strings[p.Samples[r.i].Name]
+}
+
+// labelIndex returns the index of r's label pair whose name has the id
+// name in r's pack, or -1.
+func (tw *textWriter) labelIndex(r *ref, name uint32) int {
+	if name == noID {
+		return -1
+	}
+	p := tw.packs[r.pack]
+	ids := p.LabelIDs(&p.Samples[r.i])
+	for j := 0; j < len(ids); j += 2 {
+		if ids[j] == name {
+			return j / 2
+		}
+	}
+	return -1
+}
+
+// labelValue returns the value of r's label pair j.
+func (tw *textWriter) labelValue(r *ref, j int) string {
+	p := tw.packs[r.pack]
+	return p.Strings[p.LabelIDs(&p.Samples[r.i])[2*j+1]]
 }
 
 // WriteText writes batches as Prometheus text format 0.0.4: for each metric
@@ -163,7 +207,21 @@ type textWriter struct {
 // family. Samples that cannot be written validly are counted in Stats and
 // left out. An input without samples writes nothing.
 func WriteText(w io.Writer, batches []series.Batch) (Stats, error) {
-	return writeFamilies(w, batches, false)
+	return writeFamilies(w, packAll(batches), false)
+}
+
+// WritePackedText is WriteText for packed batches, the form decoding
+// gives the scrape hot path, with OpenMetrics when openMetrics is set.
+func WritePackedText(w io.Writer, packs []*series.Packed, openMetrics bool) (Stats, error) {
+	return writeFamilies(w, packs, openMetrics)
+}
+
+func packAll(batches []series.Batch) []*series.Packed {
+	packs := make([]*series.Packed, len(batches))
+	for i := range batches {
+		packs[i] = series.Pack(batches[i])
+	}
+	return packs
 }
 
 // OpenMetricsContentType is the Content-Type of WriteOpenMetrics' output.
@@ -176,20 +234,23 @@ const OpenMetricsContentType = "application/openmetrics-text; version=1.0.0; cha
 // ends with "# EOF" (also when it is empty), so that a scraper can tell a
 // complete answer from a truncated one.
 func WriteOpenMetrics(w io.Writer, batches []series.Batch) (Stats, error) {
-	return writeFamilies(w, batches, true)
+	return writeFamilies(w, packAll(batches), true)
 }
 
-func writeFamilies(w io.Writer, batches []series.Batch, om bool) (Stats, error) {
-	n := 0
-	for i := range batches {
-		n += len(batches[i].Series)
+func writeFamilies(w io.Writer, packs []*series.Packed, om bool) (Stats, error) {
+	n, nl := 0, 0
+	for _, p := range packs {
+		n += len(p.Samples)
+		nl += len(p.Labels)
 	}
 	tw := &textWriter{
+		packs: packs,
 		byNam: make(map[string]*family),
 		refs:  make([]ref, 0, n),
+		ranks: make([]uint32, 0, nl),
 		om:    om,
 	}
-	tw.collect(batches)
+	tw.collect()
 	tw.resolveUntyped()
 	tw.classify()
 	tw.resolveCollisions()
@@ -209,47 +270,59 @@ func (tw *textWriter) declare(name string, k kind, typed bool) int32 {
 	return f.order
 }
 
-// collect builds the refs in input order and declares every typed family.
-func (tw *textWriter) collect(batches []series.Batch) {
+// collect builds the refs in input order, with their label sets as
+// ranks, and declares every typed family.
+func (tw *textWriter) collect() {
+	ranks := rankStrings(tw.packs)
+	tw.bound = make([]boundIDs, len(tw.packs))
 	var (
-		seq      int32
-		lastName string
-		lastType fodcv1.MetricType
-		lastFam  int32 = -1
+		seq     int32
+		lastFam int32 = -1
 	)
-	for bi := range batches {
-		ss := batches[bi].Series
-		checked := batches[bi].CleanLabels
-		for si := range ss {
-			s := &ss[si]
+	for pi, p := range tw.packs {
+		tw.stats.Dropped += p.Dropped
+		tw.stats.DroppedLabels += p.DroppedLabels
+		b := boundIDs{le: noID, quantile: noID}
+		if id, ok := p.IDOf("le"); ok {
+			b.le = id
+		}
+		if id, ok := p.IDOf("quantile"); ok {
+			b.quantile = id
+		}
+		tw.bound[pi] = b
+		rank := ranks[pi]
+		lastName, lastType, nameOK := noID, fodcv1.MetricType(0), false
+		lastFam = -1
+		for si := range p.Samples {
+			s := &p.Samples[si]
 			seq++
-			if len(s.Points) == 0 || !series.ValidMetricName(s.Name) {
-				tw.stats.Dropped++
-				continue
-			}
-			if !checked {
-				if clean, dropped, changed := cleanLabels(s.Labels); changed {
-					tw.stats.DroppedLabels += dropped
-					cp := *s
-					cp.Labels = clean
-					s = &cp
-				}
-			}
-			r := ref{s: s, seq: seq, fam: -1, skip: -1}
-			if k, typed := kindOf(s.Type); typed {
-				// Consecutive series mostly share a name: skip the map.
-				if s.Name != lastName || s.Type != lastType || lastFam < 0 {
-					lastName, lastType = s.Name, s.Type
-					lastFam = -1
-					if fn := familyName(s.Name, k); series.ValidMetricName(fn) {
+			// Consecutive samples mostly share a name and type: check
+			// and look up each run once.
+			if s.Name != lastName || s.Type != lastType {
+				lastName, lastType, lastFam = s.Name, s.Type, -1
+				name := p.Strings[s.Name]
+				nameOK = series.ValidMetricName(name)
+				if k, typed := kindOf(s.Type); typed && nameOK {
+					if fn := familyName(name, k); series.ValidMetricName(fn) {
 						lastFam = tw.declare(fn, k, true)
 					}
 				}
+			}
+			if !nameOK {
+				tw.stats.Dropped++
+				continue
+			}
+			r := ref{pack: int32(pi), i: int32(si), seq: seq, fam: -1, skip: -1}
+			if _, typed := kindOf(s.Type); typed {
 				if lastFam < 0 {
 					tw.stats.Dropped++
 					continue
 				}
 				r.fam = lastFam
+			}
+			r.lab, r.nl = int32(len(tw.ranks)), int32(s.NumLabels)
+			for _, id := range p.LabelIDs(s) {
+				tw.ranks = append(tw.ranks, rank[id])
 			}
 			tw.refs = append(tw.refs, r)
 		}
@@ -311,26 +384,28 @@ func (tw *textWriter) resolveUntyped() {
 	var lastName string
 	var lastBits uint8 = 0xff
 	for _, i := range pending {
-		s := tw.refs[i].s
+		r := &tw.refs[i]
+		name := tw.name(r)
+		hasLe, hasQ := tw.hasBounds(r)
 		var bits uint8
-		if s.Labels.Get("le") != "" {
+		if hasLe {
 			bits |= seenBucket
 		}
-		if s.Labels.Get("quantile") != "" {
+		if hasQ {
 			bits |= seenQuantile
 		}
-		if s.Name == lastName && bits == lastBits {
+		if name == lastName && bits == lastBits {
 			continue
 		}
-		lastName, lastBits = s.Name, bits
-		if b, ok := cutComponent(s.Name, sufBucket); ok && bits&seenBucket != 0 {
+		lastName, lastBits = name, bits
+		if b, ok := cutComponent(name, sufBucket); ok && bits&seenBucket != 0 {
 			mark(b, seenBucket)
 		}
-		if b, ok := cutSumCount(s.Name); ok {
+		if b, ok := cutSumCount(name); ok {
 			mark(b, seenSumCount)
 		}
 		if bits&seenQuantile != 0 {
-			mark(s.Name, seenQuantile)
+			mark(name, seenQuantile)
 		}
 	}
 	inferred := func(name string) kind {
@@ -351,26 +426,32 @@ func (tw *textWriter) resolveUntyped() {
 	var lastFam int32 = -1
 	for _, i := range pending {
 		r := &tw.refs[i]
-		s := r.s
-		hasLe, hasQ := s.Labels.Get("le") != "", s.Labels.Get("quantile") != ""
-		if lastFam >= 0 && s.Name == lastName && hasLe == lastLe && hasQ == lastQ {
+		name := tw.name(r)
+		hasLe, hasQ := tw.hasBounds(r)
+		if lastFam >= 0 && name == lastName && hasLe == lastLe && hasQ == lastQ {
 			r.fam = lastFam
 			continue
 		}
-		lastName, lastLe, lastQ = s.Name, hasLe, hasQ
-		fn, k := s.Name, kindUntyped
-		if b, ok := cutComponent(s.Name, sufBucket); ok && hasLe && inferred(b) == kindHistogram {
+		lastName, lastLe, lastQ = name, hasLe, hasQ
+		fn, k := name, kindUntyped
+		if b, ok := cutComponent(name, sufBucket); ok && hasLe && inferred(b) == kindHistogram {
 			fn, k = b, kindHistogram
-		} else if b, ok := cutSumCount(s.Name); ok && inferred(b) != kindUntyped {
+		} else if b, ok := cutSumCount(name); ok && inferred(b) != kindUntyped {
 			fn, k = b, inferred(b)
 		} else {
 			// Its own family; if that name is an inferred histogram or
 			// summary the sample does not fit it and is dropped later.
-			k = inferred(s.Name)
+			k = inferred(name)
 		}
 		lastFam = tw.declare(fn, k, false)
 		r.fam = lastFam
 	}
+}
+
+// hasBounds reports whether r has an le and a quantile label.
+func (tw *textWriter) hasBounds(r *ref) (le, quantile bool) {
+	b := tw.bound[r.pack]
+	return tw.labelIndex(r, b.le) >= 0, tw.labelIndex(r, b.quantile) >= 0
 }
 
 // cutComponent returns name without suffix, if it has the suffix and
@@ -390,13 +471,13 @@ func cutSumCount(name string) (string, bool) {
 // absorber returns the typed family an untyped sample fits, or nil. Only
 // typed families exist when it runs.
 func (tw *textWriter) absorber(r *ref) *family {
-	name := r.s.Name
-	if f := tw.byNam[name]; f != nil && fits(f, r) {
+	name := tw.name(r)
+	if f := tw.byNam[name]; f != nil && tw.fits(f, r) {
 		return f
 	}
 	for _, suf := range [...]string{sufBucket, sufSum, sufCount} {
 		if b, ok := cutComponent(name, suf); ok {
-			if f := tw.byNam[b]; f != nil && fits(f, r) {
+			if f := tw.byNam[b]; f != nil && tw.fits(f, r) {
 				return f
 			}
 		}
@@ -409,8 +490,8 @@ func (tw *textWriter) absorber(r *ref) *family {
 // <f>_bucket with a numeric le, and <f>_sum and <f>_count without le; a
 // summary has <f> with a numeric quantile, and <f>_sum and <f>_count
 // without quantile; other kinds have samples called <f>.
-func fits(f *family, r *ref) bool {
-	name := r.s.Name
+func (tw *textWriter) fits(f *family, r *ref) bool {
+	name := tw.name(r)
 	r.skip, r.comp, r.bound = -1, compMain, 0
 	switch f.kind {
 	case kindHistogram:
@@ -418,15 +499,15 @@ func fits(f *family, r *ref) bool {
 		if !ok {
 			return false
 		}
-		le := labelIndex(r.s.Labels, "le")
+		le := tw.labelIndex(r, tw.bound[r.pack].le)
 		switch rest {
 		case sufBucket:
 			if le < 0 {
 				return false
 			}
-			v, ok := parseBound(r.s.Labels[le].Value)
+			v, ok := parseBound(tw.labelValue(r, le))
 			// Bucket counts must be non-negative for the parser.
-			if !ok || lastValue(r.s) < 0 {
+			if !ok || tw.sample(r).Value < 0 {
 				return false
 			}
 			r.skip, r.bound = int32(le), v
@@ -436,7 +517,7 @@ func fits(f *family, r *ref) bool {
 			return le < 0
 		case sufCount:
 			r.comp = compCount
-			return le < 0 && lastValue(r.s) >= 0
+			return le < 0 && tw.sample(r).Value >= 0
 		}
 		return false
 	case kindSummary:
@@ -444,13 +525,13 @@ func fits(f *family, r *ref) bool {
 		if !ok {
 			return false
 		}
-		q := labelIndex(r.s.Labels, "quantile")
+		q := tw.labelIndex(r, tw.bound[r.pack].quantile)
 		switch rest {
 		case "":
 			if q < 0 {
 				return false
 			}
-			v, ok := parseBound(r.s.Labels[q].Value)
+			v, ok := parseBound(tw.labelValue(r, q))
 			if !ok {
 				return false
 			}
@@ -474,14 +555,19 @@ func (tw *textWriter) classify() {
 	for i := range tw.refs {
 		r := &tw.refs[i]
 		f := tw.fams[r.fam]
-		if !fits(f, r) {
+		if !tw.fits(f, r) {
 			tw.stats.Dropped++
 			r.fam = -1
 			continue
 		}
 		f.n++
-		if h := r.s.Help; h != "" {
-			if f.helpExact == "" && r.s.Name == f.name {
+		if f.helpExact != "" {
+			continue // nothing left to pick
+		}
+		p := tw.packs[r.pack]
+		s := &p.Samples[r.i]
+		if h := p.Strings[s.Help]; h != "" {
+			if p.Strings[s.Name] == f.name {
 				f.helpExact = h
 			}
 			if f.helpAny == "" {
@@ -551,7 +637,7 @@ func (tw *textWriter) arrange() []*family {
 		sorted[f.off+fill[r.fam]] = r
 		fill[r.fam]++
 	}
-	orderFamilies(sorted, out)
+	orderFamilies(sorted, tw.ranks, out)
 	tw.refs = sorted
 	return out
 }
@@ -566,10 +652,10 @@ const parallelSortMin = 1 << 16
 // GOMAXPROCS goroutines, biggest families first; they have all finished
 // when it returns. A scrape's collection is over by the time it renders,
 // so the cores are otherwise idle.
-func orderFamilies(refs []ref, fams []*family) {
+func orderFamilies(refs []ref, ranks []uint32, fams []*family) {
 	workers := min(runtime.GOMAXPROCS(0), len(fams))
 	if len(refs) < parallelSortMin || workers < 2 {
-		var m merger
+		m := merger{ranks: ranks}
 		for _, f := range fams {
 			m.order(refs[f.off : f.off+f.n])
 		}
@@ -581,7 +667,7 @@ func orderFamilies(refs []ref, fams []*family) {
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			var m merger
+			m := merger{ranks: ranks}
 			for {
 				i := next.Add(1) - 1
 				if i >= int64(len(bySize)) {
@@ -595,8 +681,10 @@ func orderFamilies(refs []ref, fams []*family) {
 	wg.Wait()
 }
 
-func compareRefs(a, b ref) int {
-	if c := series.CompareSkip(a.s.Labels, int(a.skip), b.s.Labels, int(b.skip)); c != 0 {
+// compareRefs orders samples of one family: by label set without le or
+// quantile, component, bound and input order.
+func compareRefs(ranks []uint32, a, b *ref) int {
+	if c := compareRanks(a.labels(ranks), int(a.skip), b.labels(ranks), int(b.skip)); c != 0 {
 		return c
 	}
 	if a.comp != b.comp {
@@ -611,8 +699,8 @@ func compareRefs(a, b ref) int {
 // sameSeries reports whether b repeats a, given that they are adjacent in
 // sorted order: equal labels, component and bound (le="1" and le="1.0" are
 // the same bucket).
-func sameSeries(a, b *ref) bool {
-	return a.comp == b.comp && a.bound == b.bound && series.CompareSkip(a.s.Labels, int(a.skip), b.s.Labels, int(b.skip)) == 0
+func sameSeries(ranks []uint32, a, b *ref) bool {
+	return a.comp == b.comp && a.bound == b.bound && compareRanks(a.labels(ranks), int(a.skip), b.labels(ranks), int(b.skip)) == 0
 }
 
 // write emits the families in order.
@@ -646,11 +734,11 @@ func (tw *textWriter) write(w io.Writer, fams []*family) error {
 		refs := tw.refs[f.off : f.off+f.n]
 		for i := range refs {
 			r := &refs[i]
-			if i > 0 && sameSeries(&refs[i-1], r) {
+			if i > 0 && sameSeries(tw.ranks, &refs[i-1], r) {
 				tw.stats.Duplicates++
 				continue
 			}
-			buf = appendSample(buf, r.s)
+			buf = appendSample(buf, tw.packs[r.pack], r.i)
 			tw.stats.Series++
 			if len(buf) >= flushAt {
 				if _, err := w.Write(buf); err != nil {
@@ -695,27 +783,26 @@ func (tw *textWriter) openMetricsFamily(f *family) (name, typ string) {
 // appendSample appends one sample line: name{labels} value. Lines are
 // formatted by hand into one buffer; going through expfmt instead means a
 // dto message per sample, about 20 allocations each (BenchmarkFloor).
-func appendSample(buf []byte, s *series.Series) []byte {
-	buf = append(buf, s.Name...)
-	if len(s.Labels) > 0 {
+func appendSample(buf []byte, p *series.Packed, i int32) []byte {
+	s := &p.Samples[i]
+	buf = append(buf, p.Strings[s.Name]...)
+	if ids := p.LabelIDs(s); len(ids) > 0 {
 		buf = append(buf, '{')
-		for i, l := range s.Labels {
-			if i > 0 {
+		for j := 0; j < len(ids); j += 2 {
+			if j > 0 {
 				buf = append(buf, ',')
 			}
-			buf = append(buf, l.Name...)
+			buf = append(buf, p.Strings[ids[j]]...)
 			buf = append(buf, '=', '"')
-			buf = appendEscaped(buf, l.Value, true)
+			buf = appendEscaped(buf, p.Strings[ids[j+1]], true)
 			buf = append(buf, '"')
 		}
 		buf = append(buf, '}')
 	}
 	buf = append(buf, ' ')
-	buf = appendTextFloat(buf, lastValue(s))
+	buf = appendTextFloat(buf, s.Value)
 	return append(buf, '\n')
 }
-
-func lastValue(s *series.Series) float64 { return s.Points[len(s.Points)-1].Value }
 
 // appendTextFloat formats v as the text format wants it: NaN, +Inf, -Inf
 // or the shortest decimal that parses back to v.
@@ -766,45 +853,6 @@ func parseBound(s string) (float64, bool) {
 		return 0, false
 	}
 	return v, true
-}
-
-// cleanLabels returns ls without pairs that cannot be written: invalid or
-// reserved names, empty values, repeated names. Invalid UTF-8 in values
-// is repaired. It allocates only when something changes, and reports
-// how many pairs it dropped and whether it changed anything.
-func cleanLabels(ls series.Labels) (series.Labels, int, bool) {
-	bad := -1
-	for i, l := range ls {
-		if !series.ValidLabelName(l.Name) || l.Value == "" || !utf8.ValidString(l.Value) || (i > 0 && ls[i-1].Name == l.Name) {
-			bad = i
-			break
-		}
-	}
-	if bad < 0 {
-		return ls, 0, false
-	}
-	out := make(series.Labels, bad, len(ls))
-	copy(out, ls[:bad])
-	dropped := 0
-	for _, l := range ls[bad:] {
-		if !series.ValidLabelName(l.Name) || l.Value == "" || (len(out) > 0 && out[len(out)-1].Name == l.Name) {
-			dropped++
-			continue
-		}
-		l.Value = validUTF8(l.Value)
-		out = append(out, l)
-	}
-	return out, dropped, true
-}
-
-// labelIndex returns the position of the label called name in ls, or -1.
-func labelIndex(ls series.Labels, name string) int {
-	for i, l := range ls {
-		if l.Name == name {
-			return i
-		}
-	}
-	return -1
 }
 
 func validUTF8(s string) string {

@@ -102,9 +102,12 @@ func (c *Scraper) noteRejection(agentID string, r *Rejection) {
 // Result is one selected agent's part of a scrape.
 type Result struct {
 	Agent registry.Agent
-	// Batch holds the series with the node's identity; empty when Err is
-	// set.
+	// Batch holds the series of a window scrape with the node's identity;
+	// empty when Err is set.
 	Batch series.Batch
+	// Packed holds the series of a latest scrape, packed for the text
+	// renderer; nil when Err is set.
+	Packed *series.Packed
 	// Err says why the agent contributed nothing.
 	Err error
 	// Duration is how long the agent took to answer, or how long the
@@ -181,7 +184,11 @@ func (c *Scraper) scrapeOne(ctx context.Context, r *Result, w series.Window, kin
 		return
 	}
 	var st decode.Stats
-	r.Batch, st, err = c.limits.Decode(NodeInfo(a), reply.Bytes, received, !w.IsLatest(), decode.SaneRange(received))
+	if w.IsLatest() {
+		r.Packed, st, err = c.limits.DecodeLatest(NodeInfo(a), reply.Bytes, received, decode.SaneRange(received))
+	} else {
+		r.Batch, st, err = c.limits.Decode(NodeInfo(a), reply.Bytes, received, true, decode.SaneRange(received))
+	}
 	if st.OutOfRange > 0 {
 		c.metrics.rejected.WithLabelValues(reasonTimestamp).Add(float64(st.OutOfRange))
 		c.logger.Debug("Dropped samples with times out of range", "agent_id", a.ID, "pod_name", a.PodName, "samples", st.OutOfRange)
@@ -199,7 +206,7 @@ func (c *Scraper) scrapeOne(ctx context.Context, r *Result, w series.Window, kin
 		c.metrics.repliesRejected.WithLabelValues(le.Reason).Inc()
 		c.noteRejection(a.ID, &Rejection{Reason: le.Reason, Detail: err.Error(), At: received})
 		c.logger.Warn("Agent reply refused: over a limit", "agent_id", a.ID, "pod_name", a.PodName, "err", err)
-		r.Batch = series.Batch{}
+		r.Batch, r.Packed = series.Batch{}, nil
 		r.Err = fmt.Errorf("reply refused: %w", err)
 		c.metrics.requests.WithLabelValues(kind, "rejected").Inc()
 		return
@@ -207,7 +214,7 @@ func (c *Scraper) scrapeOne(ctx context.Context, r *Result, w series.Window, kin
 	if err != nil {
 		c.metrics.decodeErrors.Inc()
 		c.logger.Warn("Undecodable metrics reply", "agent_id", a.ID, "pod_name", a.PodName, "bytes", len(reply.Bytes), "err", err)
-		r.Batch = series.Batch{}
+		r.Batch, r.Packed = series.Batch{}, nil
 		r.Err = fmt.Errorf("undecodable reply: %w", err)
 		c.metrics.requests.WithLabelValues(kind, "decode_error").Inc()
 		return

@@ -1,0 +1,88 @@
+package render
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+
+	"github.com/fodc-go/fodc/internal/proxy/series"
+)
+
+// Label sets are compared through ranks. Ordering a family's samples
+// from many agents compares label sets of different agents, whose strings
+// live in different replies: each comparison walked several equal names
+// and values byte by byte before reaching the pair that differs (mostly
+// the node's identity). Every distinct string of an answer is therefore
+// numbered once, by its rank among all of them, and a sample's label set
+// becomes a run of ranks: comparing two sets compares small integers, and
+// equal sets are equal runs. Packs already hold each of their strings
+// once, so this costs one map lookup per distinct string per pack, not
+// one per label.
+
+// rankStrings returns, per pack, the rank of each of its strings among
+// the distinct strings of all packs.
+func rankStrings(packs []*series.Packed) [][]uint32 {
+	n := 0
+	for _, p := range packs {
+		n += len(p.Strings)
+	}
+	ids := make(map[string]uint32, n/2)
+	var strs []string
+	out := make([][]uint32, len(packs))
+	flat := make([]uint32, n)
+	for i, p := range packs {
+		local := flat[:len(p.Strings):len(p.Strings)]
+		flat = flat[len(p.Strings):]
+		for j, s := range p.Strings {
+			id, ok := ids[s]
+			if !ok {
+				id = uint32(len(strs))
+				ids[s] = id
+				strs = append(strs, s)
+			}
+			local[j] = id
+		}
+		out[i] = local
+	}
+	order := make([]uint32, len(strs))
+	for i := range order {
+		order[i] = uint32(i)
+	}
+	slices.SortFunc(order, func(a, b uint32) int { return strings.Compare(strs[a], strs[b]) })
+	rank := make([]uint32, len(order))
+	for r, id := range order {
+		rank[id] = uint32(r)
+	}
+	for _, local := range out {
+		for j, id := range local {
+			local[j] = rank[id]
+		}
+	}
+	return out
+}
+
+// compareRanks orders two ranked label sets as series.CompareSkip orders
+// the label sets they stand for: pair by pair, skipping pair askip of a
+// and bskip of b (-1: none).
+func compareRanks(a []uint32, askip int, b []uint32, bskip int) int {
+	i, j := 0, 0
+	for {
+		if i == 2*askip {
+			i += 2
+		}
+		if j == 2*bskip {
+			j += 2
+		}
+		if i >= len(a) || j >= len(b) {
+			return cmp.Compare(len(a)-i, len(b)-j)
+		}
+		if a[i] != b[j] {
+			return cmp.Compare(a[i], b[j])
+		}
+		if a[i+1] != b[j+1] {
+			return cmp.Compare(a[i+1], b[j+1])
+		}
+		i += 2
+		j += 2
+	}
+}
