@@ -19,9 +19,9 @@ const minRunLength = 4
 // segments, so one merger serves one goroutine.
 type merger struct {
 	ranks  []uint32 // the refs' ranked labels
-	starts []int32 // run starts in the segment, then its length
-	heads  []int32 // next sample of each run
-	tree   []int32 // loser tree: tree[0] the winning run, tree[1:] losers
+	starts []int32  // run starts in the segment, then its length
+	heads  []int32  // next sample of each run
+	tree   []int32  // loser tree: tree[0] the winning run, tree[1:] losers
 	out    []ref
 	seg    []ref
 }

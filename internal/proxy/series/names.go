@@ -48,4 +48,3 @@ func ValidLabelName(s string) bool {
 	}
 	return true
 }
-
