@@ -3,9 +3,11 @@ package decode
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -193,7 +195,7 @@ func Decode(info NodeInfo, raw []byte, receivedAt time.Time, window bool, validR
 // Decode is the package's Decode for a reply that must also stay within
 // l: a reply over a limit is refused whole with a *LimitError.
 func (l Limits) Decode(info NodeInfo, raw []byte, receivedAt time.Time, window bool, validRange TimeRange) (series.Batch, Stats, error) {
-	d, st, err := l.gather(info, raw, receivedAt, validRange)
+	d, st, err := l.gather(info, raw, receivedAt, validRange, nil)
 	if err != nil || d == nil {
 		return series.Batch{Node: info.Node}, st, err
 	}
@@ -224,24 +226,101 @@ func (l Limits) Decode(info NodeInfo, raw []byte, receivedAt time.Time, window b
 // in the same order, each with its one point, its label set cleaned as
 // series.Pack cleans it. The Packed keeps no memory of raw either.
 func (l Limits) DecodeLatest(info NodeInfo, raw []byte, receivedAt time.Time, validRange TimeRange) (*series.Packed, Stats, error) {
-	d, st, err := l.gather(info, raw, receivedAt, validRange)
+	sc := scratchPool.Get().(*scratch)
+	defer sc.recycle()
+	d, st, err := l.gather(info, raw, receivedAt, validRange, sc)
 	if err != nil {
 		return nil, st, err
 	}
 	if d == nil {
-		return series.NewPacker(info.Node, 0, nil).Packed(), st, nil
+		return series.NewPacker(info.Node, 0, 0, nil).Packed(), st, nil
 	}
 	d.starts = append(d.starts, int32(len(d.buf)))
 	for i := range d.keys {
 		lo, hi := d.starts[i], d.starts[i+1]
 		d.keys[i].labels = d.buf[lo:hi:hi]
 	}
-	return pack(info.Node, d.keys), st, nil
+	p := pack(info.Node, d.keys, len(d.buf), sc)
+	sc.keep(d)
+	return p, st, nil
+}
+
+// canonTable makes equal strings of one reply the same string, mostly:
+// each string is looked up in a direct-mapped cache by its hash, and
+// replaced by the string cached there when they are equal (a collision
+// only costs the sharing). Sorting a reply compares label sets whose
+// names, and many values, are equal; as the same string, they compare by
+// pointer instead of byte by byte, which made sorting a reply about four
+// times faster. The strings still alias the reply.
+type canonTable [canonSlots]string
+
+const canonSlots = 4096 // a power of two
+
+var (
+	canonSeed = maphash.MakeSeed()
+	canonPool = sync.Pool{New: func() any { return new(canonTable) }}
+)
+
+func (t *canonTable) get(s string) string {
+	if s == "" {
+		return s
+	}
+	c := &t[maphash.String(canonSeed, s)&(canonSlots-1)]
+	if *c == s {
+		return *c
+	}
+	*c = s
+	return s
+}
+
+// recycle forgets the reply's strings and returns t to the pool.
+func (t *canonTable) recycle() {
+	clear(t[:])
+	canonPool.Put(t)
+}
+
+// scratch is the working memory of one DecodeLatest, reused across
+// replies: all of it is garbage once the reply is packed, and a scrape of
+// many agents would otherwise allocate it again for every reply.
+type scratch struct {
+	keys   []key
+	starts []int32
+	buf    series.Labels
+	// familyOrder's
+	famIDs map[string]int32
+	names  []string
+	fam    []int32
+	rank   []int32
+	start  []int32
+	byName []int32
+	perm   []int32
+}
+
+var scratchPool = sync.Pool{New: func() any { return &scratch{famIDs: make(map[string]int32, 256)} }}
+
+// keep takes back the slices d grew, so that the next reply finds them.
+func (sc *scratch) keep(d *decoder) {
+	sc.keys, sc.starts, sc.buf = d.keys, d.starts, d.buf
+}
+
+// recycle forgets every string of the reply (they alias its bytes, which
+// must not be kept alive) and returns sc to the pool.
+func (sc *scratch) recycle() {
+	clear(sc.keys)
+	clear(sc.buf)
+	clear(sc.famIDs)
+	clear(sc.names)
+	sc.keys, sc.starts, sc.buf = sc.keys[:0], sc.starts[:0], sc.buf[:0]
+	sc.names = sc.names[:0]
+	scratchPool.Put(sc)
 }
 
 // gather decodes raw into keys whose labels are d.buf[d.starts[i]:], or
-// returns a nil decoder for a reply without metrics.
-func (l Limits) gather(info NodeInfo, raw []byte, receivedAt time.Time, validRange TimeRange) (*decoder, Stats, error) {
+// returns a nil decoder for a reply without metrics. With sc, it works in
+// sc's memory.
+func (l Limits) gather(info NodeInfo, raw []byte, receivedAt time.Time, validRange TimeRange, sc *scratch) (*decoder, Stats, error) {
+	canon := canonPool.Get().(*canonTable)
+	defer canon.recycle()
 	var st Stats
 	valid := validRange.millis()
 	count, replyTs, err := scanReply(raw)
@@ -260,17 +339,21 @@ func (l Limits) gather(info NodeInfo, raw []byte, receivedAt time.Time, validRan
 		exported[i] = exportedName(e.Name)
 	}
 	d := &decoder{
+		canon:      canon,
 		lim:        l,
 		extra:      extra,
 		exported:   exported,
 		containers: info.Containers,
 		defaultMs:  receivedAt.UnixMilli(),
-		keys:       make([]key, 0, count),
-		starts:     make([]int32, 0, count+1),
+		valid:      valid,
+	}
+	if sc != nil {
+		d.keys, d.starts, d.buf = slices.Grow(sc.keys, count), slices.Grow(sc.starts, count+1), slices.Grow(sc.buf, 16)
+	} else {
+		d.keys, d.starts = make([]key, 0, count), make([]int32, 0, count+1)
 		// Never nil, like the reference's: a metric without labels gets an
 		// empty, not a nil, label set.
-		buf:   make(series.Labels, 0, 16),
-		valid: valid,
+		d.buf = make(series.Labels, 0, 16)
 	}
 	d.defaultIn = valid.holds(receivedAt.Unix(), int32(receivedAt.Nanosecond()))
 	if replyTs.set {
@@ -400,6 +483,7 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 
 // decoder accumulates the metrics of one reply.
 type decoder struct {
+	canon      *canonTable
 	lim        Limits
 	extra      series.Labels
 	exported   []string // exported_<name> of each extra label
@@ -434,12 +518,14 @@ func (d *decoder) metric(b []byte) error {
 		switch {
 		case num == metricName && typ == protowire.BytesType:
 			k.name, n, err = consumeString(b)
+			k.name = d.canon.get(k.name)
 		case num == metricLabels && typ == protowire.BytesType:
 			var v []byte
 			v, n = protowire.ConsumeBytes(b)
 			if n >= 0 {
 				var l series.Label
 				l, err = mapEntry(v)
+				l.Name, l.Value = d.canon.get(l.Name), d.canon.get(l.Value)
 				d.buf = append(d.buf, l)
 				if err == nil {
 					err = d.checkLabel(l, len(d.buf)-start)

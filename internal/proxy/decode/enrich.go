@@ -147,7 +147,9 @@ func compareTimes(a, b *key) int {
 // is in that order already; for a reply it is not (untyped histograms,
 // labels the renderer drops) the output is the same, only slower.
 func latest(keys []key, sh *sharer) []series.Series {
-	perm := familyOrder(keys)
+	sc := scratchPool.Get().(*scratch)
+	defer sc.recycle()
+	perm := familyOrder(keys, sc)
 	out := make([]series.Series, len(keys))
 	points := make([]series.Point, len(keys))
 	for i, ki := range perm {
@@ -169,10 +171,11 @@ func latest(keys []key, sh *sharer) []series.Series {
 // counterpart in the previous sample (neighbours mostly share names and
 // many values) takes its id without a lookup. Label pairs whose name the
 // text format cannot carry are left out and counted, as series.Pack does.
-func pack(node series.Node, keys []key) *series.Packed {
-	perm := familyOrder(keys)
-	sh := newSharer(blockSize, true)
-	pk := series.NewPacker(node, len(keys), sh.copy)
+func pack(node series.Node, keys []key, labels int, sc *scratch) *series.Packed {
+	perm := familyOrder(keys, sc)
+	// A reply's distinct strings are few: start with a small block.
+	sh := newSharer(4<<10, true)
+	pk := series.NewPacker(node, len(keys), labels, sh.copy)
 	var (
 		prev             series.Labels // the previous sample's kept labels
 		prevIDs, curIDs  []uint32
@@ -209,8 +212,9 @@ func pack(node series.Node, keys []key) *series.Packed {
 		if k.name != prevName || nameID == 0 {
 			prevName, nameID = k.name, pk.ID(k.name)
 		}
-		if h := validUTF8(k.help); h != prevHi || (helpID == 0 && h != "") {
-			prevHi, helpID = h, pk.ID(h)
+		// Strings are valid UTF-8 already (consumeString).
+		if k.help != prevHi || (helpID == 0 && k.help != "") {
+			prevHi, helpID = k.help, pk.ID(k.help)
 		}
 		pk.Sample(series.Sample{Value: k.value, TimestampMs: k.ms, Name: nameID, Help: helpID, Type: k.typ})
 	}
@@ -224,10 +228,10 @@ func pack(node series.Node, keys []key) *series.Packed {
 // of the reply's few hundred families, the names alone are sorted, the
 // keys are distributed to their families (a counting sort), and only each
 // family's keys are sorted among themselves.
-func familyOrder(keys []key) []int32 {
-	ids := make(map[string]int32, 256)
-	var names []string
-	fam := make([]int32, len(keys))
+func familyOrder(keys []key, sc *scratch) []int32 {
+	ids := sc.famIDs
+	names := sc.names[:0]
+	fam := resize(sc.fam, len(keys))
 	for i := range keys {
 		k := &keys[i]
 		k.placeInFamily()
@@ -239,25 +243,27 @@ func familyOrder(keys []key) []int32 {
 		}
 		fam[i] = id
 	}
-	byName := make([]int32, len(names))
+	byName := resize(sc.byName, len(names))
 	for i := range byName {
 		byName[i] = int32(i)
 	}
 	slices.SortFunc(byName, func(a, b int32) int { return strings.Compare(names[a], names[b]) })
-	rank := make([]int32, len(names))
+	rank := resize(sc.rank, len(names))
 	for r, id := range byName {
 		rank[id] = int32(r)
 	}
 	// start[r] is where family rank r begins in perm.
-	start := make([]int32, len(names)+1)
+	start := resize(sc.start, len(names)+1)
+	clear(start)
 	for _, id := range fam {
 		start[rank[id]+1]++
 	}
 	for r := 1; r < len(start); r++ {
 		start[r] += start[r-1]
 	}
-	next := slices.Clone(start[:len(names)])
-	perm := make([]int32, len(keys))
+	next := byName // no longer needed: the fill position of each family
+	copy(next, start)
+	perm := resize(sc.perm, len(keys))
 	for i, id := range fam {
 		r := rank[id]
 		perm[next[r]] = int32(i)
@@ -268,7 +274,16 @@ func familyOrder(keys []key) []int32 {
 			slices.SortFunc(seg, func(a, b int32) int { return compareInFamily(&keys[a], &keys[b]) })
 		}
 	}
+	sc.names, sc.fam, sc.rank, sc.start, sc.byName, sc.perm = names, fam, rank, start, byName, perm
 	return perm
+}
+
+// resize returns s with length n, reusing its memory when it can.
+func resize(s []int32, n int) []int32 {
+	if cap(s) < n {
+		return make([]int32, n)
+	}
+	return s[:n]
 }
 
 // sharer stores the strings of a batch compactly. A string equal to its

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"syscall"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -76,6 +77,7 @@ func BenchmarkPipeline(b *testing.B) {
 			var out bytes.Buffer
 			b.ReportAllocs()
 			b.SetBytes(size)
+			cpu0 := cpuTime()
 			for b.Loop() {
 				for a := range packs {
 					var err error
@@ -88,16 +90,28 @@ func BenchmarkPipeline(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			reportPerSeries(b, bc.agents*bc.series, out.Len())
+			reportPerSeries(b, bc.agents*bc.series, out.Len(), cpu0)
 		})
 	}
 }
 
-// reportPerSeries adds the time per series and the answer's size to a
-// benchmark's results.
-func reportPerSeries(b *testing.B, n, answer int) {
+// reportPerSeries adds the time per series, the process' CPU time per
+// series (user and system, GC included: less sensitive than the time to
+// other work on a shared machine) and the answer's size to a benchmark's
+// results. cpu0 is cpuTime() when the loop started.
+func reportPerSeries(b *testing.B, n, answer int, cpu0 time.Duration) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/series")
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/series")
 	b.ReportMetric(float64(answer), "answer-bytes")
+}
+
+// cpuTime is the CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // agentReplies builds one reply of n series per agent.
@@ -139,6 +153,7 @@ func BenchmarkFloor(b *testing.B) {
 			buf := make([]byte, 0, 64<<10)
 			b.ReportAllocs()
 			b.SetBytes(size)
+			cpu0 := cpuTime()
 			for b.Loop() {
 				out.Reset()
 				for _, raw := range raws {
@@ -149,7 +164,7 @@ func BenchmarkFloor(b *testing.B) {
 					out.Write(buf)
 				}
 			}
-			reportPerSeries(b, bc.agents*bc.series, out.Len())
+			reportPerSeries(b, bc.agents*bc.series, out.Len(), cpu0)
 		})
 	}
 }

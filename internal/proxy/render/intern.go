@@ -21,13 +21,13 @@ import (
 
 // rankStrings returns, per pack, the rank of each of its strings among
 // the distinct strings of all packs.
-func rankStrings(packs []*series.Packed) [][]uint32 {
+func rankStrings(packs []*series.Packed, wk *work) [][]uint32 {
 	n := 0
 	for _, p := range packs {
 		n += len(p.Strings)
 	}
-	ids := make(map[string]uint32, n/2)
-	var strs []string
+	ids, strs := wk.ids, wk.strs[:0]
+	defer func() { wk.strs = strs }()
 	out := make([][]uint32, len(packs))
 	flat := make([]uint32, n)
 	for i, p := range packs {

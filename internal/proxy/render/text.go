@@ -148,14 +148,16 @@ func (r *ref) labels(ranks []uint32) []uint32 { return ranks[r.lab : r.lab+2*r.n
 
 // textWriter holds the state of one WriteText call.
 type textWriter struct {
-	packs []*series.Packed
-	bound []boundIDs // per pack
-	fams  []*family
-	byNam map[string]*family
-	refs  []ref
-	ranks []uint32 // every ref's labels, ranked (intern.go)
-	stats Stats
-	om    bool // write OpenMetrics 1.0 instead of text 0.0.4
+	work     *work
+	unsorted []ref // refs before arrange, kept for reuse
+	packs    []*series.Packed
+	bound    []boundIDs // per pack
+	fams     []*family
+	byNam    map[string]*family
+	refs     []ref
+	ranks    []uint32 // every ref's labels, ranked (intern.go)
+	stats    Stats
+	om       bool // write OpenMetrics 1.0 instead of text 0.0.4
 }
 
 // boundIDs are the ids of "le" and "quantile" in one pack's strings, or
@@ -243,11 +245,14 @@ func writeFamilies(w io.Writer, packs []*series.Packed, om bool) (Stats, error) 
 		n += len(p.Samples)
 		nl += len(p.Labels)
 	}
+	wk := workPool.Get().(*work)
+	defer wk.recycle()
 	tw := &textWriter{
 		packs: packs,
+		work:  wk,
 		byNam: make(map[string]*family),
-		refs:  make([]ref, 0, n),
-		ranks: make([]uint32, 0, nl),
+		refs:  slices.Grow(wk.refs[:0], n),
+		ranks: slices.Grow(wk.ranks[:0], nl),
 		om:    om,
 	}
 	tw.collect()
@@ -256,7 +261,29 @@ func writeFamilies(w io.Writer, packs []*series.Packed, om bool) (Stats, error) 
 	tw.resolveCollisions()
 	order := tw.arrange()
 	err := tw.write(w, order)
+	wk.refs, wk.sorted, wk.ranks = tw.unsorted, tw.refs, tw.ranks
 	return tw.stats, err
+}
+
+// work is the memory of one rendering that the next one can reuse: a
+// scrape renders about as many samples each time, and this memory (about
+// 100 bytes per sample) would otherwise be allocated, and collected, on
+// every scrape. None of it holds pointers except the string map, which
+// recycle clears.
+type work struct {
+	refs, sorted []ref
+	ranks        []uint32
+	ids          map[string]uint32 // rankStrings'
+	strs         []string          // rankStrings'
+}
+
+var workPool = sync.Pool{New: func() any { return &work{ids: make(map[string]uint32)} }}
+
+func (wk *work) recycle() {
+	clear(wk.ids)
+	clear(wk.strs)
+	wk.strs = wk.strs[:0]
+	workPool.Put(wk)
 }
 
 // declare returns the family called name, creating it with kind k.
@@ -273,7 +300,7 @@ func (tw *textWriter) declare(name string, k kind, typed bool) int32 {
 // collect builds the refs in input order, with their label sets as
 // ranks, and declares every typed family.
 func (tw *textWriter) collect() {
-	ranks := rankStrings(tw.packs)
+	ranks := rankStrings(tw.packs, tw.work)
 	tw.bound = make([]boundIDs, len(tw.packs))
 	var (
 		seq     int32
@@ -627,7 +654,7 @@ func (tw *textWriter) arrange() []*family {
 		f.off = off
 		off += f.n
 	}
-	sorted := make([]ref, off)
+	sorted := slices.Grow(tw.work.sorted[:0], int(off))[:off]
 	fill := make([]int32, len(tw.fams))
 	for _, r := range tw.refs {
 		if r.fam < 0 {
@@ -638,7 +665,7 @@ func (tw *textWriter) arrange() []*family {
 		fill[r.fam]++
 	}
 	orderFamilies(sorted, tw.ranks, out)
-	tw.refs = sorted
+	tw.unsorted, tw.refs = tw.refs, sorted
 	return out
 }
 

@@ -61,12 +61,14 @@ type Packer struct {
 	keep func(string) string
 }
 
-// NewPacker starts a Packed for node with room for n samples. keep, if
-// not nil, returns the string the table keeps for a new string (a copy,
-// when the caller's strings alias memory that will change).
-func NewPacker(node Node, n int, keep func(string) string) *Packer {
+// NewPacker starts a Packed for node with room for n samples and labels
+// label pairs. keep, if not nil, returns the string the table keeps for a
+// new string (a copy, when the caller's strings alias memory that will
+// change).
+func NewPacker(node Node, n, labels int, keep func(string) string) *Packer {
 	return &Packer{
-		p:    &Packed{Node: node, Strings: []string{""}, Samples: make([]Sample, 0, n)},
+		p: &Packed{Node: node, Strings: []string{""}, Samples: make([]Sample, 0, n),
+			Labels: make([]uint32, 0, 2*labels)},
 		ids:  map[string]uint32{"": 0},
 		keep: keep,
 	}
@@ -122,7 +124,11 @@ func (b *Packer) Packed() *Packed {
 // repeated names (the first stays), invalid UTF-8 in values (repaired);
 // series without points are left out. It copies no strings.
 func Pack(b Batch) *Packed {
-	pk := NewPacker(b.Node, len(b.Series), nil)
+	labels := 0
+	for i := range b.Series {
+		labels += len(b.Series[i].Labels)
+	}
+	pk := NewPacker(b.Node, len(b.Series), labels, nil)
 	for i := range b.Series {
 		s := &b.Series[i]
 		if len(s.Points) == 0 {
