@@ -261,16 +261,23 @@ var (
 	canonPool = sync.Pool{New: func() any { return new(canonTable) }}
 )
 
-func (t *canonTable) get(s string) string {
-	if s == "" {
-		return s
+// consume is consumeString through the table: a string equal to one in
+// the table becomes that one, which was checked for UTF-8 already; any
+// other is checked and takes its slot.
+func (t *canonTable) consume(b []byte) (string, int, error) {
+	s, n := consumeUnchecked(b)
+	if n < 0 || s == "" {
+		return s, n, nil
 	}
 	c := &t[maphash.String(canonSeed, s)&(canonSlots-1)]
 	if *c == s {
-		return *c
+		return *c, n, nil
+	}
+	if !utf8.ValidString(s) {
+		return "", n, errInvalidUTF8
 	}
 	*c = s
-	return s
+	return s, n, nil
 }
 
 // recycle forgets the reply's strings and returns t to the pool.
@@ -470,8 +477,12 @@ func scanReply(b []byte) (count int, ts timestamp, err error) {
 // consumeTag reads a field's tag and, like proto.Unmarshal for a message
 // (not a group), refuses field numbers out of range and end-group tags.
 func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
-	v, n := protowire.ConsumeVarint(b)
-	if n < 0 {
+	var v uint64
+	var n int
+	if len(b) > 0 && b[0] < 0x80 {
+		// Every field this decoder reads has a one-byte tag.
+		v, n = uint64(b[0]), 1
+	} else if v, n = protowire.ConsumeVarint(b); n < 0 {
 		return 0, 0, n
 	}
 	num, typ := v>>3, protowire.Type(v&7)
@@ -517,15 +528,13 @@ func (d *decoder) metric(b []byte) error {
 		var err error
 		switch {
 		case num == metricName && typ == protowire.BytesType:
-			k.name, n, err = consumeString(b)
-			k.name = d.canon.get(k.name)
+			k.name, n, err = d.canon.consume(b)
 		case num == metricLabels && typ == protowire.BytesType:
 			var v []byte
 			v, n = protowire.ConsumeBytes(b)
 			if n >= 0 {
 				var l series.Label
-				l, err = mapEntry(v)
-				l.Name, l.Value = d.canon.get(l.Name), d.canon.get(l.Value)
+				l, err = mapEntry(v, d.canon)
 				d.buf = append(d.buf, l)
 				if err == nil {
 					err = d.checkLabel(l, len(d.buf)-start)
@@ -607,8 +616,8 @@ func (d *decoder) checkLabel(lb series.Label, n int) error {
 }
 
 // mapEntry decodes one entry of the labels map; a missing key or value
-// is empty.
-func mapEntry(b []byte) (series.Label, error) {
+// is empty. Its strings come out of canon.
+func mapEntry(b []byte, canon *canonTable) (series.Label, error) {
 	var l series.Label
 	for len(b) > 0 {
 		num, typ, n := consumeTag(b)
@@ -619,9 +628,9 @@ func mapEntry(b []byte) (series.Label, error) {
 		var err error
 		switch {
 		case num == entryKey && typ == protowire.BytesType:
-			l.Name, n, err = consumeString(b)
+			l.Name, n, err = canon.consume(b)
 		case num == entryValue && typ == protowire.BytesType:
-			l.Value, n, err = consumeString(b)
+			l.Value, n, err = canon.consume(b)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}
@@ -640,17 +649,27 @@ func mapEntry(b []byte) (series.Label, error) {
 // aliases b: it must be copied (see sharer.clone) before it outlives the
 // wire bytes.
 func consumeString(b []byte) (string, int, error) {
-	v, n := protowire.ConsumeBytes(b)
-	if n < 0 {
-		return "", n, nil
-	}
-	if !utf8.Valid(v) {
+	s, n := consumeUnchecked(b)
+	if n >= 0 && !utf8.ValidString(s) {
 		return "", n, errInvalidUTF8
 	}
-	if len(v) == 0 {
-		return "", n, nil
+	return s, n, nil
+}
+
+// consumeUnchecked is consumeString without the UTF-8 check.
+func consumeUnchecked(b []byte) (string, int) {
+	var v []byte
+	var n int
+	if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
+		// Short strings, most of them, have a one-byte length.
+		v, n = b[1:1+b[0]], 1+int(b[0])
+	} else if v, n = protowire.ConsumeBytes(b); n < 0 {
+		return "", n
 	}
-	return unsafe.String(&v[0], len(v)), n, nil
+	if len(v) == 0 {
+		return "", n
+	}
+	return unsafe.String(&v[0], len(v)), n
 }
 
 // finishLabels turns the raw map entries buf[start:] of one metric into

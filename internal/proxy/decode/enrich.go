@@ -340,7 +340,9 @@ func (sh *sharer) copy(s string) string {
 	if sh.block == nil || sh.block.Cap()-sh.block.Len() < len(s) {
 		sh.block = new(strings.Builder)
 		sh.block.Grow(max(sh.blockSize, len(s)))
-		sh.blockSize = blockSize
+		// Each block twice the last, up to blockSize: a reply whose
+		// strings need little gets little.
+		sh.blockSize = min(2*sh.blockSize, blockSize)
 	}
 	off := sh.block.Len()
 	sh.block.WriteString(s)

@@ -126,6 +126,10 @@ func (a *API) renderMetrics(f registry.Filter, b time.Duration, format string, k
 	buf.Grow(a.sizes.guess(key))
 	defer func() { a.sizes.note(key, buf.Len()) }()
 	st, err := render.WritePackedText(&buf, packs, format == formatOpenMetrics)
+	// The answer is written: nothing refers to the packs any more.
+	for _, p := range packs {
+		p.Recycle()
+	}
 	a.countRemoved(st)
 	if err != nil { // a bytes.Buffer does not fail; keep what was written
 		a.logger.Warn("Rendering /metrics answer", "err", err)

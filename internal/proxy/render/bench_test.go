@@ -89,6 +89,9 @@ func BenchmarkPipeline(b *testing.B) {
 				if _, err := WritePackedText(&out, packs, false); err != nil {
 					b.Fatal(err)
 				}
+				for _, p := range packs { // as the proxy does once the answer is written
+					p.Recycle()
+				}
 			}
 			reportPerSeries(b, bc.agents*bc.series, out.Len(), cpu0)
 		})

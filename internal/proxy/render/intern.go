@@ -20,8 +20,9 @@ import (
 // one per label.
 
 // rankStrings returns, per pack, the rank of each of its strings among
-// the distinct strings of all packs.
-func rankStrings(packs []*series.Packed, wk *work) [][]uint32 {
+// the distinct strings of all packs, and whether each can be written in a
+// label value without escapes (appendSample).
+func rankStrings(packs []*series.Packed, wk *work) (ranks [][]uint32, plain [][]bool) {
 	n := 0
 	for _, p := range packs {
 		n += len(p.Strings)
@@ -29,11 +30,16 @@ func rankStrings(packs []*series.Packed, wk *work) [][]uint32 {
 	ids, strs := wk.ids, wk.strs[:0]
 	defer func() { wk.strs = strs }()
 	out := make([][]uint32, len(packs))
+	plain = make([][]bool, len(packs))
 	flat := make([]uint32, n)
+	flatPlain := make([]bool, n)
 	for i, p := range packs {
 		local := flat[:len(p.Strings):len(p.Strings)]
 		flat = flat[len(p.Strings):]
+		plain[i] = flatPlain[:len(p.Strings):len(p.Strings)]
+		flatPlain = flatPlain[len(p.Strings):]
 		for j, s := range p.Strings {
+			plain[i][j] = !strings.ContainsAny(s, "\\\n\"")
 			id, ok := ids[s]
 			if !ok {
 				id = uint32(len(strs))
@@ -58,7 +64,7 @@ func rankStrings(packs []*series.Packed, wk *work) [][]uint32 {
 			local[j] = rank[id]
 		}
 	}
-	return out
+	return out, plain
 }
 
 // compareRanks orders two ranked label sets as series.CompareSkip orders

@@ -151,6 +151,7 @@ type textWriter struct {
 	work     *work
 	unsorted []ref // refs before arrange, kept for reuse
 	packs    []*series.Packed
+	plain    [][]bool // per pack and string: needs no escaping
 	bound    []boundIDs // per pack
 	fams     []*family
 	byNam    map[string]*family
@@ -300,7 +301,8 @@ func (tw *textWriter) declare(name string, k kind, typed bool) int32 {
 // collect builds the refs in input order, with their label sets as
 // ranks, and declares every typed family.
 func (tw *textWriter) collect() {
-	ranks := rankStrings(tw.packs, tw.work)
+	ranks, plain := rankStrings(tw.packs, tw.work)
+	tw.plain = plain
 	tw.bound = make([]boundIDs, len(tw.packs))
 	var (
 		seq     int32
@@ -765,7 +767,7 @@ func (tw *textWriter) write(w io.Writer, fams []*family) error {
 				tw.stats.Duplicates++
 				continue
 			}
-			buf = appendSample(buf, tw.packs[r.pack], r.i)
+			buf = appendSample(buf, tw.packs[r.pack], r.i, tw.plain[r.pack])
 			tw.stats.Series++
 			if len(buf) >= flushAt {
 				if _, err := w.Write(buf); err != nil {
@@ -810,7 +812,7 @@ func (tw *textWriter) openMetricsFamily(f *family) (name, typ string) {
 // appendSample appends one sample line: name{labels} value. Lines are
 // formatted by hand into one buffer; going through expfmt instead means a
 // dto message per sample, about 20 allocations each (BenchmarkFloor).
-func appendSample(buf []byte, p *series.Packed, i int32) []byte {
+func appendSample(buf []byte, p *series.Packed, i int32, plain []bool) []byte {
 	s := &p.Samples[i]
 	buf = append(buf, p.Strings[s.Name]...)
 	if ids := p.LabelIDs(s); len(ids) > 0 {
@@ -821,7 +823,11 @@ func appendSample(buf []byte, p *series.Packed, i int32) []byte {
 			}
 			buf = append(buf, p.Strings[ids[j]]...)
 			buf = append(buf, '=', '"')
-			buf = appendEscaped(buf, p.Strings[ids[j+1]], true)
+			if v := ids[j+1]; plain[v] {
+				buf = append(buf, p.Strings[v]...)
+			} else {
+				buf = appendEscaped(buf, p.Strings[v], true)
+			}
 			buf = append(buf, '"')
 		}
 		buf = append(buf, '}')
@@ -834,6 +840,13 @@ func appendSample(buf []byte, p *series.Packed, i int32) []byte {
 // appendTextFloat formats v as the text format wants it: NaN, +Inf, -Inf
 // or the shortest decimal that parses back to v.
 func appendTextFloat(buf []byte, v float64) []byte {
+	// Many values are small integers (counts, states, flags); strconv's
+	// shortest formatting writes those below 1e6 as plain digits too (from
+	// 1e6 on it switches to an exponent) and takes several times longer to
+	// find out. Negative zero keeps its sign through strconv.
+	if i := int64(v); float64(i) == v && i > -1e6 && i < 1e6 && (i != 0 || !math.Signbit(v)) {
+		return strconv.AppendInt(buf, i, 10)
+	}
 	switch {
 	case math.IsNaN(v):
 		return append(buf, "NaN"...)

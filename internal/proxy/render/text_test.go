@@ -558,3 +558,17 @@ func TestWriteTextDecodedLabels(t *testing.T) {
 		require.Equal(t, tc.dropped, st.DroppedLabels, tc.label)
 	}
 }
+
+// TestAppendTextFloatMatchesStrconv holds the integer shortcut of
+// appendTextFloat to strconv's shortest formatting, around every edge.
+func TestAppendTextFloatMatchesStrconv(t *testing.T) {
+	values := []float64{0, math.Copysign(0, -1), 1, -1, 0.5, 999999, -999999, 1e6, -1e6, 1e6 - 0.5, 1234567, 1e15, 1e21,
+		math.MaxInt64, math.MinInt64, math.SmallestNonzeroFloat64, math.MaxFloat64}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range 10000 {
+		values = append(values, float64(rng.Int64N(4e6)-2e6), rng.NormFloat64()*1e7)
+	}
+	for _, v := range values {
+		require.Equal(t, strconv.FormatFloat(v, 'g', -1, 64), string(appendTextFloat(nil, v)), "%v", v)
+	}
+}

@@ -2,6 +2,7 @@ package series
 
 import (
 	"slices"
+	"sync"
 	"strings"
 	"unicode/utf8"
 
@@ -34,6 +35,25 @@ type Packed struct {
 	// Dropped counts the series Pack left out (no point), DroppedLabels
 	// the label pairs it removed to make the label sets clean.
 	Dropped, DroppedLabels int
+
+	ids map[string]uint32 // the Packer's, kept for reuse
+}
+
+// packedPool holds Packeds given back with Recycle: a scrape packs about
+// as many samples each time, 40 bytes and more per sample that would
+// otherwise be allocated and collected on every scrape.
+var packedPool sync.Pool
+
+// Recycle gives p's memory back for the next Packed. Nothing may use p,
+// or any string or slice taken from it, afterwards.
+func (p *Packed) Recycle() {
+	if p == nil {
+		return
+	}
+	clear(p.Strings)
+	clear(p.ids)
+	*p = Packed{Strings: p.Strings[:0], Samples: p.Samples[:0], Labels: p.Labels[:0], ids: p.ids}
+	packedPool.Put(p)
 }
 
 // Sample is one series of a Packed with its latest point.
@@ -66,12 +86,16 @@ type Packer struct {
 // new string (a copy, when the caller's strings alias memory that will
 // change).
 func NewPacker(node Node, n, labels int, keep func(string) string) *Packer {
-	return &Packer{
-		p: &Packed{Node: node, Strings: []string{""}, Samples: make([]Sample, 0, n),
-			Labels: make([]uint32, 0, 2*labels)},
-		ids:  map[string]uint32{"": 0},
-		keep: keep,
+	p, _ := packedPool.Get().(*Packed)
+	if p == nil {
+		p = &Packed{ids: make(map[string]uint32)}
 	}
+	p.Node = node
+	p.Strings = append(p.Strings, "")
+	p.Samples = slices.Grow(p.Samples, n)
+	p.Labels = slices.Grow(p.Labels, 2*labels)
+	p.ids[""] = 0
+	return &Packer{p: p, ids: p.ids, keep: keep}
 }
 
 // ID returns the id of s, adding it to the table when new.
