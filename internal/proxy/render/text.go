@@ -151,7 +151,7 @@ type textWriter struct {
 	work     *work
 	unsorted []ref // refs before arrange, kept for reuse
 	packs    []*series.Packed
-	plain    [][]bool // per pack and string: needs no escaping
+	plain    [][]bool   // per pack and string: needs no escaping
 	bound    []boundIDs // per pack
 	fams     []*family
 	byNam    map[string]*family

@@ -2,8 +2,8 @@ package series
 
 import (
 	"slices"
-	"sync"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
