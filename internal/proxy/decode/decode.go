@@ -3,18 +3,13 @@ package decode
 import (
 	"errors"
 	"fmt"
-	"hash/maphash"
 	"math"
-	"slices"
-	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
-	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/proxy/series"
 )
 
@@ -195,30 +190,15 @@ func Decode(info NodeInfo, raw []byte, receivedAt time.Time, window bool, validR
 // Decode is the package's Decode for a reply that must also stay within
 // l: a reply over a limit is refused whole with a *LimitError.
 func (l Limits) Decode(info NodeInfo, raw []byte, receivedAt time.Time, window bool, validRange TimeRange) (series.Batch, Stats, error) {
-	d, st, err := l.gather(info, raw, receivedAt, validRange, nil)
-	if err != nil || d == nil {
+	r, st, err := l.decodeReply(info, raw, receivedAt, validRange, !window)
+	if err != nil {
 		return series.Batch{Node: info.Node}, st, err
 	}
-	out := series.Batch{Node: info.Node}
-	d.starts = append(d.starts, int32(len(d.buf)))
-	buf := d.buf
-	// A latest batch keeps buf as its label storage: drop the slack
-	// that growing it left.
-	if !window && cap(buf)-len(buf) > len(buf)/8 {
-		buf = slices.Clone(buf)
+	defer r.recycle()
+	if len(r.recs) == 0 && r.seen == 0 {
+		return series.Batch{Node: info.Node}, st, nil
 	}
-	upper := d.strBytes
-	for i := range d.keys {
-		lo, hi := d.starts[i], d.starts[i+1]
-		d.keys[i].labels = buf[lo:hi:hi]
-		for _, l := range d.keys[i].labels {
-			upper += len(l.Name) + len(l.Value)
-		}
-	}
-	sh := newSharer(upper, true)
-	out.Series = build(d.keys, window, sh)
-	out.CleanLabels = len(out.Series) > 0 && !sh.badName
-	return out, st, nil
+	return r.batch(info.Node, window), st, nil
 }
 
 // DecodeLatest is Decode of a latest reply (window false) into a
@@ -226,181 +206,12 @@ func (l Limits) Decode(info NodeInfo, raw []byte, receivedAt time.Time, window b
 // in the same order, each with its one point, its label set cleaned as
 // series.Pack cleans it. The Packed keeps no memory of raw either.
 func (l Limits) DecodeLatest(info NodeInfo, raw []byte, receivedAt time.Time, validRange TimeRange) (*series.Packed, Stats, error) {
-	sc := scratchPool.Get().(*scratch)
-	defer sc.recycle()
-	d, st, err := l.gather(info, raw, receivedAt, validRange, sc)
+	r, st, err := l.decodeReply(info, raw, receivedAt, validRange, true)
 	if err != nil {
 		return nil, st, err
 	}
-	if d == nil {
-		return series.NewPacker(info.Node, 0, 0, nil).Packed(), st, nil
-	}
-	d.starts = append(d.starts, int32(len(d.buf)))
-	for i := range d.keys {
-		lo, hi := d.starts[i], d.starts[i+1]
-		d.keys[i].labels = d.buf[lo:hi:hi]
-	}
-	p := pack(info.Node, d.keys, len(d.buf), sc)
-	sc.keep(d)
-	return p, st, nil
-}
-
-// canonTable makes equal strings of one reply the same string, mostly:
-// each string is looked up in a direct-mapped cache by its hash, and
-// replaced by the string cached there when they are equal (a collision
-// only costs the sharing). Sorting a reply compares label sets whose
-// names, and many values, are equal; as the same string, they compare by
-// pointer instead of byte by byte, which made sorting a reply about four
-// times faster. The strings still alias the reply.
-type canonTable [canonSlots]string
-
-const canonSlots = 4096 // a power of two
-
-var (
-	canonSeed = maphash.MakeSeed()
-	canonPool = sync.Pool{New: func() any { return new(canonTable) }}
-)
-
-// consume is consumeString through the table: a string equal to one in
-// the table becomes that one, which was checked for UTF-8 already; any
-// other is checked and takes its slot.
-func (t *canonTable) consume(b []byte) (string, int, error) {
-	s, n := consumeUnchecked(b)
-	if n < 0 || s == "" {
-		return s, n, nil
-	}
-	c := &t[maphash.String(canonSeed, s)&(canonSlots-1)]
-	if *c == s {
-		return *c, n, nil
-	}
-	if !utf8.ValidString(s) {
-		return "", n, errInvalidUTF8
-	}
-	*c = s
-	return s, n, nil
-}
-
-// recycle forgets the reply's strings and returns t to the pool.
-func (t *canonTable) recycle() {
-	clear(t[:])
-	canonPool.Put(t)
-}
-
-// scratch is the working memory of one DecodeLatest, reused across
-// replies: all of it is garbage once the reply is packed, and a scrape of
-// many agents would otherwise allocate it again for every reply.
-type scratch struct {
-	keys   []key
-	starts []int32
-	buf    series.Labels
-	// familyOrder's
-	famIDs map[string]int32
-	names  []string
-	fam    []int32
-	rank   []int32
-	start  []int32
-	byName []int32
-	perm   []int32
-}
-
-var scratchPool = sync.Pool{New: func() any { return &scratch{famIDs: make(map[string]int32, 256)} }}
-
-// keep takes back the slices d grew, so that the next reply finds them.
-func (sc *scratch) keep(d *decoder) {
-	sc.keys, sc.starts, sc.buf = d.keys, d.starts, d.buf
-}
-
-// recycle forgets every string of the reply (they alias its bytes, which
-// must not be kept alive) and returns sc to the pool.
-func (sc *scratch) recycle() {
-	clear(sc.keys)
-	clear(sc.buf)
-	clear(sc.famIDs)
-	clear(sc.names)
-	sc.keys, sc.starts, sc.buf = sc.keys[:0], sc.starts[:0], sc.buf[:0]
-	sc.names = sc.names[:0]
-	scratchPool.Put(sc)
-}
-
-// gather decodes raw into keys whose labels are d.buf[d.starts[i]:], or
-// returns a nil decoder for a reply without metrics. With sc, it works in
-// sc's memory.
-func (l Limits) gather(info NodeInfo, raw []byte, receivedAt time.Time, validRange TimeRange, sc *scratch) (*decoder, Stats, error) {
-	canon := canonPool.Get().(*canonTable)
-	defer canon.recycle()
-	var st Stats
-	valid := validRange.millis()
-	count, replyTs, err := scanReply(raw)
-	if err != nil {
-		return nil, st, err
-	}
-	if count == 0 {
-		return nil, st, nil
-	}
-	if over(l.MaxSeries, count) {
-		return nil, st, &LimitError{Reason: ReasonSeriesPerReply, Got: count, Limit: l.MaxSeries}
-	}
-	extra := nodeLabels(info)
-	exported := make([]string, len(extra))
-	for i, e := range extra {
-		exported[i] = exportedName(e.Name)
-	}
-	d := &decoder{
-		canon:      canon,
-		lim:        l,
-		extra:      extra,
-		exported:   exported,
-		containers: info.Containers,
-		defaultMs:  receivedAt.UnixMilli(),
-		valid:      valid,
-	}
-	if sc != nil {
-		d.keys, d.starts, d.buf = slices.Grow(sc.keys, count), slices.Grow(sc.starts, count+1), slices.Grow(sc.buf, 16)
-	} else {
-		d.keys, d.starts = make([]key, 0, count), make([]int32, 0, count+1)
-		// Never nil, like the reference's: a metric without labels gets an
-		// empty, not a nil, label set.
-		d.buf = make(series.Labels, 0, 16)
-	}
-	d.defaultIn = valid.holds(receivedAt.Unix(), int32(receivedAt.Nanosecond()))
-	if replyTs.set {
-		d.defaultIn = valid.holds(replyTs.seconds, replyTs.nanos)
-		if d.defaultIn {
-			d.defaultMs = replyTs.millis()
-		}
-	}
-	for b := raw; len(b) > 0; {
-		num, typ, n := consumeTag(b)
-		if n < 0 {
-			return nil, st, errMalformed
-		}
-		b = b[n:]
-		if num == replyMetrics && typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return nil, st, errMalformed
-			}
-			if err := d.metric(v); err != nil {
-				return nil, st, fmt.Errorf("metric %d: %w", d.seen, err)
-			}
-			if d.seen == 1 && len(d.keys) == 1 {
-				// Replies are uniform: size the label storage after the
-				// first metric, but never beyond what raw can hold (an
-				// entry takes at least two bytes).
-				d.buf = slices.Grow(d.buf, min((count-1)*len(d.buf), count*len(d.extra)+len(raw)/2))
-			}
-			b = b[n:]
-			continue
-		}
-		n = protowire.ConsumeFieldValue(num, typ, b)
-		if n < 0 {
-			return nil, st, errMalformed
-		}
-		b = b[n:]
-	}
-	st.Reserved, st.ForeignContainer = d.reserved, d.foreign
-	st.OutOfRange = d.seen - len(d.keys) - d.reserved - d.foreign
-	return d, st, nil
+	defer r.recycle()
+	return r.packed(info.Node), st, nil
 }
 
 // timestamp is a google.protobuf.Timestamp being decoded.
@@ -492,159 +303,6 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 	return protowire.Number(num), typ, n
 }
 
-// decoder accumulates the metrics of one reply.
-type decoder struct {
-	canon      *canonTable
-	lim        Limits
-	extra      series.Labels
-	exported   []string // exported_<name> of each extra label
-	containers []string // registered container names
-	reserved   int      // metrics dropped for a reserved name
-	foreign    int      // metrics dropped for a foreign container_name
-	valid      msRange
-	defaultMs  int64
-	defaultIn  bool // defaultMs is in valid
-	seen       int  // metrics decoded, kept or not
-	keys       []key
-	buf        series.Labels // every metric's labels, back to back
-	starts     []int32       // where each key's labels start in buf
-	strBytes   int           // bytes of names and descriptions
-}
-
-// metric decodes one Metric message and appends its key and labels.
-func (d *decoder) metric(b []byte) error {
-	k := key{idx: int32(len(d.keys))}
-	var ts timestamp
-	start := len(d.buf)
-	if start > math.MaxInt32 {
-		return errors.New("too many labels")
-	}
-	for len(b) > 0 {
-		num, typ, n := consumeTag(b)
-		if n < 0 {
-			return errMalformed
-		}
-		b = b[n:]
-		var err error
-		switch {
-		case num == metricName && typ == protowire.BytesType:
-			k.name, n, err = d.canon.consume(b)
-		case num == metricLabels && typ == protowire.BytesType:
-			var v []byte
-			v, n = protowire.ConsumeBytes(b)
-			if n >= 0 {
-				var l series.Label
-				l, err = mapEntry(v, d.canon)
-				d.buf = append(d.buf, l)
-				if err == nil {
-					err = d.checkLabel(l, len(d.buf)-start)
-				}
-			}
-		case num == metricValue && typ == protowire.Fixed64Type:
-			var v uint64
-			v, n = protowire.ConsumeFixed64(b)
-			k.value = math.Float64frombits(v)
-		case num == metricDescription && typ == protowire.BytesType:
-			k.help, n, err = consumeString(b)
-		case num == metricTimestamp && typ == protowire.BytesType:
-			var v []byte
-			v, n = protowire.ConsumeBytes(b)
-			if n >= 0 {
-				err = ts.merge(v)
-			}
-		case num == metricType && typ == protowire.VarintType:
-			var v uint64
-			v, n = protowire.ConsumeVarint(b)
-			k.typ = fodcv1.MetricType(int32(v))
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if err != nil {
-			return err
-		}
-		if n < 0 {
-			return errMalformed
-		}
-		b = b[n:]
-	}
-	if over(d.lim.MaxNameLen, len(k.name)) {
-		return &LimitError{Reason: ReasonMetricNameLength, Got: len(k.name), Limit: d.lim.MaxNameLen}
-	}
-	d.seen++
-	k.ms = d.defaultMs
-	in := d.defaultIn
-	if ts.set {
-		in = d.valid.holds(ts.seconds, ts.nanos)
-		k.ms = ts.millis()
-	}
-	if !in {
-		d.buf = d.buf[:start]
-		return nil
-	}
-	if ReservedName(k.name) {
-		d.reserved++
-		d.buf = d.buf[:start]
-		return nil
-	}
-	d.buf = finishLabels(d.buf, start, d.extra, d.exported)
-	if !ownedContainer(d.buf[start:], d.containers) {
-		d.foreign++
-		d.buf = d.buf[:start]
-		return nil
-	}
-	d.strBytes += len(k.name) + len(k.help)
-	d.starts = append(d.starts, int32(start))
-	d.keys = append(d.keys, k)
-	return nil
-}
-
-// checkLabel holds the n-th label of a metric, as the agent sent it, to
-// the limits while the labels are decoded, so that a metric over a limit
-// costs no more than the labels read up to it.
-func (d *decoder) checkLabel(lb series.Label, n int) error {
-	l := d.lim
-	if over(l.MaxLabels, n) {
-		return &LimitError{Reason: ReasonLabelsPerSeries, Got: n, Limit: l.MaxLabels}
-	}
-	if over(l.MaxLabelNameLen, len(lb.Name)) {
-		return &LimitError{Reason: ReasonLabelNameLength, Got: len(lb.Name), Limit: l.MaxLabelNameLen}
-	}
-	if over(l.MaxLabelValueLen, len(lb.Value)) {
-		return &LimitError{Reason: ReasonLabelValueLength, Got: len(lb.Value), Limit: l.MaxLabelValueLen}
-	}
-	return nil
-}
-
-// mapEntry decodes one entry of the labels map; a missing key or value
-// is empty. Its strings come out of canon.
-func mapEntry(b []byte, canon *canonTable) (series.Label, error) {
-	var l series.Label
-	for len(b) > 0 {
-		num, typ, n := consumeTag(b)
-		if n < 0 {
-			return l, errMalformed
-		}
-		b = b[n:]
-		var err error
-		switch {
-		case num == entryKey && typ == protowire.BytesType:
-			l.Name, n, err = canon.consume(b)
-		case num == entryValue && typ == protowire.BytesType:
-			l.Value, n, err = canon.consume(b)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if err != nil {
-			return l, err
-		}
-		if n < 0 {
-			return l, errMalformed
-		}
-		b = b[n:]
-	}
-	return l, nil
-}
-
 // consumeString reads a length-delimited string field. The string
 // aliases b: it must be copied (see sharer.clone) before it outlives the
 // wire bytes.
@@ -670,67 +328,4 @@ func consumeUnchecked(b []byte) (string, int) {
 		return "", n
 	}
 	return unsafe.String(&v[0], len(v)), n
-}
-
-// finishLabels turns the raw map entries buf[start:] of one metric into
-// its label set as appendLabels makes it from the decoded map: the last
-// entry of each key, without empty keys or values, plus the node labels
-// (extra, whose exported_<name> spellings are exported), sorted. A node
-// label wins over an own label of the same name and another value, which
-// is renamed to exported_<name>. The strings are valid UTF-8 already.
-func finishLabels(buf series.Labels, start int, extra series.Labels, exported []string) series.Labels {
-	ls := buf[start:]
-	// A stable sort by name keeps the entries of one key in wire order.
-	if len(ls) <= 16 {
-		for i := 1; i < len(ls); i++ {
-			for j := i; j > 0 && ls[j].Name < ls[j-1].Name; j-- {
-				ls[j], ls[j-1] = ls[j-1], ls[j]
-			}
-		}
-	} else {
-		slices.SortStableFunc(ls, func(a, b series.Label) int { return strings.Compare(a.Name, b.Name) })
-	}
-	n := 0
-	for i, l := range ls {
-		if i+1 < len(ls) && ls[i+1].Name == l.Name {
-			continue // a later entry replaces this one
-		}
-		if l.Name == "" || l.Value == "" {
-			continue
-		}
-		ls[n] = l
-		n++
-	}
-	own := ls[:n]
-	buf = buf[:start+n]
-	renamed := false
-	for i, e := range extra {
-		j, found := slices.BinarySearchFunc(own, e.Name, func(l series.Label, name string) int {
-			return strings.Compare(l.Name, name)
-		})
-		switch {
-		case !found:
-			buf = append(buf, e)
-		case own[j].Value != e.Value:
-			buf[start+j].Name = exported[i]
-			buf = append(buf, e)
-			renamed = true
-		}
-	}
-	sortLabels(buf[start:])
-	if !renamed {
-		return buf
-	}
-	// A renamed label may meet the agent's own exported_<name>: keep the
-	// smaller value, as appendLabels does.
-	out := buf[start:]
-	m := 0
-	for i, l := range out {
-		if i > 0 && l.Name == out[m-1].Name {
-			continue
-		}
-		out[m] = l
-		m++
-	}
-	return buf[:start+m]
 }

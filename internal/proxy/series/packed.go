@@ -74,6 +74,17 @@ func (p *Packed) LabelIDs(s *Sample) []uint32 {
 // Len is the number of samples.
 func (p *Packed) Len() int { return len(p.Samples) }
 
+// GetPacked returns an empty Packed for node, reusing the memory of a
+// recycled one when there is one; the caller fills its exported fields.
+func GetPacked(node Node) *Packed {
+	p, _ := packedPool.Get().(*Packed)
+	if p == nil {
+		p = &Packed{ids: make(map[string]uint32)}
+	}
+	p.Node = node
+	return p
+}
+
 // Packer builds a Packed, string by string.
 type Packer struct {
 	p    *Packed
@@ -86,11 +97,7 @@ type Packer struct {
 // new string (a copy, when the caller's strings alias memory that will
 // change).
 func NewPacker(node Node, n, labels int, keep func(string) string) *Packer {
-	p, _ := packedPool.Get().(*Packed)
-	if p == nil {
-		p = &Packed{ids: make(map[string]uint32)}
-	}
-	p.Node = node
+	p := GetPacked(node)
 	p.Strings = append(p.Strings, "")
 	p.Samples = slices.Grow(p.Samples, n)
 	p.Labels = slices.Grow(p.Labels, 2*labels)
