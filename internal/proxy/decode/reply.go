@@ -128,7 +128,10 @@ type reply struct {
 	labels     []uint32 // the finished label sets, pairs
 	pairs      []uint32 // scratch for one label set
 	rank       []uint32 // rank of each string id among the table's strings
-	order      []uint32 // string ids by rank, then recs by output order
+	order      []uint32 // string ids by rank
+	sorted     []rec    // sortLatest's output; swaps with recs
+	famStart   []uint32 // sortLatest's scratch
+	idx, next  []uint32
 	extra      []nodeLabel
 	containers []uint32 // registered container names
 	// Ids of strings decoding looks for.
@@ -606,14 +609,34 @@ func compareTime(a, b *rec) int {
 
 // sortLatest orders the recs as the text renderer writes them: by family,
 // then labels without le or quantile, component, bound, then the whole
-// label set, time and position in the reply.
+// label set, time and position in the reply. Agents send their metrics in
+// map order, so this is a real sort: the recs are first distributed to
+// their families in family order (a counting sort on the ranks of the few
+// family names), then each family's recs are sorted among themselves, by
+// index, which moves 4 bytes instead of a record.
 func (r *reply) sortLatest() {
 	rank := r.rank
-	slices.SortFunc(r.recs, func(a, b rec) int {
-		if a.family != b.family {
-			return cmp.Compare(rank[a.family], rank[b.family])
-		}
-		if c := r.compareSets(r.set(&a), a.skip, r.set(&b), b.skip); c != 0 {
+	// famStart[rank of a family + 1] counts, then locates, its recs.
+	famStart := grown(r.famStart[:0], len(rank)+1)
+	clear(famStart)
+	for i := range r.recs {
+		famStart[rank[r.recs[i].family]+1]++
+	}
+	for i := 1; i < len(famStart); i++ {
+		famStart[i] += famStart[i-1]
+	}
+	idx := grown(r.idx[:0], len(r.recs))
+	next := grown(r.next[:0], len(famStart))
+	copy(next, famStart)
+	for i := range r.recs {
+		f := rank[r.recs[i].family]
+		idx[next[f]] = uint32(i)
+		next[f]++
+	}
+	recs := r.recs
+	cmpInFamily := func(x, y uint32) int {
+		a, b := &recs[x], &recs[y]
+		if c := r.compareSets(r.set(a), a.skip, r.set(b), b.skip); c != 0 {
 			return c
 		}
 		if a.comp != b.comp {
@@ -622,11 +645,22 @@ func (r *reply) sortLatest() {
 		if a.bound != b.bound {
 			return cmp.Compare(a.bound, b.bound)
 		}
-		if c := r.compareSets(r.set(&a), -1, r.set(&b), -1); c != 0 {
+		if c := r.compareSets(r.set(a), -1, r.set(b), -1); c != 0 {
 			return c
 		}
-		return compareTime(&a, &b)
-	})
+		return compareTime(a, b)
+	}
+	for f := 0; f+1 < len(famStart); f++ {
+		if seg := idx[famStart[f]:famStart[f+1]]; len(seg) > 1 {
+			slices.SortFunc(seg, cmpInFamily)
+		}
+	}
+	sorted := grown(r.sorted[:0], len(recs))
+	for i, x := range idx {
+		sorted[i] = recs[x]
+	}
+	r.recs, r.sorted = sorted, recs[:0]
+	r.famStart, r.idx, r.next = famStart, idx, next
 }
 
 // sortWindow orders the recs by name, label set, time and position.
