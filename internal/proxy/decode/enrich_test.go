@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
@@ -265,30 +264,6 @@ func TestBatchFixture(t *testing.T) {
 		require.Zero(t, s.Points[0].TimestampMs%1000, "window samples have whole seconds")
 	}
 	require.Equal(t, len(reply.Metrics), points, "the agent sends no duplicate times")
-}
-
-// BenchmarkBatch measures enrichment of a realistic 10k-series latest reply.
-func BenchmarkBatch(b *testing.B) {
-	var ms []*fodcv1.Metric
-	for i := range 10000 {
-		ms = append(ms, &fodcv1.Metric{
-			Name: fmt.Sprintf("banyandb_metric_%d", i/20),
-			Labels: map[string]string{
-				"group": fmt.Sprintf("g%d", i%20), "shard": fmt.Sprint(i % 4), "node_role": "ROLE_DATA",
-				"pod_name": "banyand-data-0", "container_name": "data",
-			},
-			Value: float64(i),
-		})
-	}
-	raw, err := proto.Marshal(&fodcv1.StreamMetricsRequest{Metrics: ms, Timestamp: replyTS})
-	require.NoError(b, err)
-	var reply fodcv1.StreamMetricsRequest
-	require.NoError(b, proto.Unmarshal(raw, &reply))
-	info := NodeInfo{Node: series.Node{Role: "ROLE_DATA", PodName: "banyand-data-0", IP: "10.0.0.1", Port: 17913}}
-	b.ReportAllocs()
-	for b.Loop() {
-		fromMessage(info, &reply, received, false)
-	}
 }
 
 // TestBatchContentAcrossBlocks checks that sharing and block copies keep

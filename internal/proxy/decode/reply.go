@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"hash/maphash"
 	"math"
+	"math/bits"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -35,20 +37,50 @@ import (
 
 // table interns the strings of one reply. Id 0 is "".
 type table struct {
-	strs  []string // by id; alias the reply until copied
-	hash  []uint32 // of each string, to grow without hashing again
-	slots []uint32 // open addressing: id+1 of the string there, 0 free
+	strs []string // by id; alias the reply until copied
+	// slots is an open-addressing hash table: each slot holds the high
+	// 32 bits of a string's hash and its id+1 (0: free), so that a probe
+	// touches nothing else until the hashes match.
+	slots []uint64
 }
 
-var tableSeed = maphash.MakeSeed()
+var (
+	tableSeed  = maphash.MakeSeed()
+	shortSeed  = maphash.String(tableSeed, "short strings")
+	shortMixer = uint64(0xe7037ed1a0b428db)
+)
+
+// hashString hashes s with a per-process seed. Most strings of a reply
+// are short: up to 16 bytes, two loads and a 128-bit multiply (wyhash's
+// mixing) cover every byte, at a fraction of maphash's cost; longer
+// strings go to maphash. Both are keyed, so an agent cannot choose
+// strings that collide.
+func hashString(s string) uint64 {
+	n := len(s)
+	if n > 16 {
+		return maphash.String(tableSeed, s)
+	}
+	p := unsafe.Pointer(unsafe.StringData(s))
+	var a, b uint64
+	switch {
+	case n >= 8:
+		a, b = *(*uint64)(p), *(*uint64)(unsafe.Add(p, n-8))
+	case n >= 4:
+		a, b = uint64(*(*uint32)(p)), uint64(*(*uint32)(unsafe.Add(p, n-4)))
+	default:
+		a = uint64(s[0])<<16 | uint64(s[n>>1])<<8 | uint64(s[n-1])
+	}
+	hi, lo := bits.Mul64(a^shortSeed, b^shortMixer^uint64(n))
+	return hi ^ lo
+}
 
 const minSlots = 1 << 10
 
 func (t *table) reset() {
 	clear(t.strs)
-	t.strs, t.hash = append(t.strs[:0], ""), append(t.hash[:0], 0)
+	t.strs = append(t.strs[:0], "")
 	if len(t.slots) < minSlots {
-		t.slots = make([]uint32, minSlots)
+		t.slots = make([]uint64, minSlots)
 	} else {
 		clear(t.slots)
 	}
@@ -60,20 +92,21 @@ func (t *table) intern(s string) (uint32, error) {
 	if s == "" {
 		return 0, nil
 	}
-	h := uint32(maphash.String(tableSeed, s))
-	mask := uint32(len(t.slots) - 1)
+	h := hashString(s)
+	tag := h &^ (1<<32 - 1)
+	mask := uint64(len(t.slots) - 1)
 	i := h & mask
 	for ; t.slots[i] != 0; i = (i + 1) & mask {
-		if id := t.slots[i] - 1; t.hash[id] == h && t.strs[id] == s {
-			return id, nil
+		if e := t.slots[i]; e&^(1<<32-1) == tag && t.strs[uint32(e)-1] == s {
+			return uint32(e) - 1, nil
 		}
 	}
 	if !utf8.ValidString(s) {
 		return 0, errInvalidUTF8
 	}
 	id := uint32(len(t.strs))
-	t.strs, t.hash = append(t.strs, s), append(t.hash, h)
-	t.slots[i] = id + 1
+	t.strs = append(t.strs, s)
+	t.slots[i] = tag | uint64(id+1)
 	if 2*len(t.strs) > len(t.slots) {
 		t.grow()
 	}
@@ -87,14 +120,19 @@ func (t *table) mustIntern(s string) uint32 {
 }
 
 func (t *table) grow() {
-	t.slots = make([]uint32, 2*len(t.slots))
-	mask := uint32(len(t.slots) - 1)
-	for id := 1; id < len(t.strs); id++ {
-		i := t.hash[id] & mask
+	old := t.slots
+	t.slots = make([]uint64, 2*len(old))
+	mask := uint64(len(t.slots) - 1)
+	for _, e := range old {
+		if e == 0 {
+			continue
+		}
+		// The low bits that placed it are gone with the id: hash again.
+		i := hashString(t.strs[uint32(e)-1]) & mask
 		for t.slots[i] != 0 {
 			i = (i + 1) & mask
 		}
-		t.slots[i] = uint32(id) + 1
+		t.slots[i] = e
 	}
 }
 
