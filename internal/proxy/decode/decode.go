@@ -100,8 +100,8 @@ var (
 // the last one in the reply is kept. A series' Help is the first non-empty
 // description and its Type the first specified type in reply order. A
 // window batch's Series are sorted by name, then label set; a latest
-// batch's are in the text renderer's order inside each family (see
-// latest), so that rendering can merge agents' batches without sorting.
+// batch's are in the text renderer's order (see reply.sortLatest), so
+// that rendering merges agents' batches instead of sorting them.
 // It fails where
 // proto.Unmarshal fails: truncated or malformed wire data, field numbers
 // out of range, unbalanced groups and string fields that are not valid
@@ -303,18 +303,9 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 	return protowire.Number(num), typ, n
 }
 
-// consumeString reads a length-delimited string field. The string
-// aliases b: it must be copied (see sharer.clone) before it outlives the
-// wire bytes.
-func consumeString(b []byte) (string, int, error) {
-	s, n := consumeUnchecked(b)
-	if n >= 0 && !utf8.ValidString(s) {
-		return "", n, errInvalidUTF8
-	}
-	return s, n, nil
-}
-
-// consumeUnchecked is consumeString without the UTF-8 check.
+// consumeUnchecked reads a length-delimited string field without checking
+// that it is UTF-8 (table.intern checks each distinct string once). The
+// string aliases b.
 func consumeUnchecked(b []byte) (string, int) {
 	var v []byte
 	var n int

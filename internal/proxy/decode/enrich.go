@@ -4,11 +4,12 @@
 // timestamp on every point and, for window replies, the samples of each
 // series grouped into one ascending run of points.
 //
-// Batch is called once per agent reply on the scrape hot path: it reads
-// the reply's wire bytes straight into series, never building the protobuf
-// message. It allocates a fixed handful of slices per reply (not per
-// sample) and no maps. Its tests hold it to a reference built on the
-// decoded message (oracle_test.go).
+// DecodeLatest is called once per agent reply on the scrape hot path: it
+// reads the reply's wire bytes straight into a series.Packed, never
+// building the protobuf message, in working memory reused from reply to
+// reply (reply.go tells how). Its tests hold it, and Batch, to a plain
+// reference built on the decoded message (oracle_test.go,
+// reference_test.go).
 package decode
 
 import (
@@ -32,67 +33,55 @@ type NodeInfo struct {
 	Containers []string
 }
 
-// sharer stores the strings of a batch compactly. A string equal to its
-// counterpart in the previous series (in sorted order) becomes that very
-// string; any other is copied into a few large blocks, in output order.
-// Neighbours mostly have the same name, help and label names and many
-// equal values, so the batch holds each run of equal strings once, the
-// reply's scattered small strings can be collected, the renderer reads
-// the strings in memory order, and its comparisons of shared strings stop
-// at the pointer check. It costs enrichment one pass over the strings
-// (at most about 2 ms per 10k series in BenchmarkBatch) and pays back in
-// the renderer and the heap. Measured once on the data of render's
-// BenchmarkWriteText/typed/10x10k (ten 10k-series replies): the batches
-// kept 13 MB in 41 objects instead of 32 MB in 740k objects, and WriteText
-// took 97 ms instead of 146 ms, the difference being cache misses.
-type sharer struct {
-	prevName, prevHelp string
-	prev               series.Labels
-	block              *strings.Builder
-	blockSize          int
-	// clone makes copy copy long strings too, for inputs whose memory
-	// the batch must not keep (DecodeBatch's strings alias the wire
-	// bytes).
+// blocks copies strings out of a reply's memory into a few large blocks,
+// in the order they are asked for: a decoded batch keeps a handful of
+// objects instead of a string per label, its strings can outlive the
+// reply, and a reader that follows the batch's order reads them in memory
+// order.
+type blocks struct {
+	block     *strings.Builder
+	blockSize int
+	// clone copies long strings too (into their own allocation), for
+	// inputs whose memory the batch must not keep.
 	clone bool
-	// badName is set when a label name is not a valid Prometheus label
-	// name. Each distinct run of names is checked once, when copied.
-	badName bool
 }
 
-// Strings are copied into blocks of blockSize bytes; longer ones keep
-// their own allocation.
+// Strings are copied into blocks of up to blockSize bytes; longer ones
+// keep their own allocation.
 const (
 	blockSize    = 32 << 10
 	maxBlockCopy = 1 << 10
 )
 
-func newSharer(upper int, clone bool) *sharer {
-	return &sharer{blockSize: min(upper, blockSize), clone: clone}
+// newBlocks sizes the first block after upper, the most the strings may
+// need.
+func newBlocks(upper int, clone bool) blocks {
+	return blocks{blockSize: min(upper, blockSize), clone: clone}
 }
 
 // copy returns s in the current block. A Builder only ever appends, and
 // it never reallocates here because a block is never grown past its first
 // Grow, so strings taken from it stay valid.
-func (sh *sharer) copy(s string) string {
+func (bl *blocks) copy(s string) string {
 	if len(s) == 0 {
 		return s
 	}
 	if len(s) > maxBlockCopy {
-		if sh.clone {
+		if bl.clone {
 			return strings.Clone(s)
 		}
 		return s
 	}
-	if sh.block == nil || sh.block.Cap()-sh.block.Len() < len(s) {
-		sh.block = new(strings.Builder)
-		sh.block.Grow(max(sh.blockSize, len(s)))
+	if bl.block == nil || bl.block.Cap()-bl.block.Len() < len(s) {
+		bl.block = new(strings.Builder)
+		bl.block.Grow(max(bl.blockSize, len(s)))
 		// Each block twice the last, up to blockSize: a reply whose
 		// strings need little gets little.
-		sh.blockSize = min(2*sh.blockSize, blockSize)
+		bl.blockSize = min(2*bl.blockSize, blockSize)
 	}
-	off := sh.block.Len()
-	sh.block.WriteString(s)
-	return sh.block.String()[off:]
+	off := bl.block.Len()
+	bl.block.WriteString(s)
+	return bl.block.String()[off:]
 }
 
 // exportedName is the name an agent's label keeps when the proxy's

@@ -153,6 +153,19 @@ func latest(keys []key, sh *sharer) []series.Series {
 	return out
 }
 
+// sharer is the reference's string store: a string equal to its
+// counterpart in the previous series (in sorted order) becomes that very
+// string; any other is copied into blocks.
+type sharer struct {
+	blocks
+	prevName, prevHelp string
+	prev               series.Labels
+}
+
+func newSharer(upper int, clone bool) *sharer {
+	return &sharer{blocks: newBlocks(upper, clone)}
+}
+
 func (sh *sharer) name(s string) string {
 	if s != sh.prevName {
 		sh.prevName = sh.copy(s)
@@ -175,7 +188,6 @@ func (sh *sharer) labels(ls series.Labels) series.Labels {
 			l.Name = sh.prev[j].Name
 		} else {
 			l.Name = sh.copy(l.Name)
-			sh.badName = sh.badName || !series.ValidLabelName(l.Name)
 		}
 		if j < len(sh.prev) && l.Value == sh.prev[j].Value {
 			l.Value = sh.prev[j].Value

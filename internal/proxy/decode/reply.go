@@ -715,8 +715,8 @@ func (r *reply) sortWindow() {
 	})
 }
 
-// strings copies the table's strings out of the reply's memory into a
-// few blocks (see sharer), in rank order so that neighbours in the
+// copyStrings copies the table's strings out of the reply's memory into a
+// few blocks, in rank order so that neighbours in the
 // output are neighbours in memory, into dst.
 func (r *reply) copyStrings(dst []string) []string {
 	dst = grown(dst[:0], len(r.tab.strs))
@@ -724,9 +724,9 @@ func (r *reply) copyStrings(dst []string) []string {
 	for _, s := range r.tab.strs {
 		upper += min(len(s), maxBlockCopy+1)
 	}
-	sh := newSharer(upper, true)
+	bl := newBlocks(upper, true)
 	for _, id := range r.order {
-		dst[id] = sh.copy(r.tab.strs[id])
+		dst[id] = bl.copy(r.tab.strs[id])
 	}
 	return dst
 }
