@@ -1,7 +1,6 @@
 package render
 
 import (
-	"cmp"
 	"slices"
 	"strings"
 
@@ -13,11 +12,11 @@ import (
 // live in different replies: each comparison walked several equal names
 // and values byte by byte before reaching the pair that differs (mostly
 // the node's identity). Every distinct string of an answer is therefore
-// numbered once, by its rank among all of them, and a sample's label set
-// becomes a run of ranks: comparing two sets compares small integers, and
-// equal sets are equal runs. Packs already hold each of their strings
-// once, so this costs one map lookup per distinct string per pack, not
-// one per label.
+// numbered once, by its rank among all of them: comparing two label sets
+// compares small integers (each pack's ids read through the pack's table
+// of ranks, see ranked), and equal sets are equal runs of ranks. Packs
+// already hold each of their strings once, so this costs one map lookup
+// per distinct string per pack, not one per label.
 
 // rankStrings returns, per pack, the rank of each of its strings among
 // the distinct strings of all packs, and whether each can be written in a
@@ -65,30 +64,4 @@ func rankStrings(packs []*series.Packed, wk *work) (ranks [][]uint32, plain [][]
 		}
 	}
 	return out, plain
-}
-
-// compareRanks orders two ranked label sets as series.CompareSkip orders
-// the label sets they stand for: pair by pair, skipping pair askip of a
-// and bskip of b (-1: none).
-func compareRanks(a []uint32, askip int, b []uint32, bskip int) int {
-	i, j := 0, 0
-	for {
-		if i == 2*askip {
-			i += 2
-		}
-		if j == 2*bskip {
-			j += 2
-		}
-		if i >= len(a) || j >= len(b) {
-			return cmp.Compare(len(a)-i, len(b)-j)
-		}
-		if a[i] != b[j] {
-			return cmp.Compare(a[i], b[j])
-		}
-		if a[i+1] != b[j+1] {
-			return cmp.Compare(a[i+1], b[j+1])
-		}
-		i += 2
-		j += 2
-	}
 }

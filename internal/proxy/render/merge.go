@@ -18,10 +18,10 @@ const minRunLength = 4
 // merger orders family segments; it keeps its scratch space between
 // segments, so one merger serves one goroutine.
 type merger struct {
-	ranks  []uint32 // the refs' ranked labels
-	starts []int32  // run starts in the segment, then its length
-	heads  []int32  // next sample of each run
-	tree   []int32  // loser tree: tree[0] the winning run, tree[1:] losers
+	ranked *ranked
+	starts []int32 // run starts in the segment, then its length
+	heads  []int32 // next sample of each run
+	tree   []int32 // loser tree: tree[0] the winning run, tree[1:] losers
 	out    []ref
 	seg    []ref
 }
@@ -33,7 +33,7 @@ func (m *merger) order(seg []ref) {
 	}
 	m.starts = append(m.starts[:0], 0)
 	for i := 1; i < len(seg); i++ {
-		if compareRefs(m.ranks, &seg[i-1], &seg[i]) > 0 {
+		if compareRefs(m.ranked, &seg[i-1], &seg[i]) > 0 {
 			m.starts = append(m.starts, int32(i))
 		}
 	}
@@ -42,7 +42,7 @@ func (m *merger) order(seg []ref) {
 	case k == 1:
 		return
 	case k*minRunLength > len(seg):
-		slices.SortFunc(seg, func(a, b ref) int { return compareRefs(m.ranks, &a, &b) })
+		slices.SortFunc(seg, func(a, b ref) int { return compareRefs(m.ranked, &a, &b) })
 		return
 	}
 	m.starts = append(m.starts, int32(len(seg)))
@@ -92,5 +92,5 @@ func (m *merger) less(a, b int32) bool {
 	case hb == m.starts[b+1]:
 		return true
 	}
-	return compareRefs(m.ranks, &m.seg[ha], &m.seg[hb]) < 0
+	return compareRefs(m.ranked, &m.seg[ha], &m.seg[hb]) < 0
 }

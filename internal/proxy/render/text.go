@@ -138,13 +138,45 @@ type ref struct {
 	seq   int32 // input order; earlier wins ties
 	fam   int32 // index into families, -1 unassigned or dropped
 	skip  int32 // index of the le/quantile label pair, or -1
-	lab   int32 // the label set as ranks: ranks[lab:lab+2*nl]
+	lab   int32 // the label set: packs[pack].Labels[lab:lab+2*nl]
 	nl    int32 // number of labels
 	comp  uint8
 }
 
-// labels returns r's label set as ranks.
-func (r *ref) labels(ranks []uint32) []uint32 { return ranks[r.lab : r.lab+2*r.nl] }
+// ranked reads the label sets of refs as ranks (intern.go): each pack's
+// string ids through the pack's table of their ranks in the answer.
+type ranked struct {
+	labels [][]uint32 // per pack: its Labels
+	rank   [][]uint32 // per pack: the rank of each of its string ids
+}
+
+// compare orders the label sets of a and b, skipping their le or
+// quantile pair, as series.CompareSkip orders the sets they stand for.
+func (rk *ranked) compare(a, b *ref) int {
+	la, ra := rk.labels[a.pack][a.lab:a.lab+2*a.nl], rk.rank[a.pack]
+	lb, rb := rk.labels[b.pack][b.lab:b.lab+2*b.nl], rk.rank[b.pack]
+	askip, bskip := 2*int(a.skip), 2*int(b.skip)
+	i, j := 0, 0
+	for {
+		if i == askip {
+			i += 2
+		}
+		if j == bskip {
+			j += 2
+		}
+		if i >= len(la) || j >= len(lb) {
+			return cmp.Compare(len(la)-i, len(lb)-j)
+		}
+		if x, y := ra[la[i]], rb[lb[j]]; x != y {
+			return cmp.Compare(x, y)
+		}
+		if x, y := ra[la[i+1]], rb[lb[j+1]]; x != y {
+			return cmp.Compare(x, y)
+		}
+		i += 2
+		j += 2
+	}
+}
 
 // textWriter holds the state of one WriteText call.
 type textWriter struct {
@@ -156,7 +188,7 @@ type textWriter struct {
 	fams     []*family
 	byNam    map[string]*family
 	refs     []ref
-	ranks    []uint32 // every ref's labels, ranked (intern.go)
+	ranked   *ranked
 	stats    Stats
 	om       bool // write OpenMetrics 1.0 instead of text 0.0.4
 }
@@ -241,10 +273,9 @@ func WriteOpenMetrics(w io.Writer, batches []series.Batch) (Stats, error) {
 }
 
 func writeFamilies(w io.Writer, packs []*series.Packed, om bool) (Stats, error) {
-	n, nl := 0, 0
+	n := 0
 	for _, p := range packs {
 		n += len(p.Samples)
-		nl += len(p.Labels)
 	}
 	wk := workPool.Get().(*work)
 	defer wk.recycle()
@@ -253,7 +284,6 @@ func writeFamilies(w io.Writer, packs []*series.Packed, om bool) (Stats, error) 
 		work:  wk,
 		byNam: make(map[string]*family),
 		refs:  slices.Grow(wk.refs[:0], n),
-		ranks: slices.Grow(wk.ranks[:0], nl),
 		om:    om,
 	}
 	tw.collect()
@@ -262,7 +292,7 @@ func writeFamilies(w io.Writer, packs []*series.Packed, om bool) (Stats, error) 
 	tw.resolveCollisions()
 	order := tw.arrange()
 	err := tw.write(w, order)
-	wk.refs, wk.sorted, wk.ranks = tw.unsorted, tw.refs, tw.ranks
+	wk.refs, wk.sorted = tw.unsorted, tw.refs
 	return tw.stats, err
 }
 
@@ -273,7 +303,6 @@ func writeFamilies(w io.Writer, packs []*series.Packed, om bool) (Stats, error) 
 // recycle clears.
 type work struct {
 	refs, sorted []ref
-	ranks        []uint32
 	ids          map[string]uint32 // rankStrings'
 	strs         []string          // rankStrings'
 }
@@ -303,6 +332,10 @@ func (tw *textWriter) declare(name string, k kind, typed bool) int32 {
 func (tw *textWriter) collect() {
 	ranks, plain := rankStrings(tw.packs, tw.work)
 	tw.plain = plain
+	tw.ranked = &ranked{labels: make([][]uint32, len(tw.packs)), rank: ranks}
+	for i, p := range tw.packs {
+		tw.ranked.labels[i] = p.Labels
+	}
 	tw.bound = make([]boundIDs, len(tw.packs))
 	var (
 		seq     int32
@@ -319,7 +352,6 @@ func (tw *textWriter) collect() {
 			b.quantile = id
 		}
 		tw.bound[pi] = b
-		rank := ranks[pi]
 		lastName, lastType, nameOK := noID, fodcv1.MetricType(0), false
 		lastFam = -1
 		for si := range p.Samples {
@@ -349,10 +381,7 @@ func (tw *textWriter) collect() {
 				}
 				r.fam = lastFam
 			}
-			r.lab, r.nl = int32(len(tw.ranks)), int32(s.NumLabels)
-			for _, id := range p.LabelIDs(s) {
-				tw.ranks = append(tw.ranks, rank[id])
-			}
+			r.lab, r.nl = int32(s.Labels), int32(s.NumLabels)
 			tw.refs = append(tw.refs, r)
 		}
 	}
@@ -666,7 +695,7 @@ func (tw *textWriter) arrange() []*family {
 		sorted[f.off+fill[r.fam]] = r
 		fill[r.fam]++
 	}
-	orderFamilies(sorted, tw.ranks, out)
+	orderFamilies(sorted, tw.ranked, out)
 	tw.unsorted, tw.refs = tw.refs, sorted
 	return out
 }
@@ -681,10 +710,10 @@ const parallelSortMin = 1 << 16
 // GOMAXPROCS goroutines, biggest families first; they have all finished
 // when it returns. A scrape's collection is over by the time it renders,
 // so the cores are otherwise idle.
-func orderFamilies(refs []ref, ranks []uint32, fams []*family) {
+func orderFamilies(refs []ref, rk *ranked, fams []*family) {
 	workers := min(runtime.GOMAXPROCS(0), len(fams))
 	if len(refs) < parallelSortMin || workers < 2 {
-		m := merger{ranks: ranks}
+		m := merger{ranked: rk}
 		for _, f := range fams {
 			m.order(refs[f.off : f.off+f.n])
 		}
@@ -696,7 +725,7 @@ func orderFamilies(refs []ref, ranks []uint32, fams []*family) {
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Go(func() {
-			m := merger{ranks: ranks}
+			m := merger{ranked: rk}
 			for {
 				i := next.Add(1) - 1
 				if i >= int64(len(bySize)) {
@@ -712,8 +741,8 @@ func orderFamilies(refs []ref, ranks []uint32, fams []*family) {
 
 // compareRefs orders samples of one family: by label set without le or
 // quantile, component, bound and input order.
-func compareRefs(ranks []uint32, a, b *ref) int {
-	if c := compareRanks(a.labels(ranks), int(a.skip), b.labels(ranks), int(b.skip)); c != 0 {
+func compareRefs(rk *ranked, a, b *ref) int {
+	if c := rk.compare(a, b); c != 0 {
 		return c
 	}
 	if a.comp != b.comp {
@@ -728,8 +757,8 @@ func compareRefs(ranks []uint32, a, b *ref) int {
 // sameSeries reports whether b repeats a, given that they are adjacent in
 // sorted order: equal labels, component and bound (le="1" and le="1.0" are
 // the same bucket).
-func sameSeries(ranks []uint32, a, b *ref) bool {
-	return a.comp == b.comp && a.bound == b.bound && compareRanks(a.labels(ranks), int(a.skip), b.labels(ranks), int(b.skip)) == 0
+func sameSeries(rk *ranked, a, b *ref) bool {
+	return a.comp == b.comp && a.bound == b.bound && rk.compare(a, b) == 0
 }
 
 // write emits the families in order.
@@ -763,7 +792,7 @@ func (tw *textWriter) write(w io.Writer, fams []*family) error {
 		refs := tw.refs[f.off : f.off+f.n]
 		for i := range refs {
 			r := &refs[i]
-			if i > 0 && sameSeries(tw.ranks, &refs[i-1], r) {
+			if i > 0 && sameSeries(tw.ranked, &refs[i-1], r) {
 				tw.stats.Duplicates++
 				continue
 			}
