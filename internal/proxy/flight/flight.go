@@ -45,11 +45,12 @@ type Group[K comparable, V any] struct {
 }
 
 type call[V any] struct {
-	done    chan struct{} // closed when fn has returned
-	val     V             // written before done is closed
-	err     error         // likewise
-	waiters int
-	cancel  context.CancelFunc
+	done     chan struct{} // closed when fn has returned
+	val      V             // written before done is closed
+	err      error         // likewise
+	waiters  int
+	sharedBy int // waiters when fn returned; written before done is closed
+	cancel   context.CancelFunc
 }
 
 type keptResult[V any] struct {
@@ -110,6 +111,7 @@ func (g *Group[K, V]) run(ctx context.Context, key K, c *call[V], fn func(contex
 	if c.err == nil && g.opts.Fresh > 0 {
 		g.kept[key] = keptResult[V]{val: c.val, at: g.now()}
 	}
+	c.sharedBy = c.waiters
 	g.mu.Unlock()
 	close(c.done)
 }
@@ -132,6 +134,23 @@ func (t *Ticket[K, V]) Wait(ctx context.Context) (V, error) {
 	case <-ctx.Done():
 		var zero V
 		return zero, ctx.Err()
+	}
+}
+
+// Sole reports, once Wait has returned the result, whether this caller is
+// the only one it went to: no other caller waited for the call when it
+// ended, and the result is not kept for later callers. A sole caller may
+// consume the result (it can be built for one reader). Callers that gave
+// up before the end do not count.
+func (t *Ticket[K, V]) Sole() bool {
+	if t.c == nil || t.g.opts.Fresh > 0 {
+		return false
+	}
+	select {
+	case <-t.c.done:
+		return t.c.sharedBy == 1
+	default:
+		return false
 	}
 }
 

@@ -146,3 +146,44 @@ func TestErrorsAreSharedButNotKept(t *testing.T) {
 		require.Equal(t, 5, v)
 	})
 }
+
+// A result is sole when exactly one caller was waiting for it as its call
+// ended: not when others shared it, not before the call ended, not when
+// a caller that gave up early was the other one, and never when results
+// are kept.
+func TestSoleResult(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		g := New[string, int](Options[string, int]{})
+		release := make(chan struct{})
+		fn := func(context.Context) (int, error) { <-release; return 1, nil }
+
+		one := g.Join("k", fn)
+		require.False(t, one.Sole(), "not before the call ended")
+		short, cancel := context.WithCancel(t.Context())
+		quitter := g.Join("k", fn)
+		go func() { _, _ = quitter.Wait(short) }()
+		synctest.Wait()
+		cancel()
+		synctest.Wait()
+		close(release)
+		_, err := one.Wait(t.Context())
+		require.NoError(t, err)
+		require.True(t, one.Sole(), "the caller that gave up does not count")
+
+		release = make(chan struct{})
+		a, b := g.Join("k", fn), g.Join("k", fn)
+		close(release)
+		_, err = a.Wait(t.Context())
+		require.NoError(t, err)
+		_, err = b.Wait(t.Context())
+		require.NoError(t, err)
+		require.False(t, a.Sole())
+		require.False(t, b.Sole())
+
+		kept := New[string, int](Options[string, int]{Fresh: time.Minute})
+		k := kept.Join("k", func(context.Context) (int, error) { return 1, nil })
+		_, err = k.Wait(t.Context())
+		require.NoError(t, err)
+		require.False(t, k.Sole(), "a kept result goes to later callers too")
+	})
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
@@ -408,8 +409,9 @@ func TestConcurrentIdenticalScrapesShareOneCollection(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 3 {
 		wg.Go(func() {
-			code, _, body := e.get(t, "/metrics?role=datanode")
-			require.Equal(t, http.StatusOK, code)
+			code, hdr, body := e.get(t, "/metrics?role=datanode", "Accept-Encoding", "identity")
+			assert.Equal(t, http.StatusOK, code)
+			assert.Equal(t, strconv.Itoa(len(body)), hdr.Get("Content-Length"), "a shared answer is rendered once, whole")
 			bodies <- body
 		})
 	}
@@ -613,6 +615,46 @@ func TestAdmissionLimitAnswers503WithRetryAfter(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, "slots come back")
 }
 
+// An answer that goes to one request only is written as it is rendered,
+// never held whole: a large one arrives chunked, without Content-Length,
+// and decodes to the same text in every coding.
+func TestSoleMetricsAnswerIsStreamed(t *testing.T) {
+	e := newEnv(t)
+	e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0"}, &fakeAgent{reply: func(series.Window) *fodcv1.StreamMetricsRequest {
+		var ms []*fodcv1.Metric
+		for i := range 2000 {
+			ms = append(ms, gauge("queue_depth", float64(i), map[string]string{"queue": strconv.Itoa(i)}))
+		}
+		return &fodcv1.StreamMetricsRequest{Metrics: ms}
+	}})
+	var texts []string
+	for _, enc := range []string{"identity", "gzip"} {
+		req, err := http.NewRequest(http.MethodGet, e.srv.URL+"/metrics?pod_name=data-0", nil)
+		require.NoError(t, err)
+		req.Header.Set("Accept-Encoding", enc)
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		require.NoError(t, err)
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		require.NoError(t, resp.Body.Close())
+		require.Equal(t, http.StatusOK, resp.StatusCode)
+		require.EqualValues(t, -1, resp.ContentLength, enc)
+		require.Equal(t, []string{"chunked"}, resp.TransferEncoding, enc)
+		if enc == "gzip" {
+			require.Equal(t, "gzip", resp.Header.Get("Content-Encoding"))
+			zr, err := gzip.NewReader(bytes.NewReader(body))
+			require.NoError(t, err)
+			body, err = io.ReadAll(zr)
+			require.NoError(t, err)
+		}
+		require.Equal(t, 2000, strings.Count(string(body), "\nqueue_depth{"), enc)
+		texts = append(texts, string(body))
+	}
+	// The status series carry the collection's duration, which differs.
+	cut := func(s string) string { return s[:strings.Index(s, "# HELP fodc_agent")] }
+	require.Equal(t, cut(texts[0]), cut(texts[1]))
+}
+
 // /metrics negotiates its format from Accept and its coding from
 // Accept-Encoding; a compressed answer decodes to the plain one, and the
 // choice is counted.
@@ -642,6 +684,8 @@ func TestMetricsFormatAndEncodingNegotiation(t *testing.T) {
 	resp, plain := raw("", "identity")
 	require.Equal(t, "text/plain; version=0.0.4; charset=utf-8", resp.Header.Get("Content-Type"))
 	require.Empty(t, resp.Header.Get("Content-Encoding"))
+	require.Equal(t, "1", resp.Header.Get("X-Fodc-Agents-Selected"))
+	require.Equal(t, "1", resp.Header.Get("X-Fodc-Agents-Answered"))
 	require.Contains(t, string(plain), "# TYPE ops_total counter\nops_total{")
 
 	const promAccept = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"

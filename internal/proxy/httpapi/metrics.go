@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -14,13 +15,21 @@ import (
 	"github.com/fodc-go/fodc/internal/proxy/series"
 )
 
-// metricsAnswer is one rendered /metrics answer. Identical requests that
-// arrive while it is being produced share it: one round of agent commands,
-// one enrichment and one rendering for all of them.
+// metricsAnswer is one /metrics answer. Identical requests that arrive
+// while it is being collected share it: one round of agent commands, one
+// decoding and one rendering for all of them. An answer that goes to one
+// request only is rendered straight into that request's response (through
+// its compressor), never held whole: at a million series the rendered
+// text is 143 MiB, more than the collected series themselves.
 type metricsAnswer struct {
-	encodedBodies      // the rendered answer, compressed once per coding asked for
 	contentType        string
+	format             string
+	key                string
 	selected, answered int
+
+	packs  []*series.Packed // the collected series, until rendered
+	render sync.Once        // renders into encodedBodies, or is taken by a stream
+	encodedBodies           // the shared rendered answer, compressed once per coding asked for
 }
 
 func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
@@ -50,14 +59,20 @@ func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), b+a.opts.WriteTimeout)
 	defer cancel()
 	key := format + "?" + q.Encode()
-	ans, err := a.answers.Do(ctx, key, func(context.Context) (*metricsAnswer, error) {
+	ticket := a.answers.Join(key, func(context.Context) (*metricsAnswer, error) {
 		release, ok := a.admit(classMetrics)
 		if !ok {
 			return nil, errBusy
 		}
 		defer release()
-		return a.renderMetrics(f, b, format, key), nil
+		ans := a.collectMetrics(f, b, format, key)
+		if a.answers.Waiting(key) > 1 {
+			// Shared: render once now, within the admitted work.
+			a.renderShared(ans)
+		}
+		return ans, nil
 	})
+	ans, err := ticket.Wait(ctx)
 	if errors.Is(err, errBusy) {
 		refuseBusy(w)
 		return
@@ -71,13 +86,32 @@ func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", ans.contentType)
 	w.Header().Set("X-Fodc-Agents-Selected", strconv.Itoa(ans.selected))
 	w.Header().Set("X-Fodc-Agents-Answered", strconv.Itoa(ans.answered))
+	a.metrics.answers.WithLabelValues(format, enc).Inc()
+	if ticket.Sole() {
+		streamed := false
+		ans.render.Do(func() {
+			streamed = true
+			w.Header().Add("Vary", "Accept")
+			cw := compressTo(w, enc)
+			err := a.renderTo(cw, ans)
+			if cerr := cw.close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				a.logger.Debug("Writing /metrics answer", "err", err)
+			}
+		})
+		if streamed {
+			return
+		}
+	}
+	a.renderShared(ans)
 	w.Header().Add("Vary", "Accept, Accept-Encoding")
 	if enc != encodingIdentity {
 		w.Header().Set("Content-Encoding", enc)
 	}
 	body := ans.body(enc)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	a.metrics.answers.WithLabelValues(format, enc).Inc()
 	if _, err := w.Write(body); err != nil {
 		a.logger.Debug("Writing /metrics answer", "err", err)
 	}
@@ -90,14 +124,13 @@ func contentTypeOf(format string) string {
 	return render.TextContentType
 }
 
-// renderMetrics collects the latest values within budget b and renders
-// them with the per-agent status series and, when unfiltered, the proxy's
-// own series.
-func (a *API) renderMetrics(f registry.Filter, b time.Duration, format string, key string) *metricsAnswer {
+// collectMetrics collects the latest values within budget b, with the
+// per-agent status series and, when unfiltered, the proxy's own series.
+func (a *API) collectMetrics(f registry.Filter, b time.Duration, format string, key string) *metricsAnswer {
 	ctx, cancel := context.WithTimeout(context.Background(), b)
 	defer cancel()
 	results := a.opts.Scraper.Scrape(ctx, f, series.Window{})
-	ans := &metricsAnswer{selected: len(results), contentType: contentTypeOf(format)}
+	ans := &metricsAnswer{selected: len(results), contentType: contentTypeOf(format), format: format, key: key}
 	packs := make([]*series.Packed, 0, len(results)+5)
 	for i := range results {
 		if results[i].Up() {
@@ -119,23 +152,36 @@ func (a *API) renderMetrics(f registry.Filter, b time.Duration, format string, k
 		}
 		packs = append(packs, series.Pack(gatheredBatch(mfs)))
 	}
-	// The answer is written once into a buffer sized after the previous
-	// answer of the same query (plus a margin), instead of growing and
-	// zeroing it from empty on every scrape.
-	var buf bytes.Buffer
-	buf.Grow(a.sizes.guess(key))
-	defer func() { a.sizes.note(key, buf.Len()) }()
-	st, err := render.WritePackedText(&buf, packs, format == formatOpenMetrics)
+	ans.packs = packs
+	return ans
+}
+
+// renderTo writes ans' series to w, once, and lets go of them.
+func (a *API) renderTo(w io.Writer, ans *metricsAnswer) error {
+	st, err := render.WritePackedText(w, ans.packs, ans.format == formatOpenMetrics)
+	a.countRemoved(st)
 	// The answer is written: nothing refers to the packs any more.
-	for _, p := range packs {
+	for _, p := range ans.packs {
 		p.Recycle()
 	}
-	a.countRemoved(st)
-	if err != nil { // a bytes.Buffer does not fail; keep what was written
-		a.logger.Warn("Rendering /metrics answer", "err", err)
-	}
-	ans.plain = buf.Bytes()
-	return ans
+	ans.packs = nil
+	return err
+}
+
+// renderShared renders ans once into its shared body, unless a stream
+// took it. The body is written once into a buffer sized after the
+// previous answer of the same query (plus a margin), instead of growing
+// and zeroing it from empty on every scrape.
+func (a *API) renderShared(ans *metricsAnswer) {
+	ans.render.Do(func() {
+		var buf bytes.Buffer
+		buf.Grow(a.sizes.guess(ans.key))
+		if err := a.renderTo(&buf, ans); err != nil { // a bytes.Buffer does not fail; keep what was written
+			a.logger.Warn("Rendering /metrics answer", "err", err)
+		}
+		a.sizes.note(ans.key, buf.Len())
+		ans.plain = buf.Bytes()
+	})
 }
 
 func (a *API) metricsWindows(w http.ResponseWriter, r *http.Request) {
