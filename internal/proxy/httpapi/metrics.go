@@ -27,9 +27,9 @@ type metricsAnswer struct {
 	key                string
 	selected, answered int
 
-	packs  []*series.Packed // the collected series, until rendered
-	render sync.Once        // renders into encodedBodies, or is taken by a stream
-	encodedBodies           // the shared rendered answer, compressed once per coding asked for
+	packs         []*series.Packed // the collected series, until rendered
+	render        sync.Once        // renders into encodedBodies, or is taken by a stream
+	encodedBodies                  // the shared rendered answer, compressed once per coding asked for
 }
 
 func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
