@@ -244,6 +244,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		// straight into series (decode.Batch).
 		agentsvc.ServerCodec(),
 	}
+	// Per-connection buffers sized for agent traffic: an idle agent
+	// connection (one per upstream agent) should hold next to nothing.
+	grpcOpts = append(grpcOpts, agentsvc.TransportOptions()...)
 	grpcSrv := grpc.NewServer(append(grpcOpts, sec.mainOpts...)...)
 	agentsvc.Register(grpcSrv, svc)
 	var insecureSrv *grpc.Server

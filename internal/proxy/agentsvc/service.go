@@ -2,8 +2,10 @@
 // banyandb.fodc.v1.FODCService.
 //
 // Every stream an agent opens becomes a handle in the stream table
-// (package streams) with one receiving goroutine and one sending goroutine,
-// the handler's, the only caller of Send. The registration stream registers
+// (package streams). The handler's goroutine is the stream's receiver and,
+// while idle, its only goroutine: commands are sent by a goroutine that
+// runs only while some wait, and the proxy ends a stream by writing its
+// final status (see stopper). The registration stream registers
 // the agent and turns every later message into a heartbeat; the other
 // streams are attributed to a registered agent by the agent_id metadata and
 // carry commands from the proxy and replies from the agent. All seven RPCs are accepted and kept open for as long as
@@ -17,7 +19,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,8 +63,10 @@ type Service struct {
 	metrics *metrics
 	perPeer *peerLimiter // nil: no rate limit
 
-	drainOnce sync.Once
-	draining  chan struct{}
+	// drained is cancelled by Drain; every open stream watches it with
+	// context.AfterFunc, which costs no goroutine.
+	drained context.Context
+	drain   context.CancelFunc
 }
 
 // New returns a Service whose metrics go to reg. It starts no goroutines.
@@ -85,20 +88,26 @@ func New(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*Service
 	if err != nil {
 		return nil, err
 	}
+	drained, drain := context.WithCancel(context.Background())
 	return &Service{
-		opts:     opts,
-		logger:   logger.With("component", "agentsvc"),
-		metrics:  m,
-		perPeer:  newPeerLimiter(opts.Limits.PerPeerRate, opts.Limits.PerPeerBurst),
-		draining: make(chan struct{}),
+		opts:    opts,
+		logger:  logger.With("component", "agentsvc"),
+		metrics: m,
+		perPeer: newPeerLimiter(opts.Limits.PerPeerRate, opts.Limits.PerPeerBurst),
+		drained: drained,
+		drain:   drain,
 	}, nil
 }
 
 // Drain ends every open session with codes.Unavailable and refuses new
 // ones, so that a graceful server stop does not wait for streams that would
 // otherwise never end.
-func (s *Service) Drain() {
-	s.drainOnce.Do(func() { close(s.draining) })
+func (s *Service) Drain() { s.drain() }
+
+// onDrain arranges for stop(errDraining) when the service drains, at once
+// if it has; the returned function cancels that.
+func (s *Service) onDrain(stop func(error)) func() bool {
+	return context.AfterFunc(s.drained, func() { stop(errDraining) })
 }
 
 // heartbeatSeconds is the interval sent to agents, rounded up to whole
@@ -134,12 +143,14 @@ func identityFrom(req *fodcv1.RegisterAgentRequest) registry.Identity {
 // it registers again.
 func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) error {
 	ctx := stream.Context()
-	select {
-	case <-s.draining:
-		return toStatus(errDraining)
-	default:
+	st, err := stopperOf(ctx)
+	if err != nil {
+		return err
 	}
-	first, err := s.firstRegistration(stream)
+	if s.drained.Err() != nil {
+		return toStatus(errDraining)
+	}
+	first, err := s.firstRegistration(stream, st)
 	if err != nil {
 		return toStatus(err)
 	}
@@ -180,7 +191,7 @@ func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) e
 		_ = stream.Send(&fodcv1.RegisterAgentResponse{Success: false, Message: err.Error()})
 		return status.Error(code, err.Error())
 	}
-	removed, ok := s.opts.Registry.Removed(agent.ID)
+	removed, ok := s.opts.Registry.RemovedContext(agent.ID)
 	if !ok { // superseded in the instant since Register
 		return status.Errorf(codes.Aborted, "agent %s was removed during registration; register again", agent.ID)
 	}
@@ -198,30 +209,27 @@ func (s *Service) RegisterAgent(stream fodcv1.FODCService_RegisterAgentServer) e
 	defer s.metrics.streamsOpen.WithLabelValues(protocol.KindRegister.String()).Dec()
 	s.logger.Info("Agent connected", "agent_id", agent.ID, "pod_name", agent.PodName, "role", agent.RoleName, "peer", peerAddr(ctx))
 
-	recvErr := make(chan error, 1)
-	go func() {
-		err := recvLoop(stream, func(hb *fodcv1.RegisterAgentRequest) error {
-			s.metrics.heartbeats.Inc()
-			if lerr := s.opts.Limits.check(hb); lerr != nil {
-				s.metrics.registrationsRejected.WithLabelValues(lerr.reason).Inc()
-				return status.Errorf(codes.InvalidArgument, "heartbeat refused: %v", lerr)
-			}
-			if _, err := s.opts.Registry.Heartbeat(agent.ID, identityFrom(hb)); err != nil {
-				return status.Errorf(codes.NotFound, "heartbeat: %v; register again", err)
-			}
-			return nil
-		})
-		s.noteTooLarge(protocol.KindRegister, agent.ID, err)
-		recvErr <- err
-	}()
-	select {
-	case err = <-recvErr:
-	case <-ctx.Done():
-		err = ctx.Err()
-	case <-removed:
-		err = s.removedStatus(agent.ID)
-	case <-s.draining:
-		err = errDraining
+	// This goroutine receives the heartbeats; the agent leaving the
+	// registry or the proxy draining stop the stream, which makes Recv
+	// return.
+	unwatchRemoved := context.AfterFunc(removed, func() { st.stop(s.removedStatus(agent.ID)) })
+	unwatchDrain := s.onDrain(st.stop)
+	err = recvLoop(stream, func(hb *fodcv1.RegisterAgentRequest) error {
+		s.metrics.heartbeats.Inc()
+		if lerr := s.opts.Limits.check(hb); lerr != nil {
+			s.metrics.registrationsRejected.WithLabelValues(lerr.reason).Inc()
+			return status.Errorf(codes.InvalidArgument, "heartbeat refused: %v", lerr)
+		}
+		if _, err := s.opts.Registry.Heartbeat(agent.ID, identityFrom(hb)); err != nil {
+			return status.Errorf(codes.NotFound, "heartbeat: %v; register again", err)
+		}
+		return nil
+	})
+	unwatchRemoved()
+	unwatchDrain()
+	s.noteTooLarge(protocol.KindRegister, agent.ID, err)
+	if cause := st.stopped(); cause != nil {
+		err = cause
 	}
 	reason, detail := disconnectCause(err)
 	if s.opts.Registry.Disconnect(agent.ID, reason, detail) {
@@ -259,28 +267,25 @@ func disconnectCause(err error) (registry.Reason, string) {
 }
 
 // firstRegistration waits for the registration message, but not past
-// Options.RegistrationWait or a drain, so that a silent client holds nothing.
-func (s *Service) firstRegistration(stream fodcv1.FODCService_RegisterAgentServer) (*fodcv1.RegisterAgentRequest, error) {
-	type result struct {
-		m   *fodcv1.RegisterAgentRequest
-		err error
-	}
-	got := make(chan result, 1)
-	go func() { // ends when Recv returns, at the latest when the handler does
-		m, err := stream.Recv()
-		got <- result{m, err}
-	}()
+// Options.RegistrationWait or a drain, so that a silent client holds nothing:
+// either stops the stream, which ends the wait in Recv.
+func (s *Service) firstRegistration(stream fodcv1.FODCService_RegisterAgentServer, st *stopper) (*fodcv1.RegisterAgentRequest, error) {
 	wait := s.opts.RegistrationWait
-	t := time.NewTimer(wait)
-	defer t.Stop()
-	select {
-	case r := <-got:
-		return r.m, r.err
-	case <-t.C:
+	t := time.AfterFunc(wait, func() {
+		st.stop(status.Errorf(codes.DeadlineExceeded, "no registration message within %s of opening the stream", wait))
+	})
+	unwatchDrain := s.onDrain(st.stop)
+	m, err := stream.Recv()
+	// Once both are cancelled, neither can stop the stream any more. One
+	// that could not be cancelled has stopped it, or is about to.
+	timedOut, drained := !t.Stop(), !unwatchDrain()
+	switch {
+	case timedOut:
 		return nil, status.Errorf(codes.DeadlineExceeded, "no registration message within %s of opening the stream", wait)
-	case <-s.draining:
+	case drained:
 		return nil, errDraining
 	}
+	return m, err
 }
 
 // finish counts and translates the error that ended a stream.
@@ -317,13 +322,13 @@ func (s *Service) removedStatus(agentID string) error {
 // authenticate attributes a non-registration stream to a live agent by its
 // agent_id metadata (PROTOCOL.md §2.4; unlike upstream, unknown and stale
 // ids are refused so that the agent re-registers cleanly, W6/W7).
-func (s *Service) authenticate(ctx context.Context, kind protocol.Kind) (string, <-chan struct{}, error) {
+func (s *Service) authenticate(ctx context.Context, kind protocol.Kind) (string, context.Context, error) {
 	id := agentIDOf(ctx)
 	if id == "" {
 		s.metrics.streamsRejected.WithLabelValues(kind.String(), "missing_agent_id").Inc()
 		return "", nil, status.Error(codes.Unauthenticated, "agent_id metadata missing; register first and send the returned agent_id")
 	}
-	removed, ok := s.opts.Registry.Removed(id)
+	removed, ok := s.opts.Registry.RemovedContext(id)
 	if !ok {
 		s.metrics.streamsRejected.WithLabelValues(kind.String(), "unknown_agent_id").Inc()
 		return "", nil, s.removedStatus(id)
@@ -351,14 +356,16 @@ func agentIDOf(ctx context.Context) string {
 // leaves the registry, or the proxy drains. open publishes the stream's
 // handle in the table; receive takes each message of the agent and says
 // what became of it.
-func serve[Req, Cmd any, H handle[Cmd]](s *Service, kind protocol.Kind, st serverStream[Req, Cmd],
+func serve[Req, Cmd any, H handle[Cmd]](s *Service, kind protocol.Kind, stream serverStream[Req, Cmd],
 	open func(agentID string) (H, error), receive func(H, *Req) streams.Outcome,
 ) error {
-	ctx := st.Context()
-	select {
-	case <-s.draining:
+	ctx := stream.Context()
+	st, err := stopperOf(ctx)
+	if err != nil {
+		return err
+	}
+	if s.drained.Err() != nil {
 		return toStatus(errDraining)
-	default:
 	}
 	agentID, removed, err := s.authenticate(ctx, kind)
 	if err != nil {
@@ -373,25 +380,28 @@ func serve[Req, Cmd any, H handle[Cmd]](s *Service, kind protocol.Kind, st serve
 	defer s.metrics.streamsOpen.WithLabelValues(kind.String()).Dec()
 	s.logger.Debug("Agent stream opened", "agent_id", agentID, "stream", kind)
 
-	recvErr := make(chan error, 1)
-	// The receiver cannot be waited for: Recv unblocks only once this
-	// handler has returned.
-	go func() {
-		err := recvLoop(st, func(m *Req) error {
-			switch o := receive(h, m); o {
-			case streams.Unsolicited, streams.Abandoned:
-				s.metrics.repliesDiscarded.WithLabelValues(kind.String(), o.String()).Inc()
-			}
-			return nil
-		})
-		s.noteTooLarge(kind, agentID, err)
-		recvErr <- err
-	}()
-	// This goroutine is the stream's only sender: it sends queued commands
-	// until something ends the session, so an idle stream costs two
-	// goroutines (this one and the receiver).
-	err = sendUntilDone(st, h, recvErr, removed, s.draining, func() error { return s.removedStatus(agentID) })
+	// Whatever closes the handle (the agent leaving the registry, the proxy
+	// draining, a stuck command, a failed Send) stops the stream, which
+	// ends the receive loop below. Commands are sent by the handle's own
+	// sender goroutine, which runs only while commands wait: an idle stream
+	// costs this goroutine alone.
+	h.Attach(stream.Send, st.stop)
+	unwatchRemoved := context.AfterFunc(removed, func() { h.Close(s.removedStatus(agentID)) })
+	unwatchDrain := s.onDrain(h.Close)
+	err = recvLoop(stream, func(m *Req) error {
+		switch o := receive(h, m); o {
+		case streams.Unsolicited, streams.Abandoned:
+			s.metrics.repliesDiscarded.WithLabelValues(kind.String(), o.String()).Inc()
+		}
+		return nil
+	})
+	unwatchRemoved()
+	unwatchDrain()
+	s.noteTooLarge(kind, agentID, err)
 	h.Close(err)
+	// gRPC forbids Send once the handler returned; Close stopped the
+	// stream, so a Send in progress fails at once.
+	h.Wait()
 	cause := h.Err()
 	if errors.Is(cause, streams.ErrStuck) {
 		s.metrics.slowDisconnects.WithLabelValues(kind.String()).Inc()

@@ -37,6 +37,10 @@ type testOpts struct {
 	MaxPendingCommands int
 	MaxCommandAge      time.Duration
 	Limits             RegistrationLimits
+	// TCP serves on a loopback TCP listener instead of bufconn, with
+	// ServerOptions added to the server's.
+	TCP           bool
+	ServerOptions []grpc.ServerOption
 }
 
 type harness struct {
@@ -47,14 +51,14 @@ type harness struct {
 	client fodcv1.FODCServiceClient
 }
 
-func newHarness(t *testing.T, opts testOpts) *harness {
+func newHarness(t testing.TB, opts testOpts) *harness {
 	t.Helper()
 	return newHarnessWith(t, opts, true)
 }
 
 // newHarnessWith serves the service registered with Register and
 // ServerCodec, or else with the generated registration.
-func newHarnessWith(t *testing.T, opts testOpts, raw bool) *harness {
+func newHarnessWith(t testing.TB, opts testOpts, raw bool) *harness {
 	t.Helper()
 	prom := prometheus.NewRegistry()
 	reg, err := registry.New(registry.Options{HeartbeatTimeout: 30 * time.Second, CleanupTimeout: 5 * time.Minute, MaxAgents: 100}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
@@ -68,20 +72,31 @@ func newHarnessWith(t *testing.T, opts testOpts, raw bool) *harness {
 		Limits:            opts.Limits,
 	}, slog.New(slog.DiscardHandler), prom)
 	require.NoError(t, err)
-	lis := bufconn.Listen(1 << 20)
+	var (
+		lis    net.Listener
+		target = "passthrough:///bufnet"
+		dial   = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	)
+	if opts.TCP {
+		lis, err = net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		target = lis.Addr().String()
+	} else {
+		bl := bufconn.Listen(1 << 20)
+		lis = bl
+		dial = append(dial, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return bl.DialContext(ctx) }))
+	}
 	var srv *grpc.Server
 	if raw {
-		srv = grpc.NewServer(ServerCodec())
+		srv = grpc.NewServer(append([]grpc.ServerOption{ServerCodec()}, opts.ServerOptions...)...)
 		Register(srv, svc)
 	} else {
-		srv = grpc.NewServer()
+		srv = grpc.NewServer(opts.ServerOptions...)
 		fodcv1.RegisterFODCServiceServer(srv, svc)
 	}
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(lis) }()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(target, dial...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		_ = conn.Close()
@@ -93,7 +108,7 @@ func newHarnessWith(t *testing.T, opts testOpts, raw bool) *harness {
 }
 
 // register opens a registration stream and returns it with the agent id.
-func (h *harness) register(t *testing.T, ctx context.Context, pod string) (fodcv1.FODCService_RegisterAgentClient, string) {
+func (h *harness) register(t testing.TB, ctx context.Context, pod string) (fodcv1.FODCService_RegisterAgentClient, string) {
 	t.Helper()
 	st, err := h.client.RegisterAgent(ctx)
 	require.NoError(t, err)

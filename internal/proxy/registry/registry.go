@@ -292,10 +292,19 @@ type Registry struct {
 // entry is the registry's own record of an agent. Its fields change only
 // under Registry.mu and only while the entry is in the registry.
 type entry struct {
-	agent  Agent
-	key    string
-	gone   chan struct{} // closed when the id stops being usable: offline or removed
-	reason Reason        // why the entry went offline; empty while usable
+	agent Agent
+	key   string
+	// gone is cancelled (markGone) when the id stops being usable: offline
+	// or removed. A context rather than a bare channel, so that a stream
+	// can react with context.AfterFunc instead of a waiting goroutine.
+	gone     context.Context
+	markGone context.CancelFunc
+	reason   Reason // why the entry went offline; empty while usable
+}
+
+// newGone returns the context and cancel function of a new entry's gone.
+func newGone() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
 }
 
 // usable reports whether e's id may still be used for streams and
@@ -461,9 +470,9 @@ func (r *Registry) register(id Identity) (Agent, []removal, error) {
 			Status:        StatusOnline,
 			PreviousID:    previous,
 		},
-		key:  key,
-		gone: make(chan struct{}),
+		key: key,
 	}
+	e.gone, e.markGone = newGone()
 	e.agent.Role = role
 	r.agents[agentID] = e
 	r.byKey[key] = e
@@ -641,7 +650,7 @@ func (r *Registry) offlineLocked(e *entry, reason Reason, detail string) {
 	e.agent.DisconnectedAt = r.now()
 	e.agent.DisconnectReason = detail
 	e.reason = reason
-	close(e.gone)
+	e.markGone()
 	r.changedLocked()
 }
 
@@ -679,6 +688,19 @@ func (r *Registry) Get(agentID string) (Agent, bool) {
 // false, and the channel nil, if agentID is not usable now (unknown,
 // removed or offline), so callers also use it to admit new streams.
 func (r *Registry) Removed(agentID string) (<-chan struct{}, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.agents[agentID]
+	if !ok || !e.usable() {
+		return nil, false
+	}
+	return e.gone.Done(), true
+}
+
+// RemovedContext is Removed as a context, cancelled at the moment the
+// channel Removed returns is closed. Callers use it with context.AfterFunc
+// to react to the removal without a goroutine waiting for it.
+func (r *Registry) RemovedContext(agentID string) (context.Context, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.agents[agentID]
@@ -998,7 +1020,7 @@ func (r *Registry) removeLocked(e *entry, reason Reason) removal {
 		delete(r.byKey, e.key)
 	}
 	if e.usable() {
-		close(e.gone)
+		e.markGone()
 	}
 	r.changedLocked()
 	r.tombs.add(e.agent.ID, tombstone{reason: reason, podName: e.agent.PodName, key: e.key})

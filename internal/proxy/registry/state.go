@@ -307,8 +307,9 @@ func (r *Registry) restore(doc *stateDoc) error {
 		a.Status = StatusOffline
 		a.DisconnectedAt = now
 		a.DisconnectReason = restartDetail
-		e := &entry{agent: a, key: it.key, gone: make(chan struct{}), reason: ReasonRestart}
-		close(e.gone)
+		e := &entry{agent: a, key: it.key, reason: ReasonRestart}
+		e.gone, e.markGone = newGone()
+		e.markGone()
 		r.agents[a.ID] = e
 		r.byKey[it.key] = e
 	}

@@ -4,10 +4,11 @@
 // Pressure, NodeConfig) that sends commands to one agent and matches its
 // replies to them.
 //
-// The gRPC service (agentsvc) opens a handle when an agent opens a stream,
-// runs the stream's only sender from the handle's Outbox, hands every
-// message the agent sends to the handle's Receive or Deliver, and closes the
-// handle when the stream ends. Collectors only look handles up in the Table
+// The gRPC service (agentsvc) opens a handle when an agent opens a stream
+// and attaches it to the stream (the handle then sends its commands, from a
+// goroutine that runs only while some wait, and ends the stream when it is
+// closed), hands every message the agent sends to the handle's Receive or
+// Deliver, and closes the handle when the stream ends. Collectors only look handles up in the Table
 // and call their request methods; they never see gRPC.
 package streams
 
