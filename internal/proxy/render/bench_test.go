@@ -139,6 +139,7 @@ var pipelineCases = []struct {
 	{"untyped/1x10k", "head-agent-data-node", 1, 10000},
 	{"typed/10x10k", "v0.10.3-agent-data-node", 10, 10000},
 	{"typed/100x1k", "v0.10.3-agent-data-node", 100, 1000},
+	{"typed/1000x100", "v0.10.3-agent-data-node", 1000, 100},
 }
 
 // BenchmarkFloor is the least any proxy must do with the same bytes:

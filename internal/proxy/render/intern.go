@@ -32,20 +32,22 @@ func rankStrings(packs []*series.Packed, wk *work) (ranks [][]uint32, plain [][]
 	plain = make([][]bool, len(packs))
 	flat := make([]uint32, n)
 	flatPlain := make([]bool, n)
+	var plainOf []bool // by global id: checked once per distinct string
 	for i, p := range packs {
 		local := flat[:len(p.Strings):len(p.Strings)]
 		flat = flat[len(p.Strings):]
 		plain[i] = flatPlain[:len(p.Strings):len(p.Strings)]
 		flatPlain = flatPlain[len(p.Strings):]
 		for j, s := range p.Strings {
-			plain[i][j] = !strings.ContainsAny(s, "\\\n\"")
 			id, ok := ids[s]
 			if !ok {
 				id = uint32(len(strs))
 				ids[s] = id
 				strs = append(strs, s)
+				plainOf = append(plainOf, !strings.ContainsAny(s, "\\\n\""))
 			}
 			local[j] = id
+			plain[i][j] = plainOf[id]
 		}
 		out[i] = local
 	}

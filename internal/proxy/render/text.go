@@ -130,7 +130,7 @@ func (k kind) reserves(suffix string) bool {
 	return false
 }
 
-// ref is the per-sample working record of WriteText (40 bytes).
+// ref is the per-sample working record of WriteText (48 bytes).
 type ref struct {
 	bound float64 // le or quantile value, when skip >= 0
 	pack  int32   // the sample is packs[pack].Samples[i]
@@ -140,7 +140,11 @@ type ref struct {
 	skip  int32 // index of the le/quantile label pair, or -1
 	lab   int32 // the label set: packs[pack].Labels[lab:lab+2*nl]
 	nl    int32 // number of labels
-	comp  uint8
+	// fp fingerprints the label set without le or quantile (set by
+	// arrange): refs with different fingerprints are different series,
+	// which spares sameSeries most comparisons.
+	fp   uint32
+	comp uint8
 }
 
 // ranked reads the label sets of refs as ranks (intern.go): each pack's
@@ -148,6 +152,23 @@ type ref struct {
 type ranked struct {
 	labels [][]uint32 // per pack: its Labels
 	rank   [][]uint32 // per pack: the rank of each of its string ids
+}
+
+// fingerprint hashes r's label set, as ranks, without its le or quantile
+// pair.
+func (rk *ranked) fingerprint(r *ref) uint32 {
+	ls, rs := rk.labels[r.pack][r.lab:r.lab+2*r.nl], rk.rank[r.pack]
+	h := uint64(r.nl) // pairs compared: equal sets hash alike
+	if r.skip >= 0 {
+		h--
+	}
+	for i := 0; i < len(ls); i += 2 {
+		if i != 2*int(r.skip) {
+			h = (h^uint64(rs[ls[i]]))*0x100000001b3 ^ uint64(rs[ls[i+1]])
+			h *= 0x9E3779B97F4A7C15
+		}
+	}
+	return uint32(h >> 32)
 }
 
 // compare orders the label sets of a and b, skipping their le or
@@ -692,6 +713,7 @@ func (tw *textWriter) arrange() []*family {
 			continue
 		}
 		f := tw.fams[r.fam]
+		r.fp = tw.ranked.fingerprint(&r)
 		sorted[f.off+fill[r.fam]] = r
 		fill[r.fam]++
 	}
@@ -758,7 +780,7 @@ func compareRefs(rk *ranked, a, b *ref) int {
 // sorted order: equal labels, component and bound (le="1" and le="1.0" are
 // the same bucket).
 func sameSeries(rk *ranked, a, b *ref) bool {
-	return a.comp == b.comp && a.bound == b.bound && rk.compare(a, b) == 0
+	return a.fp == b.fp && a.comp == b.comp && a.bound == b.bound && rk.compare(a, b) == 0
 }
 
 // write emits the families in order.
