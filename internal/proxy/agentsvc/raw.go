@@ -16,15 +16,24 @@ import (
 type MetricsServer = grpc.BidiStreamingServer[series.RawMetrics, fodcv1.StreamMetricsResponse]
 
 // codec is the standard protobuf codec, except that a *series.RawMetrics
-// receives a copy of the message bytes instead of being decoded.
+// receives the message bytes instead of being decoded.
 type codec struct {
 	encoding.CodecV2
 }
 
+// rawMessage is what the metrics stream receives into: the message bytes
+// in one buffer of gRPC's size-classed pool, instead of a fresh copy per
+// reply (a scrape of 100 agents of 10,000 series received 200 MB into new
+// memory every time). The buffer goes back to the pool when the reply's
+// last reader releases it (series.RawMetrics).
+type rawMessage struct{ *series.RawMetrics }
+
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
-	if r, ok := v.(*series.RawMetrics); ok {
-		// gRPC frees data when Unmarshal returns.
-		r.Bytes = data.Materialize()
+	if r, ok := v.(*rawMessage); ok {
+		// gRPC frees data when Unmarshal returns: take a contiguous copy
+		// from the pool.
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		r.RawMetrics = series.NewPooledRaw(buf.ReadOnlyData(), buf.Free)
 		return nil
 	}
 	return c.CodecV2.Unmarshal(data, v)
@@ -85,8 +94,22 @@ func Register(srv *grpc.Server, s *Service) {
 }
 
 func streamMetricsHandler(srv any, stream grpc.ServerStream) error {
-	return srv.(*Service).StreamMetricsRaw(&grpc.GenericServerStream[series.RawMetrics, fodcv1.StreamMetricsResponse]{ServerStream: stream})
+	return srv.(*Service).StreamMetricsRaw(rawStream{stream})
 }
+
+// rawStream is a MetricsServer that receives every reply into a pooled
+// buffer (rawMessage).
+type rawStream struct{ grpc.ServerStream }
+
+func (s rawStream) Recv() (*series.RawMetrics, error) {
+	var m rawMessage
+	if err := s.RecvMsg(&m); err != nil {
+		return nil, err
+	}
+	return m.RawMetrics, nil
+}
+
+func (s rawStream) Send(m *fodcv1.StreamMetricsResponse) error { return s.SendMsg(m) }
 
 // StreamMetrics serves a StreamMetrics stream registered through the
 // generated fodcv1.RegisterFODCServiceServer, which decodes every reply:

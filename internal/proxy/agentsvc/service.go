@@ -30,6 +30,7 @@ import (
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
 	"github.com/fodc-go/fodc/internal/protocol"
 	"github.com/fodc-go/fodc/internal/proxy/registry"
+	"github.com/fodc-go/fodc/internal/proxy/series"
 	"github.com/fodc-go/fodc/internal/proxy/streams"
 )
 
@@ -426,7 +427,11 @@ func (s *Service) noteTooLarge(kind protocol.Kind, agentID string, err error) {
 // StreamMetricsRaw carries metrics commands and the agent's replies,
 // which it passes on undecoded (see Register).
 func (s *Service) StreamMetricsRaw(stream MetricsServer) error {
-	return serve(s, protocol.KindMetrics, stream, s.opts.Streams.OpenMetrics, (*streams.Metrics).Deliver)
+	return serve(s, protocol.KindMetrics, stream, s.opts.Streams.OpenMetrics, func(h *streams.Metrics, m *series.RawMetrics) streams.Outcome {
+		o := h.Deliver(m) // shares the reply with the callers that get it
+		m.Release()       // the receiver's own reference
+		return o
+	})
 }
 
 // StreamClusterTopology carries topology commands and the agent's reports.

@@ -171,6 +171,7 @@ func (c *Scraper) scrapeOne(ctx context.Context, r *Result, w series.Window, kin
 	start := time.Now()
 	reply, err := req.Request(ctx, w)
 	received := time.Now()
+	defer reply.Release() // decoding copies what it keeps
 	r.Duration = received.Sub(start)
 	if err != nil {
 		result := "error"

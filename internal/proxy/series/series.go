@@ -8,6 +8,7 @@ package series
 import (
 	"cmp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
@@ -125,7 +126,45 @@ func (w Window) IsLatest() bool { return w.Start.IsZero() && w.End.IsZero() }
 
 // RawMetrics is one metrics reply of an agent as it came off the wire: a
 // StreamMetricsRequest in protobuf encoding, not yet decoded. Bytes are
-// owned by the RawMetrics and only read once received.
+// only read once received.
+//
+// Bytes may be a buffer lent by a pool (NewPooledRaw), counted by
+// references: the receiver holds one, each reader it hands the reply to
+// gets one (Share), and whoever is done releases theirs (Release); the
+// last release returns the buffer, so nothing may read Bytes afterwards.
+// A RawMetrics built as a plain struct has nothing to return and ignores
+// the counting.
 type RawMetrics struct {
 	Bytes []byte
+	free  func()
+	refs  atomic.Int32
+}
+
+// NewPooledRaw returns a reply of b, held once by the caller; free
+// returns b to its pool when the last reference is released.
+func NewPooledRaw(b []byte, free func()) *RawMetrics {
+	r := &RawMetrics{Bytes: b, free: free}
+	r.refs.Store(1)
+	return r
+}
+
+// Share adds n references, for n readers the holder hands r to.
+func (r *RawMetrics) Share(n int) {
+	if r != nil && r.free != nil {
+		r.refs.Add(int32(n))
+	}
+}
+
+// Release drops one reference; the last returns the buffer.
+func (r *RawMetrics) Release() {
+	if r == nil || r.free == nil {
+		return
+	}
+	switch n := r.refs.Add(-1); {
+	case n == 0:
+		r.Bytes = nil
+		r.free()
+	case n < 0:
+		panic("series: RawMetrics released more often than held")
+	}
 }

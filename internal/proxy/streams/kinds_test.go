@@ -3,6 +3,7 @@ package streams
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -76,6 +77,57 @@ func TestMetricsRequestsShareIdenticalCommands(t *testing.T) {
 		require.Same(t, reply, <-results)
 		require.Same(t, reply, <-results)
 		require.Equal(t, Unsolicited, m.Deliver(reply))
+	})
+}
+
+// A reply in a pooled buffer goes back to its pool when its last reader
+// releases it: the receiver and every caller the reply was handed to,
+// whatever the order; a reply whose command was abandoned, or that no
+// command asked for, goes back with the receiver's release.
+func TestMetricsReplyBufferReturnedByLastRelease(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		m, err := testTable().OpenMetrics("a")
+		require.NoError(t, err)
+		defer m.Close(nil)
+		var freed atomic.Int32
+		pooled := func() *series.RawMetrics { return series.NewPooledRaw([]byte{1}, func() { freed.Add(1) }) }
+
+		results := make(chan *series.RawMetrics, 2)
+		for range 2 {
+			go func() {
+				r, err := m.Request(t.Context(), series.Window{})
+				require.NoError(t, err)
+				results <- r
+			}()
+		}
+		synctest.Wait()
+		<-m.Outbox()
+		reply := pooled()
+		require.Equal(t, Delivered, m.Deliver(reply))
+		reply.Release() // the receiver's
+		first := <-results
+		first.Release()
+		require.Zero(t, freed.Load(), "one reader still reads it")
+		require.Equal(t, []byte{1}, first.Bytes)
+		(<-results).Release()
+		require.EqualValues(t, 1, freed.Load())
+
+		ctx, cancel := context.WithCancel(t.Context())
+		go func() { _, _ = m.Request(ctx, series.Window{}) }()
+		synctest.Wait()
+		<-m.Outbox()
+		cancel()
+		synctest.Wait()
+		abandoned := pooled()
+		require.Equal(t, Abandoned, m.Deliver(abandoned))
+		abandoned.Release()
+		require.EqualValues(t, 2, freed.Load())
+
+		unsolicited := pooled()
+		require.Equal(t, Unsolicited, m.Deliver(unsolicited))
+		unsolicited.Release()
+		require.EqualValues(t, 3, freed.Load())
+		require.Panics(t, unsolicited.Release, "one release too many is a bug")
 	})
 }
 

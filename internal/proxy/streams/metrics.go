@@ -49,7 +49,9 @@ type Metrics struct {
 // command. When the stream has too many commands in flight the request
 // fails with ErrBusy and the agent keeps its stream. The
 // reply is a StreamMetricsRequest still encoded; callers that shared a
-// command get the same *series.RawMetrics and must only read it.
+// command get the same *series.RawMetrics and must only read it; each
+// caller that gets a reply must Release it once done with it (a reply of
+// a pooled buffer goes back to the pool with the last release).
 func (m *Metrics) Request(ctx context.Context, w series.Window) (*series.RawMetrics, error) {
 	return m.do(ctx, windowKey(w), windowCommand(w))
 }

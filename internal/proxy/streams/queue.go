@@ -37,6 +37,10 @@ type call[R any] struct {
 // concurrent use. The zero value is not usable; call NewQueue.
 type Queue[R any] struct {
 	max int
+	// Share, when set, is told how many callers a reply is about to be
+	// handed to (0 when its command was abandoned), before any of them
+	// can see it. Each of those callers returns the reply from Do.
+	Share func(reply R, callers int)
 
 	mu      sync.Mutex // guards the fields below
 	pending []*call[R] // in send order; pending[0] gets the next reply
@@ -101,14 +105,16 @@ func (q *Queue[R]) Do(ctx context.Context, key string, send func() error) (R, er
 		return c.reply, c.err
 	case <-ctx.Done():
 		q.mu.Lock()
-		c.waiters--
-		q.mu.Unlock()
-		// The reply may have arrived at the same moment; prefer it.
+		defer q.mu.Unlock()
+		// The reply may have arrived at the same moment; prefer it. It
+		// was delivered (under the lock) counting this caller (see
+		// Share), so it must be taken.
 		select {
 		case <-c.done:
 			return c.reply, c.err
 		default:
 		}
+		c.waiters--
 		return zero, ctx.Err()
 	}
 }
@@ -130,6 +136,9 @@ func (q *Queue[R]) Deliver(reply R) (delivered, solicited bool) {
 		q.pending = q.pending[:0:0] // let the backing array go
 	}
 	c.reply = reply
+	if q.Share != nil {
+		q.Share(reply, c.waiters)
+	}
 	close(c.done)
 	return c.waiters > 0, true
 }

@@ -137,7 +137,9 @@ func (t *Table) Profiles(agentID string) (*Profiles, bool) { return lookup(t, ag
 // OpenMetrics publishes a new metrics stream of the agent.
 func (t *Table) OpenMetrics(agentID string) (*Metrics, error) {
 	return open(t, agentID, protocol.KindMetrics, metricsSlot, func(ss *session[fodcv1.StreamMetricsResponse]) *Metrics {
-		return &Metrics{newOrdered[fodcv1.StreamMetricsResponse, series.RawMetrics](ss, t.limits)}
+		m := &Metrics{newOrdered[fodcv1.StreamMetricsResponse, series.RawMetrics](ss, t.limits)}
+		m.queue.Share = (*series.RawMetrics).Share
+		return m
 	})
 }
 
