@@ -246,8 +246,8 @@ func newReply(l Limits, info NodeInfo, count int, replyTs timestamp, receivedAt 
 	return r
 }
 
-// parse reads every metric of raw: the first pass.
-func (r *reply) parse(raw []byte) error {
+// parse reads every metric of raw, count in all: the first pass.
+func (r *reply) parse(raw []byte, count int) error {
 	for b := raw; len(b) > 0; {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
@@ -261,6 +261,12 @@ func (r *reply) parse(raw []byte) error {
 			}
 			if err := r.metric(v); err != nil {
 				return fmt.Errorf("metric %d: %w", r.seen, err)
+			}
+			if r.seen == 1 {
+				// Replies are uniform: size the entries after the first
+				// metric, but never beyond what raw can hold (an entry
+				// takes at least two bytes).
+				r.entries = slices.Grow(r.entries, min(count*len(r.entries), len(raw)))
 			}
 			b = b[n:]
 			continue
@@ -447,6 +453,7 @@ func (r *reply) rankStrings() {
 // own exported_<name>, the smaller value stays. Recs whose container_name
 // the agent did not register are counted and dropped.
 func (r *reply) finish() {
+	r.labels = slices.Grow(r.labels[:0], len(r.entries)+2*len(r.recs)*len(r.extra))
 	rank := r.rank
 	byName := func(a, b uint32) bool { return rank[a] < rank[b] }
 	kept := r.recs[:0]
@@ -742,7 +749,7 @@ func (l Limits) decodeReply(info NodeInfo, raw []byte, receivedAt time.Time, val
 		return nil, Stats{}, &LimitError{Reason: ReasonSeriesPerReply, Got: count, Limit: l.MaxSeries}
 	}
 	r := newReply(l, info, count, replyTs, receivedAt, validRange)
-	if err := r.parse(raw); err != nil {
+	if err := r.parse(raw, count); err != nil {
 		st := r.st
 		r.recycle()
 		return nil, st, err
