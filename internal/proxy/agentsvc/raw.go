@@ -28,11 +28,28 @@ type codec struct {
 // last reader releases it (series.RawMetrics).
 type rawMessage struct{ *series.RawMetrics }
 
+// replyBuffers lends the buffers replies are received into, in powers of
+// two from 4 KiB to 64 MiB: a buffer is never more than twice its reply.
+// (gRPC's default pool jumps from 32 KiB to 1 MiB, so a 200 KiB reply, an
+// agent's 1,000 series, held 1 MiB: 1 GB for 1,000 agents answering.)
+// Larger replies get buffers of their own size.
+var replyBuffers = func() mem.BufferPool {
+	var exponents []uint8
+	for e := uint8(12); e <= 26; e++ {
+		exponents = append(exponents, e)
+	}
+	p, err := mem.NewBinaryTieredBufferPool(exponents...)
+	if err != nil {
+		panic(err) // only invalid exponents fail
+	}
+	return p
+}()
+
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if r, ok := v.(*rawMessage); ok {
 		// gRPC frees data when Unmarshal returns: take a contiguous copy
 		// from the pool.
-		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		buf := data.MaterializeToBuffer(replyBuffers)
 		r.RawMetrics = series.NewPooledRaw(buf.ReadOnlyData(), buf.Free)
 		return nil
 	}
