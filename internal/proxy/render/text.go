@@ -1,14 +1,16 @@
-// Package render writes merged agent batches in the proxy's two metrics
-// formats: Prometheus text exposition 0.0.4 for /metrics (WriteText) and the
-// streamed JSON array of /metrics-windows (WriteWindows).
+// Package render writes merged agent batches in the proxy's metrics
+// formats: Prometheus text exposition 0.0.4 or OpenMetrics 1.0 for /metrics
+// (WritePackedText for the packed batches decoding gives, WriteText and
+// WriteOpenMetrics for hand-built ones) and the streamed JSON array of
+// /metrics-windows (WriteWindows).
 //
-// Both writers are plain functions without shared state; concurrent calls
-// are safe as long as no caller mutates the batches meanwhile. WriteText
-// sorts large inputs with up to GOMAXPROCS goroutines that end before it
-// returns. They buffer
-// output in chunks and never hold the whole response. Their only per-sample
-// state is one small fixed-size record; maps are keyed by metric or family
-// name, never built per sample.
+// The writers are plain functions; concurrent calls are safe as long as
+// no caller mutates the batches meanwhile. Their working memory comes from
+// a pool, and large inputs are ordered with up to GOMAXPROCS goroutines
+// that end before the call returns. They buffer output in chunks and never
+// hold the whole response. Their only per-sample state is one small
+// fixed-size record; maps are keyed by family name or by distinct string,
+// never built per sample.
 package render
 
 import (

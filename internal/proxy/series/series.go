@@ -1,8 +1,10 @@
 // Package series is the proxy's in-memory model of collected metrics: what
 // one agent answered, enriched with the node's identity, ready to render.
 //
-// The types are plain values. Nothing here is safe for concurrent mutation;
-// a Batch is built by one goroutine and only read afterwards.
+// A Batch is the general form, with strings and slices per series; a
+// Packed is the compact form the /metrics hot path carries (packed.go).
+// The types are plain values. Nothing here is safe for concurrent
+// mutation; a batch is built by one goroutine and only read afterwards.
 package series
 
 import (
