@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"time"
-	"unsafe"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -300,22 +299,4 @@ func consumeTag(b []byte) (protowire.Number, protowire.Type, int) {
 		return 0, 0, -1
 	}
 	return protowire.Number(num), typ, n
-}
-
-// consumeUnchecked reads a length-delimited string field without checking
-// that it is UTF-8 (table.intern checks each distinct string once). The
-// string aliases b.
-func consumeUnchecked(b []byte) (string, int) {
-	var v []byte
-	var n int
-	if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
-		// Short strings, most of them, have a one-byte length.
-		v, n = b[1:1+b[0]], 1+int(b[0])
-	} else if v, n = protowire.ConsumeBytes(b); n < 0 {
-		return "", n
-	}
-	if len(v) == 0 {
-		return "", n
-	}
-	return unsafe.String(&v[0], len(v)), n
 }

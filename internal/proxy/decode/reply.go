@@ -298,10 +298,7 @@ func (r *reply) metric(b []byte) error {
 		var err error
 		switch {
 		case num == metricName && typ == protowire.BytesType:
-			var s string
-			if s, n = consumeUnchecked(b); n >= 0 {
-				m.name, err = r.tab.intern(s)
-			}
+			m.name, n, err = r.internField(b)
 		case num == metricLabels && typ == protowire.BytesType:
 			var v []byte
 			if v, n = protowire.ConsumeBytes(b); n >= 0 {
@@ -312,10 +309,7 @@ func (r *reply) metric(b []byte) error {
 			v, n = protowire.ConsumeFixed64(b)
 			m.value = math.Float64frombits(v)
 		case num == metricDescription && typ == protowire.BytesType:
-			var s string
-			if s, n = consumeUnchecked(b); n >= 0 {
-				m.help, err = r.tab.intern(s)
-			}
+			m.help, n, err = r.internField(b)
 		case num == metricTimestamp && typ == protowire.BytesType:
 			var v []byte
 			if v, n = protowire.ConsumeBytes(b); n >= 0 {
@@ -361,6 +355,21 @@ func (r *reply) metric(b []byte) error {
 	return nil
 }
 
+// internField reads a length-delimited string field and interns it. It
+// decodes the length itself when it is one byte (most strings), which
+// keeps the field at two calls.
+func (r *reply) internField(b []byte) (uint32, int, error) {
+	var v []byte
+	var n int
+	if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
+		v, n = b[1:1+b[0]], 1+int(b[0])
+	} else if v, n = protowire.ConsumeBytes(b); n < 0 {
+		return 0, n, nil
+	}
+	id, err := r.tab.intern(unsafe.String(unsafe.SliceData(v), len(v)))
+	return id, n, err
+}
+
 // entry decodes one entry of a metric's labels map (a missing key or
 // value is empty) and holds it to the limits while the labels are read,
 // so that a metric over a limit costs no more than the labels read up to
@@ -376,15 +385,9 @@ func (r *reply) entry(b []byte, start int) error {
 		var err error
 		switch {
 		case num == entryKey && typ == protowire.BytesType:
-			var s string
-			if s, n = consumeUnchecked(b); n >= 0 {
-				k, err = r.tab.intern(s)
-			}
+			k, n, err = r.internField(b)
 		case num == entryValue && typ == protowire.BytesType:
-			var s string
-			if s, n = consumeUnchecked(b); n >= 0 {
-				v, err = r.tab.intern(s)
-			}
+			v, n, err = r.internField(b)
 		default:
 			n = protowire.ConsumeFieldValue(num, typ, b)
 		}

@@ -88,6 +88,10 @@ func (a *API) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Fodc-Agents-Answered", strconv.Itoa(ans.answered))
 	a.metrics.answers.WithLabelValues(format, enc).Inc()
 	if ticket.Sole() {
+		// Only this request gets the answer: render it into the response
+		// as it goes. This happens after the admitted collection, on the
+		// request's own goroutine, once per request; its write deadline
+		// bounds it.
 		streamed := false
 		ans.render.Do(func() {
 			streamed = true
