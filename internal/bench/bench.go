@@ -64,8 +64,11 @@ type Config struct {
 	Endpoints     []string
 	Query         string
 	ScrapeTimeout time.Duration
-	Warmup        int
-	Settle        time.Duration
+	// Gzip asks for gzip-compressed answers, as Prometheus does; answers
+	// are counted once decompressed.
+	Gzip   bool
+	Warmup int
+	Settle time.Duration
 
 	JSON bool
 }
@@ -131,6 +134,7 @@ func (c *Config) RegisterFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&c.Endpoints, "endpoint", c.Endpoints, "Endpoints to scrape in turn: metrics, metrics-windows (comma-separated or repeated).")
 	fs.StringVar(&c.Query, "query", c.Query, "Query string added to every scrape, like role=ROLE_DATA.")
 	fs.DurationVar(&c.ScrapeTimeout, "scrape-timeout", c.ScrapeTimeout, "Timeout of one scrape, also sent as X-Prometheus-Scrape-Timeout-Seconds.")
+	fs.BoolVar(&c.Gzip, "gzip", c.Gzip, "Ask for gzip-compressed answers, as Prometheus does (bytes/scrape then counts the answer decompressed).")
 	fs.IntVar(&c.Warmup, "warmup", c.Warmup, "Unmeasured scrapes before the measurement.")
 	fs.DurationVar(&c.Settle, "settle", c.Settle, "Wait after every agent registered, before measuring.")
 	fs.BoolVar(&c.JSON, "json", c.JSON, "Print the report as JSON.")
@@ -294,7 +298,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger) (*Report, error) 
 
 	client := &http.Client{Transport: &http.Transport{
 		MaxIdleConnsPerHost: max(cfg.Scrapers, 1),
-		DisableCompression:  true,
+		// The transport asks for gzip and decompresses when enabled.
+		DisableCompression: !cfg.Gzip,
 	}}
 	defer client.CloseIdleConnections()
 	scfg := ScrapeConfig{
