@@ -617,7 +617,8 @@ func TestAdmissionLimitAnswers503WithRetryAfter(t *testing.T) {
 
 // An answer that goes to one request only is written as it is rendered,
 // never held whole: a large one arrives chunked, without Content-Length,
-// and decodes to the same text in every coding.
+// and decodes to the same text in every coding, also when the coding's
+// compressor is a reused one.
 func TestSoleMetricsAnswerIsStreamed(t *testing.T) {
 	e := newEnv(t)
 	e.addAgent(t, registry.Identity{RoleName: "ROLE_DATA", PodName: "data-0"}, &fakeAgent{reply: func(series.Window) *fodcv1.StreamMetricsRequest {
@@ -627,8 +628,11 @@ func TestSoleMetricsAnswerIsStreamed(t *testing.T) {
 		}
 		return &fodcv1.StreamMetricsRequest{Metrics: ms}
 	}})
+	zd, err := zstd.NewReader(nil)
+	require.NoError(t, err)
+	defer zd.Close()
 	var texts []string
-	for _, enc := range []string{"identity", "gzip"} {
+	for _, enc := range []string{"identity", "gzip", "gzip", "zstd", "zstd"} {
 		req, err := http.NewRequest(http.MethodGet, e.srv.URL+"/metrics?pod_name=data-0", nil)
 		require.NoError(t, err)
 		req.Header.Set("Accept-Encoding", enc)
@@ -640,11 +644,16 @@ func TestSoleMetricsAnswerIsStreamed(t *testing.T) {
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		require.EqualValues(t, -1, resp.ContentLength, enc)
 		require.Equal(t, []string{"chunked"}, resp.TransferEncoding, enc)
-		if enc == "gzip" {
+		switch enc {
+		case "gzip":
 			require.Equal(t, "gzip", resp.Header.Get("Content-Encoding"))
 			zr, err := gzip.NewReader(bytes.NewReader(body))
 			require.NoError(t, err)
 			body, err = io.ReadAll(zr)
+			require.NoError(t, err)
+		case "zstd":
+			require.Equal(t, "zstd", resp.Header.Get("Content-Encoding"))
+			body, err = zd.DecodeAll(body, nil)
 			require.NoError(t, err)
 		}
 		require.Equal(t, 2000, strings.Count(string(body), "\nqueue_depth{"), enc)
@@ -652,7 +661,9 @@ func TestSoleMetricsAnswerIsStreamed(t *testing.T) {
 	}
 	// The status series carry the collection's duration, which differs.
 	cut := func(s string) string { return s[:strings.Index(s, "# HELP fodc_agent")] }
-	require.Equal(t, cut(texts[0]), cut(texts[1]))
+	for _, text := range texts[1:] {
+		require.Equal(t, cut(texts[0]), cut(text))
+	}
 }
 
 // /metrics negotiates its format from Accept and its coding from

@@ -131,14 +131,39 @@ func compressTo(w http.ResponseWriter, enc string) compressingWriter {
 	switch enc {
 	case encodingGzip:
 		w.Header().Set("Content-Encoding", encodingGzip)
-		zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
-		return compressingWriter{zw, zw.Close}
-	case encodingZstd:
-		zw, err := zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1))
-		if err == nil {
-			w.Header().Set("Content-Encoding", encodingZstd)
-			return compressingWriter{zw, zw.Close}
+		zw, _ := gzipWriters.Get().(*gzip.Writer)
+		if zw == nil {
+			zw, _ = gzip.NewWriterLevel(w, gzip.BestSpeed)
+		} else {
+			zw.Reset(w)
 		}
+		return compressingWriter{zw, func() error {
+			err := zw.Close()
+			gzipWriters.Put(zw)
+			return err
+		}}
+	case encodingZstd:
+		zw, _ := zstdWriters.Get().(*zstd.Encoder)
+		if zw == nil {
+			var err error
+			if zw, err = zstd.NewWriter(w, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1)); err != nil {
+				break
+			}
+		} else {
+			zw.Reset(w)
+		}
+		w.Header().Set("Content-Encoding", encodingZstd)
+		return compressingWriter{zw, func() error {
+			err := zw.Close()
+			zstdWriters.Put(zw)
+			return err
+		}}
 	}
 	return compressingWriter{w, func() error { return nil }}
 }
+
+// Compressors of streamed answers are reused: each holds its tables
+// (hundreds of KiB for gzip, more for zstd), which a scrape would
+// otherwise allocate every time. A writer is closed, which ends its
+// stream, before it goes back.
+var gzipWriters, zstdWriters sync.Pool
