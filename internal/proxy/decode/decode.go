@@ -164,6 +164,11 @@ func (r TimeRange) millis() msRange {
 	return m
 }
 
+// maxSeconds bounds the seconds of a time any bounded range holds, even
+// one open on a side: more than 30 million years from 1970 is garbage,
+// whatever the range.
+const maxSeconds = 1e15
+
 // holds reports whether a time of seconds and nanos (millis as
 // timestamp.millis computes them) lies in r. The seconds are checked
 // first: nanos add at most ±3 s, and seconds far out of range would
@@ -172,7 +177,7 @@ func (r msRange) holds(seconds int64, nanos int32) bool {
 	if r.lo == math.MinInt64 && r.hi == math.MaxInt64 {
 		return true
 	}
-	if seconds < r.lo/1000-3 || seconds > r.hi/1000+3 {
+	if seconds > maxSeconds || seconds < -maxSeconds || seconds < r.lo/1000-3 || seconds > r.hi/1000+3 {
 		return false
 	}
 	ms := seconds*1000 + int64(nanos)/1e6
@@ -249,38 +254,6 @@ func (t *timestamp) merge(b []byte) error {
 		b = b[n:]
 	}
 	return nil
-}
-
-// scanReply checks the top level of a reply, counts its metrics and
-// decodes its timestamp, which may come after the metrics.
-func scanReply(b []byte) (count int, ts timestamp, err error) {
-	for len(b) > 0 {
-		num, typ, n := consumeTag(b)
-		if n < 0 {
-			return 0, ts, errMalformed
-		}
-		b = b[n:]
-		switch {
-		case num == replyMetrics && typ == protowire.BytesType:
-			_, n = protowire.ConsumeBytes(b)
-			count++
-		case num == replyTimestamp && typ == protowire.BytesType:
-			var v []byte
-			v, n = protowire.ConsumeBytes(b)
-			if n >= 0 {
-				if err := ts.merge(v); err != nil {
-					return 0, ts, fmt.Errorf("reply timestamp: %w", err)
-				}
-			}
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return 0, ts, errMalformed
-		}
-		b = b[n:]
-	}
-	return count, ts, nil
 }
 
 // consumeTag reads a field's tag and, like proto.Unmarshal for a message

@@ -151,6 +151,9 @@ type rec struct {
 	skip    int32 // index of the le or quantile pair, or -1
 	typ     fodcv1.MetricType
 	comp    uint8 // 0 bucket, quantile or plain sample, 1 _sum, 2 _count
+	// replyTime: the metric has no time of its own; it takes the reply's
+	// (or the time of receipt), known only once the whole reply is read.
+	replyTime bool
 }
 
 // nodeLabel is one of the node's labels as ids, with the id of the name
@@ -179,11 +182,11 @@ type reply struct {
 	placed   []placement
 	bounds   []bound
 
-	valid     msRange
-	defaultMs int64
-	defaultIn bool
-	seen      int
-	st        Stats
+	valid      msRange
+	receivedAt time.Time
+	replyTs    timestamp // StreamMetricsRequest.timestamp, merged as read
+	seen       int
+	st         Stats
 }
 
 // placement caches where a metric name of a type is filed.
@@ -216,24 +219,15 @@ func (r *reply) recycle() {
 	replyPool.Put(r)
 }
 
-// newReply prepares the decoding of raw, a reply of count metrics whose
-// reply timestamp is replyTs.
-func newReply(l Limits, info NodeInfo, count int, replyTs timestamp, receivedAt time.Time, validRange TimeRange) *reply {
+// newReply prepares the decoding of a reply.
+func newReply(l Limits, info NodeInfo, receivedAt time.Time, validRange TimeRange) *reply {
 	r := replyPool.Get().(*reply)
 	if len(r.tab.strs) == 0 {
 		r.tab.reset()
 	}
 	r.lim = l
 	r.valid = validRange.millis()
-	r.defaultMs = receivedAt.UnixMilli()
-	r.defaultIn = r.valid.holds(receivedAt.Unix(), int32(receivedAt.Nanosecond()))
-	if replyTs.set {
-		r.defaultIn = r.valid.holds(replyTs.seconds, replyTs.nanos)
-		if r.defaultIn {
-			r.defaultMs = replyTs.millis()
-		}
-	}
-	r.recs = slices.Grow(r.recs, count)
+	r.receivedAt, r.replyTs = receivedAt, timestamp{}
 	for _, e := range nodeLabels(info) {
 		r.extra = append(r.extra, nodeLabel{
 			name: r.tab.mustIntern(e.Name), value: r.tab.mustIntern(e.Value), exported: r.tab.mustIntern(exportedName(e.Name)),
@@ -246,37 +240,88 @@ func newReply(l Limits, info NodeInfo, count int, replyTs timestamp, receivedAt 
 	return r
 }
 
-// parse reads every metric of raw, count in all: the first pass.
-func (r *reply) parse(raw []byte, count int) error {
+// parse reads every metric of raw, in one pass over it: the reply's
+// timestamp, which metrics without a time of their own take, may come
+// after them, so their times are settled at the end (settle).
+func (r *reply) parse(raw []byte) error {
 	for b := raw; len(b) > 0; {
 		num, typ, n := consumeTag(b)
 		if n < 0 {
 			return errMalformed
 		}
 		b = b[n:]
-		if num == replyMetrics && typ == protowire.BytesType {
+		switch {
+		case num == replyMetrics && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
 				return errMalformed
+			}
+			if over(r.lim.MaxSeries, r.seen+1) {
+				return &LimitError{Reason: ReasonSeriesPerReply, Got: r.seen + 1, Limit: r.lim.MaxSeries}
 			}
 			if err := r.metric(v); err != nil {
 				return fmt.Errorf("metric %d: %w", r.seen, err)
 			}
 			if r.seen == 1 {
-				// Replies are uniform: size the entries after the first
-				// metric, but never beyond what raw can hold (an entry
-				// takes at least two bytes).
-				r.entries = slices.Grow(r.entries, min(count*len(r.entries), len(raw)))
+				// Replies are uniform: size the records and entries after
+				// the first metric, as if every metric took as many bytes.
+				// The guess is bounded whatever the first metric looks
+				// like: by the series limit, by a metric of 16 bytes (a
+				// name and a value), and for entries by the two bytes an
+				// entry takes at least.
+				guess := min(len(raw)/max(n, 1), len(raw)/16)
+				if r.lim.MaxSeries > 0 {
+					guess = min(guess, r.lim.MaxSeries)
+				}
+				r.recs = slices.Grow(r.recs, guess)
+				r.entries = slices.Grow(r.entries, min(guess*len(r.entries), len(raw)/2))
 			}
 			b = b[n:]
-			continue
+		case num == replyTimestamp && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return errMalformed
+			}
+			if err := r.replyTs.merge(v); err != nil {
+				return fmt.Errorf("reply timestamp: %w", err)
+			}
+			b = b[n:]
+		default:
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return errMalformed
+			}
+			b = b[n:]
 		}
-		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-			return errMalformed
-		}
-		b = b[n:]
 	}
 	return nil
+}
+
+// settle gives the metrics without a time of their own the reply's time
+// (or the time of receipt), and drops them, counted, when that time is
+// out of range or their name is reserved: the checks metric made at once
+// for the others, in the same order.
+func (r *reply) settle() {
+	ms, in := r.receivedAt.UnixMilli(), r.valid.holds(r.receivedAt.Unix(), int32(r.receivedAt.Nanosecond()))
+	if r.replyTs.set {
+		in = r.valid.holds(r.replyTs.seconds, r.replyTs.nanos)
+		ms = r.replyTs.millis()
+	}
+	kept := r.recs[:0]
+	for _, m := range r.recs {
+		if m.replyTime {
+			switch {
+			case !in:
+				r.st.OutOfRange++
+				continue
+			case r.isReserved(m.name):
+				r.st.Reserved++
+				continue
+			}
+			m.ms = ms
+		}
+		kept = append(kept, m)
+	}
+	r.recs = kept
 }
 
 // metric decodes one Metric message into a rec with its label entries as
@@ -334,21 +379,20 @@ func (r *reply) metric(b []byte) error {
 		return &LimitError{Reason: ReasonMetricNameLength, Got: len(name), Limit: r.lim.MaxNameLen}
 	}
 	r.seen++
-	m.ms = r.defaultMs
-	in := r.defaultIn
 	if ts.set {
-		in = r.valid.holds(ts.seconds, ts.nanos)
+		if !r.valid.holds(ts.seconds, ts.nanos) {
+			r.st.OutOfRange++
+			r.entries = r.entries[:start]
+			return nil
+		}
+		if r.isReserved(m.name) {
+			r.st.Reserved++
+			r.entries = r.entries[:start]
+			return nil
+		}
 		m.ms = ts.millis()
-	}
-	if !in {
-		r.st.OutOfRange++
-		r.entries = r.entries[:start]
-		return nil
-	}
-	if r.isReserved(m.name) {
-		r.st.Reserved++
-		r.entries = r.entries[:start]
-		return nil
+	} else {
+		m.replyTime = true // settled once the reply's time is known
 	}
 	m.lab, m.nl = uint32(start), uint32(len(r.entries)-start)/2
 	r.recs = append(r.recs, m)
@@ -744,19 +788,12 @@ func (r *reply) copyStrings(dst []string) []string {
 // decodeReply runs the passes common to every output: parse, rank, finish
 // the label sets. The caller recycles the reply.
 func (l Limits) decodeReply(info NodeInfo, raw []byte, receivedAt time.Time, validRange TimeRange, latest bool) (*reply, Stats, error) {
-	count, replyTs, err := scanReply(raw)
-	if err != nil {
+	r := newReply(l, info, receivedAt, validRange)
+	if err := r.parse(raw); err != nil {
+		r.recycle()
 		return nil, Stats{}, err
 	}
-	if over(l.MaxSeries, count) {
-		return nil, Stats{}, &LimitError{Reason: ReasonSeriesPerReply, Got: count, Limit: l.MaxSeries}
-	}
-	r := newReply(l, info, count, replyTs, receivedAt, validRange)
-	if err := r.parse(raw, count); err != nil {
-		st := r.st
-		r.recycle()
-		return nil, st, err
-	}
+	r.settle()
 	if latest {
 		r.placeFamilies()
 	}
