@@ -32,8 +32,9 @@ type Packed struct {
 	// Labels holds each sample's label set as pairs of ids into Strings,
 	// name then value: Labels[s.Labels : s.Labels+2*s.NumLabels].
 	Labels []uint32
-	// Dropped counts the series Pack left out (no point), DroppedLabels
-	// the label pairs it removed to make the label sets clean.
+	// Dropped counts the series left out (Pack: no point), DroppedLabels
+	// the label pairs removed to make the label sets clean (by Pack, or
+	// by decoding: names the text format cannot carry).
 	Dropped, DroppedLabels int
 
 	ids map[string]uint32 // the Packer's, kept for reuse
