@@ -324,6 +324,10 @@ func (r *reply) settle() {
 	r.recs = kept
 }
 
+// The field loops of metric and entry (and timestamp.merge) are written
+// out on purpose: a shared walker taking a function per field would cost
+// an indirect call per field, about 30 per series on the hot path.
+
 // metric decodes one Metric message into a rec with its label entries as
 // sent; a metric out of time range or under a reserved name is counted
 // and dropped.
