@@ -4,12 +4,11 @@ import "slices"
 
 // Output order inside a family: WriteText used to sort every family's
 // samples as one slice, an O(n log n) string sort that was a quarter of a
-// scrape's CPU. Decoding already sorts each agent's reply in this order
-// (decode.Batch), so a family's segment, still in input order, is a few
-// sorted runs, one per agent: finding the runs costs n-1 comparisons of
-// neighbours from the same reply (cheap: their shared strings compare by
-// pointer), and merging k runs costs log2(k) comparisons per sample
-// instead of log2(n). Input that is not sorted per batch (hand-built
+// scrape's CPU. Decoding already puts each agent's reply in this order
+// (decode.Limits.DecodeLatest), so a family's segment, still in input
+// order, is a few sorted runs, one per agent: finding the runs costs n-1
+// comparisons of neighbours (of ranks, see ranked), and merging k runs
+// costs log2(k) comparisons per sample instead of log2(n). Input that is not sorted per batch (hand-built
 // batches, the proxy's own series, untyped histograms) still comes out
 // right: its runs are short, and a segment whose runs average fewer than
 // minRunLength samples is sorted as a whole instead.
