@@ -240,8 +240,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer, gatherer pr
 		// half-open connection is noticed within time+timeout (W4).
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: cfg.GRPCKeepaliveTime, Timeout: cfg.GRPCKeepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
-		// Metrics replies reach the scraper undecoded, to be decoded
-		// straight into series (decode.Batch).
+		// Metrics replies reach the scraper undecoded, in pooled buffers,
+		// to be decoded straight into packed series (decode.DecodeLatest).
 		agentsvc.ServerCodec(),
 	}
 	// Per-connection buffers sized for agent traffic: an idle agent
