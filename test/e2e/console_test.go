@@ -112,7 +112,12 @@ func TestConsoleInABrowser(t *testing.T) {
 	poll(`fodc.cy && fodc.cy.edges('[layer = "pipeline"]').length >= 5`)
 	eval(`fodc.cy.nodes().length`, &graphNodes)
 	eval(`fodc.cy.edges('[layer = "pipeline"]').length`, &pipelineEdges)
-	eval(fmt.Sprintf(`fodc.cy.edges('[layer = "pipeline"][target = "%s"]').map(e => e.data('colour')).join(',')`, demo.FailingPod), &failingColour)
+	// An edge's error ratio needs two recorded points of its counters; the
+	// graph can show the edge before the failing node's second point is
+	// in the window (with no rate yet, so no errors): wait for it.
+	failingEdges := fmt.Sprintf(`fodc.cy.edges('[layer = "pipeline"][target = "%s"]').map(e => e.data('colour')).join(',')`, demo.FailingPod)
+	poll(failingEdges + ` === '#c62828'`)
+	eval(failingEdges, &failingColour)
 	poll(`document.querySelector('#drift-table tbody').textContent.includes('` + demo.MisconfiguredPod + `')`)
 	eval(`document.querySelector('#drift-table tbody').textContent`, &driftText)
 	// Lifecycle groups, the crash record and a pressure profile with its
