@@ -105,7 +105,9 @@ function graphElements(g, withLifecycle) {
     data: {
       id: 'e' + i, source: p.source, target: p.target, layer: p.layer,
       width: p.layer === 'pipeline' ? Math.min(12, 1 + Math.log2(1 + p.rate)) : 2,
-      colour: p.layer === 'pipeline' ? errorColour(p.errorRatio) : '#607d8b',
+      // No rate yet (fewer than two points in the window) is not health:
+      // such an edge is grey until there is traffic to judge.
+      colour: p.layer !== 'pipeline' ? '#607d8b' : p.rate > 0 ? errorColour(p.errorRatio) : '#9e9e9e',
       label: p.layer === 'pipeline' ? p.rate.toFixed(1) + '/s' + (p.errorRatio >= 0.01 ? ' ' + (100 * p.errorRatio).toFixed(0) + '% err' : '') : 'lifecycle',
       parts: p.parts,
     },
