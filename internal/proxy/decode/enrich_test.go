@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	fodcv1 "github.com/fodc-go/fodc/api/proto/banyandb/fodc/v1"
@@ -100,6 +101,14 @@ func TestBatchLabels(t *testing.T) {
 			require.Equal(t, tt.info.Node, b.Node)
 			require.Len(t, b.Series, 1)
 			require.Equal(t, tt.want, b.Series[0].Labels)
+			// The decoder agrees with the reference, for the replies that
+			// can go on the wire (invalid UTF-8 cannot).
+			if raw, err := proto.Marshal(reply); err == nil {
+				got, err := Batch(tt.info, raw, received, false)
+				require.NoError(t, err)
+				require.Len(t, got.Series, 1)
+				require.Equal(t, tt.want, got.Series[0].Labels)
+			}
 		})
 	}
 }

@@ -511,11 +511,16 @@ func (r *reply) finish() {
 	for _, m := range r.recs {
 		own := append(r.pairs[:0], r.entries[m.lab:m.lab+2*m.nl]...)
 		// A stable sort by name keeps the entries of one key in wire
-		// order; label sets are small, where insertion sort is fastest.
-		for i := 2; i < len(own); i += 2 {
-			for j := i; j > 0 && byName(own[j], own[j-2]); j -= 2 {
-				own[j], own[j+1], own[j-2], own[j-1] = own[j-2], own[j-1], own[j], own[j+1]
+		// order. The usual small set is sorted right here (sortPairs'
+		// comparison function would cost a call per comparison).
+		if len(own) <= 2*smallSet {
+			for i := 2; i < len(own); i += 2 {
+				for j := i; j > 0 && byName(own[j], own[j-2]); j -= 2 {
+					own[j], own[j+1], own[j-2], own[j-1] = own[j-2], own[j-1], own[j], own[j+1]
+				}
 			}
+		} else {
+			sortPairs(own, func(a, b pair) int { return cmp.Compare(rank[a.name], rank[b.name]) })
 		}
 		n := 0
 		for i := 0; i < len(own); i += 2 {
@@ -565,16 +570,41 @@ func (r *reply) finish() {
 	r.recs = kept
 }
 
+// pair is one label as ids.
+type pair struct{ name, value uint32 }
+
+// smallSet is the most labels insertion sort orders.
+const smallSet = 16
+
+// sortPairs sorts the label pairs of set (ids, name then value) stably.
+// Label sets are small, where insertion sort is fastest; a large one (an
+// agent may send many labels when no limit is set) gets an O(n log n)
+// sort, so that it cannot make decoding quadratic.
+func sortPairs(set []uint32, cmpPairs func(a, b pair) int) {
+	n := len(set) / 2
+	if n <= smallSet {
+		for i := 1; i < n; i++ {
+			for j := i; j > 0 && cmpPairs(pair{set[2*j], set[2*j+1]}, pair{set[2*j-2], set[2*j-1]}) < 0; j-- {
+				set[2*j], set[2*j+1], set[2*j-2], set[2*j-1] = set[2*j-2], set[2*j-1], set[2*j], set[2*j+1]
+			}
+		}
+		return
+	}
+	ps := unsafe.Slice((*pair)(unsafe.Pointer(unsafe.SliceData(set))), n)
+	slices.SortStableFunc(ps, cmpPairs)
+}
+
 // sortRenamed orders a label set in which renamed labels broke the name
 // order, by name then value, and keeps the first (smallest) value of each
 // name.
 func (r *reply) sortRenamed(set []uint32) {
 	rank := r.rank
-	for i := 2; i < len(set); i += 2 {
-		for j := i; j > 0 && (rank[set[j]] < rank[set[j-2]] || set[j] == set[j-2] && rank[set[j+1]] < rank[set[j-1]]); j -= 2 {
-			set[j], set[j+1], set[j-2], set[j-1] = set[j-2], set[j-1], set[j], set[j+1]
+	sortPairs(set, func(a, b pair) int {
+		if c := cmp.Compare(rank[a.name], rank[b.name]); c != 0 {
+			return c
 		}
-	}
+		return cmp.Compare(rank[a.value], rank[b.value])
+	})
 	n := 0
 	for i := 0; i < len(set); i += 2 {
 		if n > 0 && set[i] == set[n-2] {
