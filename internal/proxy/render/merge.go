@@ -82,7 +82,7 @@ func (m *merger) build(t, k int) int32 {
 }
 
 // less reports whether run a's next sample comes before run b's; an
-// exhausted run comes last. compareRefs never ties (seq is unique).
+// exhausted run comes last. compareRefs never ties (input positions are unique).
 func (m *merger) less(a, b int32) bool {
 	ha, hb := m.heads[a], m.heads[b]
 	switch {
