@@ -114,16 +114,20 @@ func New(opts Options) *Profiler {
 // Dir is the profile directory.
 func (p *Profiler) Dir() string { return p.opts.Dir }
 
-// SelfCheck creates the directory and probes that it is writable.
+// SelfCheck creates the directory and probes that it is writable. The
+// probe file has a name of its own: agents of several nodes on one host
+// may share the directory and start at the same moment, and with one
+// fixed name each could remove the other's probe (and fail to start).
 func (p *Profiler) SelfCheck() error {
 	if err := os.MkdirAll(p.opts.Dir, 0o750); err != nil {
 		return fmt.Errorf("pressure profile directory: %w", err)
 	}
-	probe := filepath.Join(p.opts.Dir, ".write-probe")
-	if err := os.WriteFile(probe, nil, 0o600); err != nil {
+	probe, err := os.CreateTemp(p.opts.Dir, ".write-probe-*")
+	if err != nil {
 		return fmt.Errorf("pressure profile directory not writable: %w", err)
 	}
-	return os.Remove(probe)
+	_ = probe.Close()
+	return os.Remove(probe.Name())
 }
 
 // Changed returns a channel closed after the next finished capture.

@@ -6,6 +6,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,4 +125,29 @@ func TestRetention(t *testing.T) {
 	require.ElementsMatch(t, []uint64{500, 300}, rss)
 	_, err := os.Stat(filepath.Join(dir, "partial"))
 	require.NoError(t, err)
+}
+
+// Agents of several nodes on one host may share the profile directory and
+// start at the same moment: their self-checks must not trip over each
+// other, and leave nothing behind.
+func TestSelfCheckSharedDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "shared")
+	var wg sync.WaitGroup
+	errs := make(chan error, 8*50)
+	for range 8 {
+		p := New(Options{Dir: dir})
+		wg.Go(func() {
+			for range 50 {
+				errs <- p.SelfCheck()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	left, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Empty(t, left, "no probe is left behind")
 }
