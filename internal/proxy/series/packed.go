@@ -86,33 +86,27 @@ func GetPacked(node Node) *Packed {
 	return p
 }
 
-// Packer builds a Packed, string by string.
-type Packer struct {
-	p    *Packed
-	ids  map[string]uint32
-	keep func(string) string
+// packer builds a Packed, string by string (Pack).
+type packer struct {
+	p   *Packed
+	ids map[string]uint32
 }
 
-// NewPacker starts a Packed for node with room for n samples and labels
-// label pairs. keep, if not nil, returns the string the table keeps for a
-// new string (a copy, when the caller's strings alias memory that will
-// change).
-func NewPacker(node Node, n, labels int, keep func(string) string) *Packer {
+// newPacker starts a Packed for node with room for n samples and labels
+// label pairs.
+func newPacker(node Node, n, labels int) *packer {
 	p := GetPacked(node)
 	p.Strings = append(p.Strings, "")
 	p.Samples = slices.Grow(p.Samples, n)
 	p.Labels = slices.Grow(p.Labels, 2*labels)
 	p.ids[""] = 0
-	return &Packer{p: p, ids: p.ids, keep: keep}
+	return &packer{p: p, ids: p.ids}
 }
 
-// ID returns the id of s, adding it to the table when new.
-func (b *Packer) ID(s string) uint32 {
+// id returns the id of s, adding it to the table when new.
+func (b *packer) id(s string) uint32 {
 	id, ok := b.ids[s]
 	if !ok {
-		if b.keep != nil {
-			s = b.keep(s)
-		}
 		id = uint32(len(b.p.Strings))
 		b.ids[s] = id
 		b.p.Strings = append(b.p.Strings, s)
@@ -120,19 +114,9 @@ func (b *Packer) ID(s string) uint32 {
 	return id
 }
 
-// Dropped counts n series left out; DroppedLabels n label pairs.
-func (b *Packer) Dropped(n int)       { b.p.Dropped += n }
-func (b *Packer) DroppedLabels(n int) { b.p.DroppedLabels += n }
-
-// Label appends one label pair of the sample being added; pairs must come
-// sorted by name, clean.
-func (b *Packer) Label(name, value uint32) {
-	b.p.Labels = append(b.p.Labels, name, value)
-}
-
-// Sample adds a sample whose label pairs were the ones appended since
-// the previous Sample.
-func (b *Packer) Sample(s Sample) {
+// sample adds a sample whose label pairs were appended to p.Labels since
+// the previous sample.
+func (b *packer) sample(s Sample) {
 	end := uint32(len(b.p.Labels))
 	start := uint32(0)
 	if n := len(b.p.Samples); n > 0 {
@@ -141,13 +125,6 @@ func (b *Packer) Sample(s Sample) {
 	}
 	s.Labels, s.NumLabels = start, (end-start)/2
 	b.p.Samples = append(b.p.Samples, s)
-}
-
-// Packed returns the result; the Packer must not be used afterwards.
-func (b *Packer) Packed() *Packed {
-	p := b.p
-	b.p, b.ids = nil, nil
-	return p
 }
 
 // Pack converts a batch into a Packed with its last point per series. It
@@ -160,7 +137,7 @@ func Pack(b Batch) *Packed {
 	for i := range b.Series {
 		labels += len(b.Series[i].Labels)
 	}
-	pk := NewPacker(b.Node, len(b.Series), labels, nil)
+	pk := newPacker(b.Node, len(b.Series), labels)
 	for i := range b.Series {
 		s := &b.Series[i]
 		if len(s.Points) == 0 {
@@ -178,12 +155,12 @@ func Pack(b Batch) *Packed {
 			if !b.CleanLabels && !utf8.ValidString(v) {
 				v = strings.ToValidUTF8(v, "\uFFFD")
 			}
-			pk.Label(pk.ID(l.Name), pk.ID(v))
+			pk.p.Labels = append(pk.p.Labels, pk.id(l.Name), pk.id(v))
 		}
 		last := s.Points[len(s.Points)-1]
-		pk.Sample(Sample{Value: last.Value, TimestampMs: last.TimestampMs, Name: pk.ID(s.Name), Help: pk.ID(s.Help), Type: s.Type})
+		pk.sample(Sample{Value: last.Value, TimestampMs: last.TimestampMs, Name: pk.id(s.Name), Help: pk.id(s.Help), Type: s.Type})
 	}
-	return pk.Packed()
+	return pk.p
 }
 
 // Batch expands p into the Batch it stands for (one point per series),
