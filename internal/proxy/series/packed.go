@@ -37,7 +37,7 @@ type Packed struct {
 	// by decoding: names the text format cannot carry).
 	Dropped, DroppedLabels int
 
-	ids map[string]uint32 // the Packer's, kept for reuse
+	ids map[string]uint32 // Pack's string table, kept for reuse
 }
 
 // packedPool holds Packeds given back with Recycle: a scrape packs about
