@@ -699,31 +699,11 @@ func (r *reply) boundOf(id uint32) (float64, bool) {
 	return b.v, b.ok
 }
 
-// compareSets orders two label sets pair by pair (name, then value, by
-// rank; a proper prefix first), skipping pair askip of a and bskip of b
-// (-1: none).
+// compareSets orders two label sets of the reply by rank (see
+// series.CompareRanked), skipping pair askip of a and bskip of b (-1:
+// none).
 func (r *reply) compareSets(a []uint32, askip int32, b []uint32, bskip int32) int {
-	rank := r.rank
-	i, j := 0, 0
-	for {
-		if i == 2*int(askip) {
-			i += 2
-		}
-		if j == 2*int(bskip) {
-			j += 2
-		}
-		if i >= len(a) || j >= len(b) {
-			return cmp.Compare(len(a)-i, len(b)-j)
-		}
-		if a[i] != b[j] {
-			return cmp.Compare(rank[a[i]], rank[b[j]])
-		}
-		if a[i+1] != b[j+1] {
-			return cmp.Compare(rank[a[i+1]], rank[b[j+1]])
-		}
-		i += 2
-		j += 2
-	}
+	return series.CompareRanked(a, r.rank, int(askip), b, r.rank, int(bskip))
 }
 
 func compareTime(a, b *rec) int {

@@ -175,29 +175,8 @@ func (rk *ranked) fingerprint(r *ref) uint32 {
 // compare orders the label sets of a and b, skipping their le or
 // quantile pair, as series.CompareSkip orders the sets they stand for.
 func (rk *ranked) compare(a, b *ref) int {
-	la, ra := rk.labels[a.pack][a.lab:a.lab+2*a.nl], rk.rank[a.pack]
-	lb, rb := rk.labels[b.pack][b.lab:b.lab+2*b.nl], rk.rank[b.pack]
-	askip, bskip := 2*int(a.skip), 2*int(b.skip)
-	i, j := 0, 0
-	for {
-		if i == askip {
-			i += 2
-		}
-		if j == bskip {
-			j += 2
-		}
-		if i >= len(la) || j >= len(lb) {
-			return cmp.Compare(len(la)-i, len(lb)-j)
-		}
-		if x, y := ra[la[i]], rb[lb[j]]; x != y {
-			return cmp.Compare(x, y)
-		}
-		if x, y := ra[la[i+1]], rb[lb[j+1]]; x != y {
-			return cmp.Compare(x, y)
-		}
-		i += 2
-		j += 2
-	}
+	return series.CompareRanked(rk.labels[a.pack][a.lab:a.lab+2*a.nl], rk.rank[a.pack], int(a.skip),
+		rk.labels[b.pack][b.lab:b.lab+2*b.nl], rk.rank[b.pack], int(b.skip))
 }
 
 // textWriter holds the state of one WriteText call.
@@ -763,7 +742,9 @@ func orderFamilies(refs []ref, rk *ranked, fams []*family) {
 // compareRefs orders samples of one family: by label set without le or
 // quantile, component, bound and input order.
 func compareRefs(rk *ranked, a, b *ref) int {
-	if c := rk.compare(a, b); c != 0 {
+	// rk.compare written out: the merge calls this for every comparison.
+	if c := series.CompareRanked(rk.labels[a.pack][a.lab:a.lab+2*a.nl], rk.rank[a.pack], int(a.skip),
+		rk.labels[b.pack][b.lab:b.lab+2*b.nl], rk.rank[b.pack], int(b.skip)); c != 0 {
 		return c
 	}
 	if a.comp != b.comp {

@@ -1,6 +1,7 @@
 package series
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 	"sync"
@@ -65,6 +66,43 @@ type Sample struct {
 	Labels      uint32 // where the label set starts in Packed.Labels
 	NumLabels   uint32
 	Type        fodcv1.MetricType
+}
+
+// CompareRanked orders two label sets given as pairs of string ids (name,
+// value), each read through its own table of ranks (the rank of every id
+// among all the strings compared), as CompareSkip orders the label sets
+// they stand for: pair by pair, a proper prefix first, skipping pair askip
+// of a and bskip of b (-1: none). Decoding compares the sets of one reply
+// (ra and rb the same table), rendering those of different agents.
+func CompareRanked(a, ra []uint32, askip int, b, rb []uint32, bskip int) int {
+	askip, bskip = 2*askip, 2*bskip
+	// Within one table equal ids are equal strings: most pairs compare
+	// without reading a rank.
+	same := len(ra) > 0 && len(rb) > 0 && &ra[0] == &rb[0]
+	i, j := 0, 0
+	for {
+		if i == askip {
+			i += 2
+		}
+		if j == bskip {
+			j += 2
+		}
+		if i >= len(a) || j >= len(b) {
+			return cmp.Compare(len(a)-i, len(b)-j)
+		}
+		if !same || a[i] != b[j] {
+			if x, y := ra[a[i]], rb[b[j]]; x != y {
+				return cmp.Compare(x, y)
+			}
+		}
+		if !same || a[i+1] != b[j+1] {
+			if x, y := ra[a[i+1]], rb[b[j+1]]; x != y {
+				return cmp.Compare(x, y)
+			}
+		}
+		i += 2
+		j += 2
+	}
 }
 
 // LabelIDs returns the label set of s as pairs of string ids.
