@@ -179,6 +179,7 @@ type reply struct {
 	le, quantile, containerName uint32
 	// Per string id, filled when first needed.
 	reserved []int8 // metric names: 1 reserved, -1 not
+	nameOK   []int8 // label names: 1 valid, -1 not
 	placed   []placement
 	bounds   []bound
 
@@ -212,9 +213,10 @@ func (r *reply) recycle() {
 	r.recs, r.entries, r.labels, r.pairs = r.recs[:0], r.entries[:0], r.labels[:0], r.pairs[:0]
 	r.extra, r.containers = r.extra[:0], r.containers[:0]
 	clear(r.reserved)
+	clear(r.nameOK)
 	clear(r.placed)
 	clear(r.bounds)
-	r.reserved, r.placed, r.bounds = r.reserved[:0], r.placed[:0], r.bounds[:0]
+	r.reserved, r.nameOK, r.placed, r.bounds = r.reserved[:0], r.nameOK[:0], r.placed[:0], r.bounds[:0]
 	r.st, r.seen = Stats{}, 0
 	replyPool.Put(r)
 }
@@ -827,14 +829,14 @@ func (l Limits) decodeReply(info NodeInfo, raw []byte, receivedAt time.Time, val
 func (r *reply) packed(node series.Node) *series.Packed {
 	p := series.GetPacked(node)
 	p.Strings = r.copyStrings(p.Strings)
-	valid := r.validNames()
+	r.nameOK = grown(r.nameOK, len(r.tab.strs))
 	p.Samples = slices.Grow(p.Samples[:0], len(r.recs))
 	p.Labels = slices.Grow(p.Labels[:0], len(r.labels))
 	for i := range r.recs {
 		m := &r.recs[i]
 		start := len(p.Labels)
 		for set := r.set(m); len(set) > 0; set = set[2:] {
-			if valid[set[0]] {
+			if r.validName(set[0]) {
 				p.Labels = append(p.Labels, set[0], set[1])
 			} else {
 				p.DroppedLabels++
@@ -848,17 +850,19 @@ func (r *reply) packed(node series.Node) *series.Packed {
 	return p
 }
 
-// validNames reports, per string id, whether the string used as a label
-// name in some set is a valid one (ValidLabelName); other ids are false.
-func (r *reply) validNames() []bool {
-	valid := make([]bool, len(r.tab.strs))
-	checked := make([]bool, len(r.tab.strs))
-	for i := 0; i < len(r.labels); i += 2 {
-		if id := r.labels[i]; !checked[id] {
-			checked[id], valid[id] = true, series.ValidLabelName(r.tab.strs[id])
-		}
+// validName reports whether string id is a valid label name
+// (ValidLabelName), checking each id once per reply; r.nameOK must cover
+// the table (see output).
+func (r *reply) validName(id uint32) bool {
+	if v := r.nameOK[id]; v != 0 {
+		return v > 0
 	}
-	return valid
+	ok := series.ValidLabelName(r.tab.strs[id])
+	r.nameOK[id] = -1
+	if ok {
+		r.nameOK[id] = 1
+	}
+	return ok
 }
 
 // batch builds the series.Batch of a reply, one series per rec, or with
@@ -866,9 +870,9 @@ func (r *reply) validNames() []bool {
 func (r *reply) batch(node series.Node, window bool) series.Batch {
 	out := series.Batch{Node: node, Series: make([]series.Series, 0, len(r.recs))}
 	strs := r.copyStrings(nil)
+	r.nameOK = grown(r.nameOK, len(r.tab.strs))
 	labels := make(series.Labels, 0, len(r.labels)/2)
 	points := make([]series.Point, 0, len(r.recs))
-	valid := r.validNames()
 	clean := true
 	for i := 0; i < len(r.recs); {
 		j := i + 1
@@ -899,7 +903,7 @@ func (r *reply) batch(node series.Node, window bool) series.Batch {
 		ls := len(labels)
 		for set := r.set(first); len(set) > 0; set = set[2:] {
 			labels = append(labels, series.Label{Name: strs[set[0]], Value: strs[set[1]]})
-			clean = clean && valid[set[0]]
+			clean = clean && r.validName(set[0])
 		}
 		s.Labels = labels[ls:len(labels):len(labels)]
 		s.Points = points[start:len(points):len(points)]
