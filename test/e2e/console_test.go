@@ -118,6 +118,12 @@ func TestConsoleInABrowser(t *testing.T) {
 	failingEdges := fmt.Sprintf(`fodc.cy.edges('[layer = "pipeline"][target = "%s"]').map(e => e.data('colour')).join(',')`, demo.FailingPod)
 	poll(failingEdges + ` === '#c62828'`)
 	eval(failingEdges, &failingColour)
+	// An edge without a measured rate yet is grey, not healthy green; one
+	// with traffic takes the colour of its error ratio.
+	var unmeasured string
+	eval(`graphElements({nodes: [{id: 'a'}, {id: 'b'}], edges: [
+		{layer: 'pipeline', source: 'a', target: 'b', rate: 0, error_ratio: 0},
+		{layer: 'pipeline', source: 'b', target: 'a', rate: 2, error_ratio: 0}]}, false).edges.map(e => e.data.colour).join(',')`, &unmeasured)
 	poll(`document.querySelector('#drift-table tbody').textContent.includes('` + demo.MisconfiguredPod + `')`)
 	eval(`document.querySelector('#drift-table tbody').textContent`, &driftText)
 	// Lifecycle groups, the crash record and a pressure profile with its
@@ -139,6 +145,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	require.Equal(t, 4, graphNodes, "one graph node per demo node")
 	require.Equal(t, 5, pipelineEdges, "liaison to three data nodes, two hot nodes to the warm one")
 	require.Equal(t, "#c62828", failingColour, "the failing node's edge is in the error colour")
+	require.Equal(t, "#9e9e9e,#2e7d32", unmeasured)
 	require.Contains(t, driftText, demo.MisconfiguredFlag)
 	require.Contains(t, driftText, demo.MisconfiguredPod)
 	require.GreaterOrEqual(t, chartLines, 4, "memory series of every node (used and total)")

@@ -120,6 +120,7 @@ func BenchmarkMetricsReply(b *testing.B) {
 				r, err := m.Request(ctx, series.Window{})
 				require.NoError(b, err)
 				require.Len(b, r.Bytes, size)
+				r.Release() // back to the pool, as the scraper does
 			}
 			cancel()
 			<-agentDone
