@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
@@ -22,10 +23,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // ends, with the default heartbeat settings.
 func startProxy(t testing.TB) *proxy.Proxy {
 	t.Helper()
-	p, _ := testproxy.Start(t, func(c *proxy.Config) {
+	p, reg := testproxy.Start(t, func(c *proxy.Config) {
 		d := proxy.DefaultConfig()
 		c.HeartbeatInterval, c.AgentHeartbeatTimeout = d.HeartbeatInterval, d.AgentHeartbeatTimeout
 	})
+	// As the binary does: the Go runtime's series, among them
+	// go_memstats_alloc_bytes_total, which the report reads.
+	reg.MustRegister(collectors.NewGoCollector())
 	return p
 }
 
@@ -62,6 +66,10 @@ func TestRunSmoke(t *testing.T) {
 			require.LessOrEqual(t, e.P50, e.P99)
 			require.Positive(t, e.BytesMax)
 			require.Positive(t, e.SeriesPerSecond)
+			if e.Endpoint == EndpointMetrics {
+				require.Positive(t, e.ProxyAllocPerScrape, "read from the proxy's own series in the answers")
+				require.InDelta(t, e.ProxyAllocPerScrape/e.BytesMean, e.ProxyAllocPerAnswerByte, 1e-9)
+			}
 		})
 	}
 	require.EqualValues(t, 10*20*200*3, rep.Endpoints[1].Points, "window points = scrapes x agents x series x depth")
@@ -204,11 +212,17 @@ func TestCountText(t *testing.T) {
 		`fodc_agent_up{agent_id="a"} 1` + "\n" +
 		`fodc_agent_up{agent_id="b"} 0` + "\n" +
 		`other 3` + "\n" +
+		`go_memstats_alloc_bytes_total 1.5e+07` + "\n" +
 		`bench_g0001 4`
-	series, upZero, err := countText(strings.NewReader(body))
+	c, err := countText(strings.NewReader(body))
 	require.NoError(t, err)
-	require.EqualValues(t, 3, series)
-	require.EqualValues(t, 1, upZero)
+	require.EqualValues(t, 3, c.series)
+	require.EqualValues(t, 1, c.upZero)
+	require.True(t, c.hasAlloc)
+	require.InDelta(t, 1.5e7, c.alloc, 0)
+	c, err = countText(strings.NewReader(`bench_g0001 4`))
+	require.NoError(t, err)
+	require.False(t, c.hasAlloc, "an answer without the proxy's own series")
 }
 
 func TestCountWindows(t *testing.T) {

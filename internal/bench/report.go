@@ -102,7 +102,14 @@ type EndpointReport struct {
 	BytesTotal            int64   `json:"bytes_total"`
 	BytesMean             float64 `json:"bytes_mean"`
 	BytesMax              int64   `json:"bytes_max"`
-	FirstError            string  `json:"first_error,omitempty"`
+	// ProxyAllocPerScrape is what the proxy allocated per answer, from
+	// its own go_memstats_alloc_bytes_total in the first and last answer
+	// that carry it (our proxy's unfiltered /metrics answers), and
+	// ProxyAllocPerAnswerByte the same over BytesMean. Zero when fewer
+	// than two answers carry it.
+	ProxyAllocPerScrape     float64 `json:"proxy_alloc_bytes_per_scrape,omitempty"`
+	ProxyAllocPerAnswerByte float64 `json:"proxy_alloc_per_answer_byte,omitempty"`
+	FirstError              string  `json:"first_error,omitempty"`
 }
 
 // ProxyReport is what /proc says about the proxy process.
@@ -145,7 +152,15 @@ func summarizeScrapes(results []scrapeResult, endpoints []string, expected int, 
 		var inside time.Duration
 		var series int64
 		ok := 0
+		allocs, allocLo, allocHi := 0, 0.0, 0.0
 		for _, r := range rs {
+			if r.err == nil && r.hasAlloc {
+				if allocs == 0 || r.alloc < allocLo {
+					allocLo = r.alloc
+				}
+				allocHi = max(allocHi, r.alloc)
+				allocs++
+			}
 			e.BytesTotal += r.bytes
 			e.BytesMax = max(e.BytesMax, r.bytes)
 			if r.err != nil {
@@ -185,6 +200,14 @@ func summarizeScrapes(results []scrapeResult, endpoints []string, expected int, 
 		}
 		if wall > 0 {
 			e.SeriesPerSecond = float64(series) / wall
+		}
+		if allocs >= 2 {
+			// The counter is read while each answer is collected, so the
+			// span between the first and the last covers allocs-1 scrapes.
+			e.ProxyAllocPerScrape = (allocHi - allocLo) / float64(allocs-1)
+			if e.BytesMean > 0 {
+				e.ProxyAllocPerAnswerByte = e.ProxyAllocPerScrape / e.BytesMean
+			}
 		}
 		if inside > 0 {
 			e.ScrapeSeriesPerSecond = float64(series) / inside.Seconds()
@@ -243,6 +266,10 @@ func (r *Report) WriteText(w io.Writer) error {
 		for _, e := range r.Endpoints {
 			if e.FirstError != "" {
 				fmt.Fprintf(&b, "first error on /%s: %s\n", e.Endpoint, e.FirstError)
+			}
+			if e.ProxyAllocPerScrape > 0 {
+				fmt.Fprintf(&b, "/%s: the proxy allocated %s per scrape = %.2fx the answer (its go_memstats_alloc_bytes_total in the answers)\n",
+					e.Endpoint, size(e.ProxyAllocPerScrape), e.ProxyAllocPerAnswerByte)
 			}
 		}
 		b.WriteByte('\n')

@@ -67,6 +67,11 @@ type scrapeResult struct {
 	bytes    int64
 	series   int64 // series of the simulated agents (name starts with MetricPrefix)
 	points   int64 // window points (metrics-windows), or series for metrics
+	// alloc is the proxy's own go_memstats_alloc_bytes_total in a
+	// /metrics answer (our proxy's unfiltered answers carry it), when
+	// hasAlloc.
+	alloc    float64
+	hasAlloc bool
 	partial  bool
 	err      error
 }
@@ -177,8 +182,9 @@ func scrapeOnce(ctx context.Context, cfg ScrapeConfig, client *http.Client, ep s
 	if ep == EndpointMetricsWindows {
 		r.series, r.points, err = countWindows(body)
 	} else {
-		r.series, upZero, err = countText(body)
-		r.points = r.series
+		var c textCounts
+		c, err = countText(body)
+		r.series, r.points, upZero, r.alloc, r.hasAlloc = c.series, c.series, c.upZero, c.alloc, c.hasAlloc
 	}
 	r.bytes = body.n
 	if err != nil {
@@ -209,11 +215,20 @@ func (c *countingReader) Read(p []byte) (int, error) {
 var (
 	prefixBytes = []byte(MetricPrefix)
 	agentUpLine = []byte("fodc_agent_up")
+	allocLine   = []byte("go_memstats_alloc_bytes_total ")
 )
 
+// textCounts is what countText finds in a text exposition.
+type textCounts struct {
+	series, upZero int64
+	alloc          float64
+	hasAlloc       bool
+}
+
 // countText counts the sample lines of simulated series in a text
-// exposition, and the fodc_agent_up lines whose value is 0.
-func countText(r io.Reader) (series, upZero int64, err error) {
+// exposition and the fodc_agent_up lines whose value is 0, and reads the
+// proxy's go_memstats_alloc_bytes_total when the answer has it.
+func countText(r io.Reader) (c textCounts, err error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	long := false // inside a line longer than the buffer
 	for {
@@ -221,9 +236,12 @@ func countText(r io.Reader) (series, upZero int64, err error) {
 		if len(line) > 0 && !long {
 			switch {
 			case bytes.HasPrefix(line, prefixBytes):
-				series++
+				c.series++
 			case bytes.HasPrefix(line, agentUpLine) && bytes.HasSuffix(bytes.TrimRight(line, "\n"), []byte(" 0")):
-				upZero++
+				c.upZero++
+			case bytes.HasPrefix(line, allocLine):
+				v, perr := strconv.ParseFloat(string(bytes.TrimSpace(line[len(allocLine):])), 64)
+				c.alloc, c.hasAlloc = v, perr == nil
 			}
 		}
 		switch {
@@ -231,9 +249,9 @@ func countText(r io.Reader) (series, upZero int64, err error) {
 			long = true
 			continue
 		case errors.Is(err, io.EOF):
-			return series, upZero, nil
+			return c, nil
 		case err != nil:
-			return series, upZero, err
+			return c, err
 		}
 		long = false
 	}
